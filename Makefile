@@ -1,0 +1,63 @@
+# visionpipe — `make help` lists the targets. `make run` and `make test` do all set-up themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUTPUT ?= runs
+ARGS ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install the pinned project (done by run/test too)
+
+run: $(STAMP) ## the whole pipeline on builtin:digits, locally (ARGS="--data DIR ..." to change)
+	$(BIN)/visionpipe run --output $(OUTPUT) $(ARGS)
+
+prepare: $(STAMP) ## only the prepare stage on builtin:digits into $(OUTPUT)/stages/dataset
+	$(BIN)/visionpipe prepare --data builtin:digits --output $(OUTPUT)/stages/dataset $(ARGS)
+
+train: $(STAMP) ## only the train stage, on the dataset from `make prepare`
+	$(BIN)/visionpipe train --dataset $(OUTPUT)/stages/dataset --output $(OUTPUT)/stages/model $(ARGS)
+
+evaluate: $(STAMP) ## only the evaluate stage, on the outputs of `make prepare train`
+	$(BIN)/visionpipe evaluate --dataset $(OUTPUT)/stages/dataset --model $(OUTPUT)/stages/model --output $(OUTPUT)/stages/evaluation $(ARGS)
+
+export: $(STAMP) ## only the export stage, on the outputs of `make prepare train`
+	$(BIN)/visionpipe export --dataset $(OUTPUT)/stages/dataset --model $(OUTPUT)/stages/model --output $(OUTPUT)/stages/export $(ARGS)
+
+compile: $(STAMP) ## write the Kubeflow pipeline YAML to build/visionpipe.yaml
+	$(BIN)/visionpipe compile --output build/visionpipe.yaml
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check components pipelines tests benchmarks
+	$(BIN)/ruff format --check components pipelines tests benchmarks
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix components pipelines tests benchmarks
+	$(BIN)/ruff format components pipelines tests benchmarks
+
+test: $(STAMP) ## lint, then every test (unit, integration, e2e; slow ones included)
+	$(MAKE) --no-print-directory lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean: ## remove run outputs and build files (keeps .venv)
+	rm -rf $(OUTPUT) build .pytest_cache
+
+distclean: clean ## also remove .venv
+	rm -rf $(VENV)
+
+.PHONY: help venv run prepare train evaluate export compile lint format test test-fast clean distclean

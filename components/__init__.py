@@ -1,0 +1,3 @@
+"""Stage logic of visionpipe: plain Python, no Kubeflow import."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Pieces every stage shares: errors, typed configs, images, artifacts, progress."""

@@ -1,0 +1,44 @@
+"""The shape every stage command line shares: `--config FILE`, `--set key=value`, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+
+from components.common.errors import exit_on_user_error
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML config (whole-run or this stage's)")
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one config key (repeatable), e.g. --set epochs=5",
+    )
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ start-up chatter out of the user's terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def stage_main(
+    stage: str,
+    description: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    execute: Callable[[argparse.Namespace], int | None],
+) -> Callable[[list[str] | None], int]:
+    """Build `main(argv)` for `python -m components.<stage>`."""
+
+    @exit_on_user_error
+    def main(argv: list[str] | None = None) -> int | None:
+        parser = argparse.ArgumentParser(prog=f"python -m components.{stage}",
+                                         description=description)
+        add_arguments(parser)
+        quiet_tensorflow()
+        return execute(parser.parse_args(argv))
+
+    return main

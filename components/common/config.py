@@ -1,0 +1,198 @@
+"""Typed, validated stage configs.
+
+Each stage declares a dataclass that derives from `StageConfig`. Values come
+from a YAML/JSON file and from `--set key=value` overrides; both go through
+`from_dict`, which refuses unknown keys and values of the wrong type or
+outside the allowed choices, naming the key, the value received and what is
+allowed (the big_vision rule: unhandled config args fail loudly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from components.common.errors import UserError
+
+C = TypeVar("C", bound="StageConfig")
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """Base of every stage config: construction from untrusted dicts, and back."""
+
+    section: ClassVar[str] = ""
+
+    @classmethod
+    def from_dict(cls: type[C], raw: dict[str, Any] | None) -> C:
+        raw = dict(raw or {})
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(raw) - set(names))
+        if unknown:
+            key = unknown[0]
+            raise UserError(
+                f"unknown {cls.section} config key {key!r} (value {raw[key]!r}); "
+                f"allowed keys: {', '.join(names)}"
+            )
+        values = {name: _coerce(cls.section, name, raw[name], hints[name]) for name in raw}
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Range checks a type cannot express; raise `UserError` naming the key."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self: C, **changes: Any) -> C:
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+    def check(self, condition: bool, key: str, allowed: str) -> None:
+        if not condition:
+            value = getattr(self, key)
+            raise UserError(f"{self.section} config {key}={value!r} is invalid; {allowed}")
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """Turn `["a=1", "train.epochs=3"]` into `{"a": 1, "train.epochs": 3}` (YAML scalars)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def load_config_file(path: str | Path | None) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict (empty when no file is given)."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {str(path)!r} does not exist; pass an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+SECTIONS = ("prepare", "train", "evaluate", "export")
+
+
+def split_sections(merged: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Split a whole-run config (`{"train": {...}}` or dotted `{"train.epochs": 3}`) by stage."""
+    out: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for key, value in merged.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise UserError(f"config section {key!r} must be a mapping, got {value!r}")
+            out[key].update(value)
+            continue
+        section, dot, rest = key.partition(".")
+        if not dot or section not in SECTIONS:
+            raise UserError(
+                f"unknown config key {key!r}; whole-run keys are <stage>.<key> "
+                f"with stage one of {', '.join(SECTIONS)} (e.g. train.epochs=5)"
+            )
+        out[section][rest] = value
+    return out
+
+
+def stage_config(cls: type[C], config_file: str | None, overrides: list[str] | None) -> C:
+    """The config of one stage from a file (whole-run or stage-only) and `--set` overrides."""
+    data = load_config_file(config_file)
+    if any(key in SECTIONS for key in data):
+        data = split_sections(data)[cls.section]
+    sets = parse_overrides(overrides)
+    prefix = cls.section + "."
+    sets = {key.removeprefix(prefix): value for key, value in sets.items()}
+    return cls.from_dict({**data, **sets})
+
+
+def dump_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)
+
+
+def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
+    """Check `value` against the annotation `hint`, converting the lossless cases."""
+
+    def refuse(expected: str) -> UserError:
+        return UserError(f"{section} config {key}={value!r} is invalid; expected {expected}")
+
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(section, key, value, option)
+            except UserError as error:
+                errors.append(str(error))
+        raise refuse(" or ".join(_describe(o) for o in options))
+    if origin is Literal:
+        choices = get_args(hint)
+        if value in choices:
+            return value
+        raise refuse(f"one of {', '.join(repr(c) for c in choices)}")
+    if origin in (list, tuple):
+        (item,) = get_args(hint)[:1] or (Any,)
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            raise refuse(f"a list of {_describe(item)}")
+        items = [_coerce(section, key, v, item) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise refuse("a mapping")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise refuse("true or false")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise refuse("an integer")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise refuse("a number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise refuse("a string")
+    raise refuse(_describe(hint))
+
+
+def _describe(hint: Any) -> str:
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(c) for c in get_args(hint))
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", str(hint))

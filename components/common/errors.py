@@ -1,0 +1,43 @@
+"""The one error type a user can fix, and how a command line reports it."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UserError(ValueError):
+    """Bad usage or bad input: reported as one line and exit code 2, never a traceback.
+
+    The message says what was wrong, where, and how to fix it.
+    """
+
+
+def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Wrap a CLI entry point: `UserError` (and missing files) become one line and exit 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs) or EXIT_OK
+        except (UserError, FileNotFoundError, NotADirectoryError) as error:
+            print(f"visionpipe: error: {_one_line(error)}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("visionpipe: interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, FileNotFoundError) and error.filename and not error.args[1:]:
+        return f"file not found: {error.filename}"
+    if isinstance(error, FileNotFoundError) and error.filename:
+        return f"{error.strerror}: {error.filename}"
+    return " ".join(str(error).split())

@@ -1,0 +1,77 @@
+"""The TFRecord schema shared by prepare (writer) and train/evaluate/export (readers).
+
+One `tf.train.Example` per image:
+  image   bytes  PNG, image_size x image_size, 8-bit RGB
+  label   int64  index into classes.json
+  sha256  bytes  hex digest of the source file
+  uri     bytes  where the source file was read from
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def make_example(png: bytes, label: int, sha256: str, uri: str) -> bytes:
+    import tensorflow as tf
+
+    feature = {
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+        "sha256": tf.train.Feature(bytes_list=tf.train.BytesList(value=[sha256.encode()])),
+        "uri": tf.train.Feature(bytes_list=tf.train.BytesList(value=[uri.encode()])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def shard_files(dataset_dir: str | Path, split: str) -> list[str]:
+    files = sorted(str(p) for p in (Path(dataset_dir) / "tfrecords").glob(f"{split}-*.tfrecord"))
+    if not files:
+        raise FileNotFoundError(
+            f"no {split} TFRecord shards in {dataset_dir}/tfrecords; "
+            "is this the output folder of `visionpipe prepare`?"
+        )
+    return files
+
+
+def parse_fn(image_size: int):
+    """A tf.data map function: serialized Example -> (uint8 image (H, W, 3), int32 label)."""
+    import tensorflow as tf
+
+    spec = {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+    }
+
+    def parse(serialized):
+        parsed = tf.io.parse_single_example(serialized, spec)
+        image = tf.io.decode_png(parsed["image"], channels=3)  # (H, W, 3) uint8
+        image = tf.ensure_shape(image, [image_size, image_size, 3])
+        return image, tf.cast(parsed["label"], tf.int32)
+
+    return parse
+
+
+def load_split_arrays(dataset_dir: str | Path, split: str, image_size: int):
+    """A whole split in memory: uint8 images (N, H, W, 3), int labels (N,), uris (N,).
+
+    For evaluation and export checks on the test split (small by design).
+    """
+    import tensorflow as tf
+
+    spec = {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+        "uri": tf.io.FixedLenFeature([], tf.string),
+    }
+    images, labels, uris = [], [], []
+    for serialized in tf.data.TFRecordDataset(shard_files(dataset_dir, split)):
+        parsed = tf.io.parse_single_example(serialized, spec)
+        images.append(tf.io.decode_png(parsed["image"], channels=3).numpy())
+        labels.append(int(parsed["label"]))
+        uris.append(parsed["uri"].numpy().decode())
+    shape = (0, image_size, image_size, 3)
+    array = np.stack(images) if images else np.zeros(shape, np.uint8)
+    return array, np.asarray(labels, dtype=np.int64), uris

@@ -1,0 +1,1 @@
+"""prepare: a labelled image source in; validated, split, sharded dataset out."""

@@ -1,0 +1,5 @@
+import sys
+
+from components.prepare.cli import main
+
+sys.exit(main())

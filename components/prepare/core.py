@@ -1,0 +1,187 @@
+"""The prepare stage: a labelled image source in, a validated, split, sharded dataset out."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from components.common import progress
+from components.common.artifacts import StageRecord, atomic_dir, write_json
+from components.common.errors import UserError
+from components.common.images import ImageLimits
+from components.prepare import report
+from components.prepare.config import PrepareConfig
+from components.prepare.scan import inspect_all, list_source, worker_count
+from components.prepare.shards import write_split
+from components.prepare.split import SPLITS, duplicate_groups, stratified_split
+
+STAGE = "prepare"
+
+
+def auto_image_size(sides: list[int]) -> int:
+    """The median longer side, clamped to 32..224 and rounded up to a multiple of 8."""
+    median = statistics.median(sides) if sides else 224
+    return int(min(224, max(32, -(-int(median) // 8) * 8)))
+
+
+def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any]:
+    """Prepare `source` into `output`; return the stats (also written to `stats.json`)."""
+    record = StageRecord(STAGE, config, {"data": str(source)})
+    limits = ImageLimits(min_side=config.min_side, max_pixels=config.max_pixels)
+    workers = worker_count(config.workers)
+
+    with progress.step(STAGE, f"listing {source}"):
+        listing = list_source(source)
+    progress.log(
+        STAGE,
+        f"{len(listing.items)} image files in {len(listing.classes)} classes"
+        + (f", {len(listing.ignored)} other files ignored" if listing.ignored else ""),
+    )
+
+    def bar(items, total):
+        return progress.bar(items, total, STAGE, "img")
+
+    with progress.step(STAGE, f"decoding and checking {len(listing.items)} images"):
+        inspected = inspect_all(listing, limits, workers, bar)
+    rejected = [{"uri": r.uri, "label": r.label, "reason": r.rejected} for r in inspected if r.rejected]
+    good = [r for r in inspected if not r.rejected]
+    rejected_fraction = len(rejected) / len(inspected)
+    if rejected_fraction > config.max_rejected_fraction:
+        examples = "; ".join(f"{r['uri']}: {r['reason']}" for r in rejected[:3])
+        raise UserError(
+            f"{len(rejected)} of {len(inspected)} images in {source!r} cannot be used "
+            f"({rejected_fraction:.1%} > max_rejected_fraction {config.max_rejected_fraction}), "
+            f"e.g. {examples}; fix or remove them, or raise prepare.max_rejected_fraction"
+        )
+
+    # -- duplicates: exact copies share a group, so they share a split
+    groups = [r.sha256 if config.dedupe == "exact" else r.uri for r in good]
+    duplicates = (
+        duplicate_groups([r.sha256 for r in good], [r.uri for r in good], [r.label for r in good])
+        if config.dedupe == "exact"
+        else []
+    )
+    conflicts = [g for g in duplicates if g.conflicting]
+    if conflicts and config.conflicting_labels == "drop":
+        conflicting = {g.sha256 for g in conflicts}
+        for r in good:
+            if r.sha256 in conflicting:
+                rejected.append(
+                    {"uri": r.uri, "label": r.label,
+                     "reason": "identical file appears under conflicting labels"}
+                )
+        keep = [i for i, r in enumerate(good) if r.sha256 not in conflicting]
+        good = [good[i] for i in keep]
+        groups = [groups[i] for i in keep]
+
+    # -- classes too small to split
+    counts = Counter(r.label for r in good)
+    small = {label: n for label, n in counts.items() if n < config.min_images_per_class}
+    if small and config.small_classes == "error":
+        raise UserError(
+            f"classes below min_images_per_class={config.min_images_per_class}: "
+            + ", ".join(f"{label!r} ({n})" for label, n in sorted(small.items()))
+            + "; add images, or set prepare.small_classes=drop to leave them out"
+        )
+    if small:
+        progress.log(STAGE, f"dropping small classes: {sorted(small)}")
+        keep = [i for i, r in enumerate(good) if r.label not in small]
+        good = [good[i] for i in keep]
+        groups = [groups[i] for i in keep]
+    classes = sorted({r.label for r in good})
+    if len(classes) < 2:
+        raise UserError(
+            f"only {len(classes)} usable class left in {source!r} after validation; "
+            "a classifier needs at least 2"
+        )
+
+    image_size = config.image_size or auto_image_size([max(r.width, r.height) for r in good])
+    splits = stratified_split(
+        [r.label for r in good], groups, config.val_fraction, config.test_fraction, config.seed
+    )
+    class_index = {name: i for i, name in enumerate(classes)}
+    rows_by_split: dict[str, list[dict]] = {name: [] for name in SPLITS}
+    for r, split in zip(good, splits, strict=True):
+        rows_by_split[split].append(
+            {"uri": r.uri, "label": r.label, "label_index": class_index[r.label],
+             "sha256": r.sha256, "width": r.width, "height": r.height}
+        )
+
+    with atomic_dir(output) as work:
+        (work / "splits").mkdir()
+        for split, rows in rows_by_split.items():
+            write_manifest(work / "splits" / f"{split}.csv", rows)
+            with progress.step(STAGE, f"writing {split} shards ({len(rows)} images, {image_size}px)"):
+                write_split(
+                    work / "tfrecords", split, rows, image_size, limits,
+                    config.shard_size, workers, bar,
+                )
+        write_json(work / "classes.json", classes)
+        stats = build_stats(
+            listing, classes, rows_by_split, rejected, duplicates, image_size, config
+        )
+        write_json(work / "stats.json", stats)
+        report.write(work, stats)
+        record.write(work)
+    progress.log(
+        STAGE,
+        f"{stats['counts']['total']} images kept, {len(rejected)} rejected, "
+        f"{len(duplicates)} duplicate groups -> {output}",
+    )
+    return stats
+
+
+def write_manifest(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["uri", "label", "sha256", "width", "height"],
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def build_stats(listing, classes, rows_by_split, rejected, duplicates, image_size, config):
+    """The content of `stats.json`: counts, balance, class weights, rejects, duplicates."""
+    per_class = {
+        split: {name: sum(1 for r in rows if r["label"] == name) for name in classes}
+        for split, rows in rows_by_split.items()
+    }
+    totals = {name: sum(per_class[s][name] for s in SPLITS) for name in classes}
+    train_counts = per_class["train"]
+    n_train = sum(train_counts.values())
+    # "balanced" weights (n / (k * n_c)), as scikit-learn computes them
+    class_weights = {
+        name: round(n_train / (len(classes) * max(1, train_counts[name])), 6) for name in classes
+    }
+    return {
+        "source": listing.source,
+        "root": listing.root,
+        "num_classes": len(classes),
+        "classes": classes,
+        "image_size": image_size,
+        "counts": {
+            "total": sum(totals.values()),
+            "per_split": {split: len(rows) for split, rows in rows_by_split.items()},
+            "per_class": totals,
+            "per_class_and_split": per_class,
+            "listed": len(listing.items),
+            "rejected": len(rejected),
+            "ignored": len(listing.ignored),
+        },
+        "imbalance_ratio": round(max(totals.values()) / max(1, min(totals.values())), 4),
+        "class_weights": class_weights,
+        "rejected": rejected,
+        "ignored": listing.ignored,
+        "duplicate_groups": [
+            {"sha256": g.sha256, "uris": g.uris, "labels": g.labels, "conflicting": g.conflicting}
+            for g in duplicates
+        ],
+        "split_fractions": {
+            "train": round(1 - config.val_fraction - config.test_fraction, 6),
+            "val": config.val_fraction,
+            "test": config.test_fraction,
+        },
+        "seed": config.seed,
+    }

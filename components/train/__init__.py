@@ -1,0 +1,1 @@
+"""train: a prepared dataset in; the best Keras model, its history and val metrics out."""

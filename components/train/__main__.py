@@ -1,0 +1,5 @@
+import sys
+
+from components.train.cli import main
+
+sys.exit(main())

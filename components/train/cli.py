@@ -1,0 +1,28 @@
+"""`visionpipe train` / `python -m components.train`."""
+
+from __future__ import annotations
+
+import argparse
+
+from components.common.cli import add_config_arguments, stage_main
+from components.common.config import stage_config
+
+DESCRIPTION = "Train an image classifier on a prepared dataset."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="folder written by `visionpipe prepare`")
+    parser.add_argument("--output", required=True, help="model folder to write")
+    add_config_arguments(parser)
+
+
+def execute(args: argparse.Namespace) -> int:
+    from components.train.config import TrainConfig
+    from components.train.core import run
+
+    config = stage_config(TrainConfig, args.config, args.set)
+    run(config, args.dataset, args.output)
+    return 0
+
+
+main = stage_main("train", DESCRIPTION, add_arguments, execute)

@@ -1,0 +1,145 @@
+"""Model builders, keras APIs only (they also run under KERAS_BACKEND=jax).
+
+Every model takes float images in 0..255 of shape (B, S, S, 3) and carries
+its own input normalisation, so the exported graph needs nothing outside it.
+The layer named `embedding` is the penultimate representation (used by error
+analysis); the output layer `probabilities` is a float32 softmax.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+
+import keras
+
+from components.common.storage import read_bytes
+
+# keras.applications models: constructor name -> how the family expects its input.
+#   "builtin": the model rescales 0..255 itself (include_preprocessing)
+#   "tf": scale to -1..1;  "torch": ImageNet mean/std;  "caffe": BGR minus ImageNet means
+BACKBONES: dict[str, str] = {
+    "MobileNetV3Small": "builtin",
+    "MobileNetV3Large": "builtin",
+    "MobileNetV2": "tf",
+    "EfficientNetB0": "builtin",
+    "EfficientNetB1": "builtin",
+    "EfficientNetB2": "builtin",
+    "EfficientNetB3": "builtin",
+    "EfficientNetV2B0": "builtin",
+    "EfficientNetV2S": "builtin",
+    "EfficientNetV2M": "builtin",
+    "ResNet50": "caffe",
+    "ResNet50V2": "tf",
+    "ConvNeXtTiny": "builtin",
+    "DenseNet121": "torch",
+    "Xception": "tf",
+    "InceptionV3": "tf",
+}
+FROM_SCRATCH: dict[str, Callable] = {}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def from_scratch(name: str):
+    def register(builder):
+        if name in FROM_SCRATCH:
+            raise ValueError(f"model {name!r} is registered twice")
+        FROM_SCRATCH[name] = builder
+        return builder
+
+    return register
+
+
+def known_models() -> list[str]:
+    return [*FROM_SCRATCH, *BACKBONES]
+
+
+@keras.saving.register_keras_serializable(package="visionpipe")
+class CaffePreprocess(keras.layers.Layer):
+    """RGB 0..255 -> BGR minus the ImageNet channel means (ResNet50, VGG)."""
+
+    def call(self, inputs):
+        bgr = keras.ops.flip(inputs, axis=-1)
+        return bgr - keras.ops.convert_to_tensor(CAFFE_MEAN_BGR, dtype=inputs.dtype)
+
+
+def preprocessing(kind: str) -> list:
+    if kind == "builtin":
+        return []
+    if kind == "tf":
+        return [keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="to_minus1_1")]
+    if kind == "torch":
+        return [
+            keras.layers.Rescaling(1 / 255.0, name="to_0_1"),
+            keras.layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD],
+                                       name="imagenet_norm"),
+        ]
+    if kind == "caffe":
+        return [CaffePreprocess(name="caffe_preprocess")]
+    raise ValueError(f"unknown preprocessing kind {kind!r}")
+
+
+def head(features, num_classes: int, dropout: float):
+    """GlobalAveragePooling -> Dropout -> Dense softmax (float32 even under mixed precision)."""
+    x = keras.layers.GlobalAveragePooling2D(name="embedding")(features)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    return keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
+                              name="probabilities")(x)
+
+
+@from_scratch("small_cnn")
+def small_cnn(image_size: int, num_classes: int, dropout: float) -> keras.Model:
+    """Three conv blocks (32, 64, 128 filters) with BatchNorm: ~290k weights at any size."""
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255.0, name="to_0_1")(inputs)
+    for block, filters in enumerate((32, 64, 128)):
+        for conv in range(2):
+            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                                    name=f"block{block}_conv{conv}")(x)
+            # momentum 0.9, not 0.99: small datasets give few steps per epoch, and the
+            # moving statistics must converge within them for inference to work
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{block}_bn{conv}")(x)
+            x = keras.layers.ReLU(name=f"block{block}_relu{conv}")(x)
+        if block < 2:
+            x = keras.layers.MaxPooling2D(name=f"block{block}_pool")(x)
+            x = keras.layers.SpatialDropout2D(dropout / 3, name=f"block{block}_drop")(x)
+    return keras.Model(inputs, head(x, num_classes, dropout), name="small_cnn")
+
+
+def backbone_model(name: str, image_size: int, num_classes: int, dropout: float,
+                   weights: str) -> keras.Model:
+    """A keras.applications backbone (no top) with its own preprocessing and our head."""
+    constructor = getattr(keras.applications, name)
+    kind = BACKBONES[name]
+    kwargs = {"include_top": False, "input_shape": (image_size, image_size, 3),
+              "weights": "imagenet" if weights == "imagenet" else None}
+    if kind == "builtin" and name.startswith(("MobileNetV3", "EfficientNet")):
+        kwargs["include_preprocessing"] = True
+    backbone = constructor(**kwargs)
+    backbone.name = "backbone"
+    if weights not in ("none", "imagenet"):
+        suffix = ".weights.h5" if weights.endswith(".weights.h5") else os.path.splitext(weights)[1]
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "backbone" + suffix)
+            with open(local, "wb") as handle:
+                handle.write(read_bytes(weights))
+            backbone.load_weights(local)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = inputs
+    for layer in preprocessing(kind):
+        x = layer(x)
+    x = backbone(x)
+    return keras.Model(inputs, head(x, num_classes, dropout), name=f"{name}_classifier")
+
+
+def build_model(name: str, image_size: int, num_classes: int, dropout: float,
+                weights: str = "none") -> keras.Model:
+    if name in FROM_SCRATCH:
+        return FROM_SCRATCH[name](image_size, num_classes, dropout)
+    if name in BACKBONES:
+        return backbone_model(name, image_size, num_classes, dropout, weights)
+    raise ValueError(f"unknown model {name!r}; expected one of {', '.join(known_models())}")
