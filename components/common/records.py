@@ -66,12 +66,19 @@ def load_split_arrays(dataset_dir: str | Path, split: str, image_size: int):
         "label": tf.io.FixedLenFeature([], tf.int64),
         "uri": tf.io.FixedLenFeature([], tf.string),
     }
-    images, labels, uris = [], [], []
-    for serialized in tf.data.TFRecordDataset(shard_files(dataset_dir, split)):
+    def parse(serialized):
         parsed = tf.io.parse_single_example(serialized, spec)
-        images.append(tf.io.decode_png(parsed["image"], channels=3).numpy())
-        labels.append(int(parsed["label"]))
-        uris.append(parsed["uri"].numpy().decode())
+        image = tf.ensure_shape(tf.io.decode_png(parsed["image"], channels=3),
+                                [image_size, image_size, 3])
+        return image, parsed["label"], parsed["uri"]
+
+    ds = tf.data.TFRecordDataset(shard_files(dataset_dir, split))
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
+    images, labels, uris = [], [], []
+    for image_batch, label_batch, uri_batch in ds.as_numpy_iterator():
+        images.append(image_batch)
+        labels.extend(int(v) for v in label_batch)
+        uris.extend(v.decode() for v in uri_batch)
     shape = (0, image_size, image_size, 3)
-    array = np.stack(images) if images else np.zeros(shape, np.uint8)
+    array = np.concatenate(images) if images else np.zeros(shape, np.uint8)
     return array, np.asarray(labels, dtype=np.int64), uris

@@ -92,11 +92,11 @@ def head(features, num_classes: int, dropout: float):
 
 
 @from_scratch("small_cnn")
-def small_cnn(image_size: int, num_classes: int, dropout: float) -> keras.Model:
-    """Three conv blocks (32, 64, 128 filters) with BatchNorm: ~290k weights at any size."""
+def small_cnn(image_size: int, num_classes: int, dropout: float, width: int = 32) -> keras.Model:
+    """Three blocks of two 3x3 convs (width, 2*width, 4*width filters) with BatchNorm."""
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = keras.layers.Rescaling(1 / 255.0, name="to_0_1")(inputs)
-    for block, filters in enumerate((32, 64, 128)):
+    for block, filters in enumerate((width, 2 * width, 4 * width)):
         for conv in range(2):
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
                                     name=f"block{block}_conv{conv}")(x)

@@ -1,0 +1,1 @@
+"""evaluate: test-split metrics, error analysis, report and the blessing gate."""

@@ -1,0 +1,28 @@
+"""`visionpipe evaluate` / `python -m components.evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+
+from components.common.cli import add_config_arguments, stage_main
+from components.common.config import stage_config
+
+DESCRIPTION = "Evaluate a trained model on the test split and decide whether to bless it."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="folder written by `visionpipe prepare`")
+    parser.add_argument("--model", required=True, help="folder written by `visionpipe train`")
+    parser.add_argument("--output", required=True, help="evaluation folder to write")
+    add_config_arguments(parser)
+
+
+def execute(args: argparse.Namespace) -> int:
+    from components.evaluate.config import EvaluateConfig
+    from components.evaluate.core import run
+
+    run(stage_config(EvaluateConfig, args.config, args.set), args.dataset, args.model, args.output)
+    return 0
+
+
+main = stage_main("evaluate", DESCRIPTION, add_arguments, execute)

@@ -1,0 +1,1 @@
+"""export: SavedModel, TFLite and ONNX files, each verified against the Keras model."""

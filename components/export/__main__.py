@@ -1,0 +1,5 @@
+import sys
+
+from components.export.cli import main
+
+sys.exit(main())

@@ -1,0 +1,32 @@
+"""The export stage's config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from components.common.config import StageConfig
+
+FORMATS = ("saved_model", "tflite", "onnx")
+
+
+@dataclass
+class ExportConfig(StageConfig):
+    """Which formats to write and how strictly they must agree with Keras."""
+
+    section = "export"
+
+    formats: list[str] = field(default_factory=lambda: list(FORMATS))
+    onnx_opset: int = 17
+    min_float_agreement: float = 0.999  # top-1 agreement with Keras on the test split
+    benchmark_runs: int = 50  # batch-1 latency samples per format
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        unknown = [f for f in self.formats if f not in FORMATS]
+        self.check(not unknown and bool(self.formats), "formats",
+                   f"expected a non-empty list of {', '.join(FORMATS)}")
+        self.check(13 <= self.onnx_opset <= 21, "onnx_opset", "expected 13..21")
+        self.check(0.0 <= self.min_float_agreement <= 1.0, "min_float_agreement",
+                   "expected a fraction in 0..1")
+        self.check(self.benchmark_runs >= 1, "benchmark_runs", "expected >= 1")
+        self.check(self.batch_size >= 1, "batch_size", "expected >= 1")

@@ -1,0 +1,61 @@
+"""Running each exported format: Keras, LiteRT (TFLite) and ONNX Runtime, batch by batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+Predictor = Callable[[np.ndarray], np.ndarray]  # float32 (B, S, S, 3) 0..255 -> (B, K) probs
+
+
+def keras_predictor(model) -> Predictor:
+    def predict(images: np.ndarray) -> np.ndarray:
+        return np.asarray(model(images, training=False), dtype=np.float32)
+
+    return predict
+
+
+def tflite_predictor(path: str, threads: int | None = None) -> Predictor:
+    """A LiteRT interpreter that resizes its batch dimension as needed."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    (input_detail,) = interpreter.get_input_details()
+    (output_detail,) = interpreter.get_output_details()
+    state = {"batch": None}
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        if state["batch"] != len(images):
+            interpreter.resize_tensor_input(input_detail["index"], list(images.shape))
+            interpreter.allocate_tensors()
+            state["batch"] = len(images)
+        interpreter.set_tensor(input_detail["index"], images.astype(input_detail["dtype"]))
+        interpreter.invoke()
+        return np.array(interpreter.get_tensor(output_detail["index"]), dtype=np.float32)
+
+    return predict
+
+
+def onnx_predictor(path: str, threads: int | None = None) -> Predictor:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(None, {name: images.astype(np.float32)})[0],
+                          dtype=np.float32)
+
+    return predict
+
+
+def predict_all(predictor: Predictor, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Probabilities for a whole uint8 image array, in batches."""
+    outputs = [predictor(images[i : i + batch_size].astype(np.float32))
+               for i in range(0, len(images), batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)

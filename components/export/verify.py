@@ -1,0 +1,36 @@
+"""Proof that an exported file computes what the Keras model computes, and how fast."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from components.export.runtimes import Predictor
+
+
+def parity(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Top-1 agreement and max |difference| against Keras, and accuracy, on the same images."""
+    agree = reference.argmax(axis=1) == candidate.argmax(axis=1)
+    return {
+        "count": int(len(labels)),
+        "top1_agreement": float(agree.mean()) if len(agree) else 1.0,
+        "disagreements": int((~agree).sum()),
+        "max_abs_diff": float(np.abs(reference - candidate).max()) if len(agree) else 0.0,
+        "accuracy": float((candidate.argmax(axis=1) == labels).mean()) if len(labels) else 0.0,
+    }
+
+
+def latency(predictor: Predictor, image: np.ndarray, runs: int) -> dict[str, float]:
+    """Batch-1 latency in milliseconds (median and p90) after two warm-up calls."""
+    batch = image[None].astype(np.float32)
+    for _ in range(2):
+        predictor(batch)
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        predictor(batch)
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return {"median_ms": round(float(np.median(samples)), 4),
+            "p90_ms": round(float(np.percentile(samples, 90)), 4), "runs": runs}
