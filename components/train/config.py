@@ -15,6 +15,7 @@ class TrainConfig(StageConfig):
     section = "train"
 
     model: str = "small_cnn"  # from scratch; or a keras.applications name, e.g. MobileNetV3Small
+    width: int = 32  # small_cnn: filters of the first block (then 2x, 4x)
     weights: str = "none"  # backbones only: none | imagenet | path or gs:// to a weights file
     augmentation: str = "safe"  # preset; "safe" has no flips, so digits and text stay themselves
     epochs: int = 60
@@ -39,6 +40,7 @@ class TrainConfig(StageConfig):
         self.check(self.augmentation in PRESETS, "augmentation",
                    f"expected one of {', '.join(PRESETS)}")
         self.check(self.epochs >= 1, "epochs", "expected >= 1")
+        self.check(4 <= self.width <= 512, "width", "expected 4..512")
         self.check(1 <= self.batch_size <= 4096, "batch_size", "expected 1..4096")
         self.check(0 < self.learning_rate < 1, "learning_rate", "expected 0 < value < 1")
         self.check(0 <= self.weight_decay < 1, "weight_decay", "expected 0 <= value < 1")

@@ -80,7 +80,8 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
                                   shuffle_buffer=config.shuffle_buffer, augment=augmenter,
                                   seed=config.seed)
     val_ds = data.split_dataset(dataset, "val", size, num_classes, config.batch_size)
-    model = build_model(config.model, size, num_classes, config.dropout, config.weights)
+    model = build_model(config.model, size, num_classes, config.dropout, config.weights,
+                        config.width)
     compile_model(model, config, num_classes)
     progress.log(STAGE, f"{model.name}: {model.count_params():,} weights, input {size}x{size}, "
                         f"{num_classes} classes, augmentation {config.augmentation!r}")

@@ -137,9 +137,9 @@ def backbone_model(name: str, image_size: int, num_classes: int, dropout: float,
 
 
 def build_model(name: str, image_size: int, num_classes: int, dropout: float,
-                weights: str = "none") -> keras.Model:
+                weights: str = "none", width: int = 32) -> keras.Model:
     if name in FROM_SCRATCH:
-        return FROM_SCRATCH[name](image_size, num_classes, dropout)
+        return FROM_SCRATCH[name](image_size, num_classes, dropout, width)
     if name in BACKBONES:
         return backbone_model(name, image_size, num_classes, dropout, weights)
     raise ValueError(f"unknown model {name!r}; expected one of {', '.join(known_models())}")

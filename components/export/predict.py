@@ -1,0 +1,74 @@
+"""`visionpipe predict`: run any exported format on image files, print the top-k labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from components.common.errors import UserError
+from components.common.images import ImageRejected, load_for_model
+
+
+def load_labels(model_path: Path) -> list[str]:
+    folder = model_path.parent
+    if (folder / "labels.txt").exists():
+        return (folder / "labels.txt").read_text().splitlines()
+    if (folder / "classes.json").exists():
+        return json.loads((folder / "classes.json").read_text())
+    raise UserError(f"no labels.txt or classes.json beside {model_path}; keep the export folder "
+                    "together")
+
+
+def open_model(model_path: Path):
+    """(predictor, image_size) for a .tflite, .onnx, .keras file or a SavedModel folder."""
+    from components.export import runtimes
+
+    if not model_path.exists():
+        raise UserError(f"model {str(model_path)!r} does not exist; pass an exported model file")
+    suffix = model_path.suffix.lower()
+    if suffix == ".tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        shape = Interpreter(model_path=str(model_path)).get_input_details()[0]["shape"]
+        return runtimes.tflite_predictor(model_path), int(shape[1])
+    if suffix == ".onnx":
+        import onnxruntime as ort
+
+        shape = ort.InferenceSession(str(model_path)).get_inputs()[0].shape
+        return runtimes.onnx_predictor(model_path), int(shape[1])
+    if suffix == ".keras":
+        import keras
+
+        model = keras.models.load_model(model_path, compile=False)
+        return runtimes.keras_predictor(model), int(model.input_shape[1])
+    if model_path.is_dir() and (model_path / "saved_model.pb").exists():
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(str(model_path)).signatures["serving_default"]
+        size = int(serve.structured_input_signature[1]["image"].shape[1])
+
+        def predict(images):
+            return serve(image=tf.constant(images, tf.float32))["probabilities"].numpy()
+
+        return predict, size
+    raise UserError(f"cannot tell the format of {str(model_path)!r}; expected a .tflite, .onnx "
+                    "or .keras file or a SavedModel folder")
+
+
+def predict_files(model: str, images: list[str], top_k: int = 3) -> list[dict]:
+    model_path = Path(model)
+    predictor, size = open_model(model_path)
+    labels = load_labels(model_path)  # labels.txt sits beside the file or SavedModel folder
+    results = []
+    for path in images:
+        try:
+            array = load_for_model(path, size)
+        except (ImageRejected, FileNotFoundError, IsADirectoryError) as error:
+            raise UserError(f"cannot use image {path!r}: {error}") from None
+        probs = predictor(array[None].astype(np.float32))[0]
+        order = np.argsort(-probs)[: min(top_k, len(labels))]
+        results.append({"image": path, "top": [
+            {"label": labels[i], "probability": round(float(probs[i]), 6)} for i in order]})
+    return results

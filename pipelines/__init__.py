@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines side of visionpipe: thin components, the DAG, and the CLI."""

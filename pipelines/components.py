@@ -1,0 +1,137 @@
+"""KFP components: each maps artifact paths to one stage's `run` and publishes its metrics.
+
+The bodies are serialised into the compiled pipeline and executed in the
+stage image (or, locally, in this Python environment), so they import
+everything they use. No ML logic lives here.
+"""
+
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+from pipelines.images import CPU_IMAGE, GPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def prepare(
+    data: str,
+    config: dict,
+    dataset: Output[Dataset],
+    data_metrics: Output[Metrics],
+    data_report: Output[HTML],
+    data_report_md: Output[Markdown],
+):
+    """Validate, de-duplicate, split and shard a labelled image source.
+
+    Args:
+        data: folder of class sub-folders, gs:// prefix, or builtin:digits.
+        config: prepare config (see components/prepare/config.py); {} for defaults.
+        dataset: the prepared dataset folder (classes.json, splits/, tfrecords/, stats.json).
+        data_metrics: image counts per split, rejected and duplicate counts.
+        data_report: the HTML data report.
+        data_report_md: the Markdown data report (rendered by the KFP UI).
+    """
+    import shutil
+
+    from components.prepare.config import PrepareConfig
+    from components.prepare.core import run
+    from pipelines.runtime import reporting_user_errors
+
+    with reporting_user_errors(dataset.path):
+        stats = run(PrepareConfig.from_dict(config), data, dataset.path)
+    for split, count in stats["counts"]["per_split"].items():
+        data_metrics.log_metric(f"{split}_images", count)
+    data_metrics.log_metric("rejected_files", stats["counts"]["rejected"])
+    data_metrics.log_metric("duplicate_groups", len(stats["duplicate_groups"]))
+    data_metrics.log_metric("imbalance_ratio", stats["imbalance_ratio"])
+    shutil.copyfile(f"{dataset.path}/report.html", data_report.path)
+    shutil.copyfile(f"{dataset.path}/report.md", data_report_md.path)
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def train(dataset: Input[Dataset], config: dict, model: Output[Model],
+          val_metrics: Output[Metrics]):
+    """Train a classifier on the prepared dataset; keep the best epoch.
+
+    Args:
+        dataset: output of prepare.
+        config: train config (see components/train/config.py); {} for defaults.
+        model: model folder (model.keras, history.csv, metrics.json, tensorboard/, config.json).
+        val_metrics: validation metrics of the kept epoch.
+    """
+    from components.train.config import TrainConfig
+    from components.train.core import run
+    from pipelines.runtime import reporting_user_errors
+
+    with reporting_user_errors(model.path):
+        metrics = run(TrainConfig.from_dict(config), dataset.path, model.path)
+    for name, value in metrics.items():
+        val_metrics.log_metric(name, value)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def evaluate(
+    dataset: Input[Dataset],
+    model: Input[Model],
+    config: dict,
+    evaluation: Output[Artifact],
+    test_metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+    eval_report: Output[HTML],
+    eval_report_md: Output[Markdown],
+) -> bool:
+    """Measure the model on the test split and decide whether it is blessed.
+
+    Args:
+        dataset: output of prepare.
+        model: output of train.
+        config: evaluate config (see components/evaluate/config.py); {} for defaults.
+        evaluation: folder with metrics.json, confusion_matrix.csv/.png, errors.csv,
+            report.html, blessing.json.
+        test_metrics: headline test metrics.
+        confusion: the confusion matrix, rendered by the KFP UI.
+        eval_report: the HTML evaluation report.
+        eval_report_md: the Markdown evaluation report.
+
+    Returns:
+        True when the model is blessed (export and push run only then).
+    """
+    import shutil
+
+    from components.evaluate.config import EvaluateConfig
+    from components.evaluate.core import run
+    from pipelines.runtime import reporting_user_errors
+
+    with reporting_user_errors(evaluation.path):
+        result = run(EvaluateConfig.from_dict(config), dataset.path, model.path, evaluation.path)
+    metrics = result["metrics"]
+    for name in ("accuracy", "macro_f1", "weighted_f1", "log_loss", "ece", "worst_class_recall"):
+        test_metrics.log_metric(name, metrics[name])
+    confusion.log_confusion_matrix(result["classes"], result["confusion_matrix"])
+    shutil.copyfile(f"{evaluation.path}/report.html", eval_report.path)
+    shutil.copyfile(f"{evaluation.path}/report.md", eval_report_md.path)
+    return bool(result["blessing"]["blessed"])
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def export(dataset: Input[Dataset], model: Input[Model], config: dict,
+           exported: Output[Model], parity_metrics: Output[Metrics]):
+    """Write SavedModel, TFLite and ONNX files and prove each matches Keras.
+
+    Args:
+        dataset: output of prepare (the test split is the parity set).
+        model: output of train.
+        config: export config (see components/export/config.py); {} for defaults.
+        exported: folder with saved_model/, model.tflite, model.onnx, labels.txt,
+            parity.json, benchmark.json, model_card.md.
+        parity_metrics: top-1 agreement with Keras per format.
+    """
+    from components.export.config import ExportConfig
+    from components.export.core import run
+    from pipelines.runtime import reporting_user_errors
+
+    with reporting_user_errors(exported.path):
+        result = run(ExportConfig.from_dict(config), dataset.path, model.path, exported.path)
+    for name, values in result["parity"].items():
+        if "top1_agreement" in values:
+            parity_metrics.log_metric(f"{name}_top1_agreement", values["top1_agreement"])

@@ -1,0 +1,147 @@
+"""`visionpipe run`: the whole pipeline with kfp.local, then `summary.json`.
+
+Layout of one run:
+  <output>/<run-id>/summary.json       the contract (see docs/design.md)
+  <output>/<run-id>/kfp/...            kfp.local's pipeline root (every task's outputs)
+  <output>/<run-id>/{dataset,model,evaluation,export}  links to the stage folders
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from components.common import progress
+from components.common.artifacts import read_json, write_json
+from components.common.errors import UserError
+from pipelines.runtime import USER_ERROR_FILE
+
+TASK_OUTPUTS = {  # link name -> (task, output)
+    "dataset": ("prepare", "dataset"),
+    "model": ("train", "model"),
+    "evaluation": ("evaluate", "evaluation"),
+    "export": ("export", "exported"),
+}
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def init_runner(runner: str, pipeline_root: Path) -> None:
+    from kfp import local
+
+    if runner == "subprocess":
+        handler = local.SubprocessRunner(use_venv=False)
+    elif runner == "docker":
+        handler = local.DockerRunner()
+    else:
+        raise UserError(f"unknown runner {runner!r}; expected subprocess or docker")
+    local.init(runner=handler, pipeline_root=str(pipeline_root), raise_on_error=True)
+
+
+def run_pipeline(data: str, configs: dict[str, dict[str, Any]], output: str | Path,
+                 runner: str = "subprocess", run_id: str | None = None) -> dict[str, Any]:
+    """Run the DAG locally; return (and write) the run summary."""
+    from pipelines.pipeline import visionpipe_pipeline
+
+    run_id = run_id or new_run_id()
+    run_dir = Path(output).resolve() / run_id
+    pipeline_root = run_dir / "kfp"
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # the stage subprocesses import `components` from this checkout / installed package
+    init_runner(runner, pipeline_root)
+    # kfp.local warns that resource requests and image names mean nothing locally: known
+    warnings.filterwarnings("ignore", message=r".*(no effect in the current local runner|"
+                            r"custom or non-Python base image).*")
+    progress.log("run", f"run {run_id}: data {data}, runner {runner}, outputs in {run_dir}")
+    started = time.time()
+    error: BaseException | None = None
+    try:
+        visionpipe_pipeline(
+            data=data,
+            prepare_config=configs.get("prepare", {}),
+            train_config=configs.get("train", {}),
+            evaluate_config=configs.get("evaluate", {}),
+            export_config=configs.get("export", {}),
+        )
+    except RuntimeError as caught:  # kfp.local: "Pipeline ... finished with status FAILURE"
+        error = caught
+    summary = summarize(run_id, run_dir, pipeline_root, data, time.time() - started, error)
+    write_json(run_dir / "summary.json", summary)
+    if error is not None:
+        user_error = find_user_error(pipeline_root)
+        if user_error:
+            raise UserError(user_error)
+        raise RuntimeError(f"pipeline run {run_id} failed: {error}; see the task logs above")
+    return summary
+
+
+def find_user_error(pipeline_root: Path) -> str | None:
+    for path in sorted(pipeline_root.rglob(USER_ERROR_FILE)):
+        return path.read_text().strip()
+    return None
+
+
+def task_outputs(pipeline_root: Path) -> dict[str, Path]:
+    """Map link names to the output folders kfp.local wrote (absent when a task did not run)."""
+    runs = sorted(p for p in pipeline_root.iterdir() if p.is_dir())
+    found: dict[str, Path] = {}
+    if not runs:
+        return found
+    for name, (task, output) in TASK_OUTPUTS.items():
+        folder = runs[-1] / task / output
+        if (folder / "config.json").exists():
+            found[name] = folder
+    return found
+
+
+def summarize(run_id: str, run_dir: Path, pipeline_root: Path, data: str, wall_s: float,
+              error: BaseException | None) -> dict[str, Any]:
+    outputs = task_outputs(pipeline_root)
+    for name, folder in outputs.items():
+        link = run_dir / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(os.path.relpath(folder, run_dir))
+    timings = {
+        TASK_OUTPUTS[name][0]: read_json(folder / "config.json")["elapsed_s"]
+        for name, folder in outputs.items()
+    }
+    metrics, blessing = {}, {}
+    if "evaluation" in outputs:
+        metrics = read_json(outputs["evaluation"] / "metrics.json")
+        blessing = read_json(outputs["evaluation"] / "blessing.json")
+
+    def artifact(name: str, relative: str) -> str | None:
+        return str(run_dir / name / relative) if name in outputs else None
+
+    status = "failed" if error is not None else "succeeded"
+    return {
+        "run_id": run_id,
+        "status": status,
+        "data": data,
+        "test_accuracy": metrics.get("accuracy"),
+        "macro_f1": metrics.get("macro_f1"),
+        "blessed": blessing.get("blessed"),
+        "blessing_reasons": blessing.get("reasons"),
+        "artifacts": {
+            "report": artifact("evaluation", "report.html"),
+            "data_report": artifact("dataset", "report.html"),
+            "model": artifact("model", "model.keras"),
+            "tflite": artifact("export", "model.tflite"),
+            "onnx": artifact("export", "model.onnx"),
+            "saved_model": artifact("export", "saved_model"),
+            "parity": artifact("export", "parity.json"),
+            "model_card": artifact("export", "model_card.md"),
+        },
+        "timings_s": {**timings, "total": round(wall_s, 2)},
+        "error": None if error is None else " ".join(str(error).split())[:500],
+        "python": sys.executable,
+    }

@@ -1,0 +1,76 @@
+"""Shared, session-scoped fixtures: real digits data, one prepared dataset, one trained model.
+
+TensorFlow import and training cost seconds to minutes, so each is done once
+per session and shared; tests that change them work on copies.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """builtin:digits is written under a per-session cache, never the user's."""
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("VISIONPIPE_CACHE")
+    os.environ["VISIONPIPE_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("VISIONPIPE_CACHE", None)
+    else:
+        os.environ["VISIONPIPE_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def digits_dir(isolated_cache) -> Path:
+    from components.common.digits import resolve_builtin
+
+    return Path(resolve_builtin("builtin:digits"))
+
+
+def write_digit_images(folder: Path, classes=(0, 1, 7), per_class: int = 40,
+                       size: int = 24, formats=("png", "jpg")) -> Path:
+    """A user-style folder of class sub-folders made from the real digits, as PNG and JPEG."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for label in classes:
+        (folder / f"digit_{label}").mkdir(parents=True, exist_ok=True)
+        picks = np.flatnonzero(digits.target == label)[:per_class]
+        for n, index in enumerate(picks):
+            pixels = np.rint(digits.images[index] * 255 / 16).astype(np.uint8)
+            image = Image.fromarray(pixels, "L").resize((size, size), Image.Resampling.NEAREST)
+            fmt = formats[n % len(formats)]
+            image.convert("RGB").save(folder / f"digit_{label}" / f"{n:03d}.{fmt}",
+                                      quality=95 if fmt == "jpg" else None)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def digits_dataset(tmp_path_factory, digits_dir) -> Path:
+    """builtin:digits prepared with the default config (1,797 images, 32x32)."""
+    from components.prepare.config import PrepareConfig
+    from components.prepare.core import run
+
+    out = tmp_path_factory.mktemp("prepared") / "dataset"
+    run(PrepareConfig(), "builtin:digits", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory, digits_dataset) -> Path:
+    """A small_cnn trained for a few epochs on the digits (about a minute on 2 cores)."""
+    from components.train.config import TrainConfig
+    from components.train.core import run
+
+    out = tmp_path_factory.mktemp("trained") / "model"
+    run(TrainConfig(epochs=8, width=16, early_stopping_patience=8), digits_dataset, out)
+    return out

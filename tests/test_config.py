@@ -1,0 +1,77 @@
+"""Typed configs: unknown keys, wrong types and bad values are refused with the key named."""
+
+import pytest
+
+from components.common.config import parse_overrides, split_sections, stage_config
+from components.common.errors import UserError
+from components.evaluate.config import EvaluateConfig
+from components.export.config import ExportConfig
+from components.prepare.config import PrepareConfig
+from components.train.config import TrainConfig
+
+
+def test_defaults_are_valid():
+    for cls in (PrepareConfig, TrainConfig, EvaluateConfig, ExportConfig):
+        cls.from_dict({}).validate()
+
+
+def test_unknown_key_names_key_value_and_allowed_keys():
+    with pytest.raises(UserError, match=r"unknown train config key 'epoch' \(value 3\).*epochs"):
+        TrainConfig.from_dict({"epoch": 3})
+
+
+@pytest.mark.parametrize(
+    "cls, raw, pattern",
+    [
+        (TrainConfig, {"epochs": "many"}, r"epochs='many' is invalid; expected an integer"),
+        (TrainConfig, {"epochs": 0}, r"epochs=0 is invalid; expected >= 1"),
+        (TrainConfig, {"optimizer": "rmsprop"}, r"optimizer='rmsprop'.*one of 'adam'"),
+        (TrainConfig, {"model": "ResNet9000"}, r"model='ResNet9000'.*MobileNetV3Small"),
+        (TrainConfig, {"augmentation": "wild"}, r"augmentation='wild'.*safe"),
+        (PrepareConfig, {"test_fraction": 1.5}, r"test_fraction=1.5"),
+        (PrepareConfig, {"val_fraction": 0.5, "test_fraction": 0.45}, r"at least 10%"),
+        (PrepareConfig, {"image_size": 3}, r"image_size=3"),
+        (EvaluateConfig, {"min_accuracy": 2}, r"min_accuracy=2.0.*0..1"),
+        (ExportConfig, {"formats": ["tflite", "coreml"]}, r"formats=.*saved_model, tflite, onnx"),
+        (TrainConfig, {"use_class_weights": "yes"}, r"true or false"),
+    ],
+)
+def test_bad_values_are_refused(cls, raw, pattern):
+    with pytest.raises(UserError, match=pattern):
+        cls.from_dict(raw)
+
+
+def test_overrides_parse_yaml_scalars():
+    assert parse_overrides(["a=1", "b=0.5", "c=true", "d=text", "e=[x, y]", "f=null"]) == {
+        "a": 1, "b": 0.5, "c": True, "d": "text", "e": ["x", "y"], "f": None,
+    }
+    with pytest.raises(UserError, match="key=value"):
+        parse_overrides(["novalue"])
+
+
+def test_int_accepted_for_float_and_comma_list_for_list():
+    assert EvaluateConfig.from_dict({"min_accuracy": 1}).min_accuracy == 1.0
+    assert ExportConfig.from_dict({"formats": "onnx,tflite"}).formats == ["onnx", "tflite"]
+
+
+def test_whole_run_sections_and_dotted_keys():
+    sections = split_sections({"train": {"epochs": 2}, "prepare.seed": 7})
+    assert sections["train"] == {"epochs": 2} and sections["prepare"] == {"seed": 7}
+    with pytest.raises(UserError, match="stage one of prepare, train, evaluate, export"):
+        split_sections({"trian.epochs": 2})
+
+
+def test_stage_config_reads_whole_run_file_and_stage_prefixed_sets(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  epochs: 4\nprepare:\n  seed: 1\n")
+    config = stage_config(TrainConfig, str(path), ["train.batch_size=16", "dropout=0.1"])
+    assert (config.epochs, config.batch_size, config.dropout) == (4, 16, 0.1)
+
+
+def test_missing_or_bad_config_file(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        stage_config(TrainConfig, str(tmp_path / "nope.yaml"), [])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(UserError, match="must hold a mapping"):
+        stage_config(TrainConfig, str(bad), [])
