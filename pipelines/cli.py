@@ -26,24 +26,39 @@ from components.export import cli as export_cli
 from components.prepare import cli as prepare_cli
 from components.train import cli as train_cli
 
-STAGE_CLIS = {"prepare": prepare_cli, "train": train_cli, "evaluate": evaluate_cli,
-              "export": export_cli}
+STAGE_CLIS = {
+    "prepare": prepare_cli,
+    "train": train_cli,
+    "evaluate": evaluate_cli,
+    "export": export_cli,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="visionpipe", description="Labelled images in; a verified image classifier out.")
+        prog="visionpipe", description="Labelled images in; a verified image classifier out."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the whole pipeline locally (kfp.local)")
-    run.add_argument("--data", default="builtin:digits",
-                     help="folder of class sub-folders, gs:// prefix, or builtin:digits (default)")
-    run.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
-                     help="kfp.local runner: subprocess (this Python) or docker (the images)")
+    run.add_argument(
+        "--data",
+        default="builtin:digits",
+        help="folder of class sub-folders, gs:// prefix, or builtin:digits (default)",
+    )
+    run.add_argument(
+        "--runner",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="kfp.local runner: subprocess (this Python) or docker (the images)",
+    )
     run.add_argument("--output", default="runs", help="folder for run folders (default: runs)")
     run.add_argument("--run-id", help="name of the run folder (default: time + random suffix)")
-    run.add_argument("--preset", choices=sorted(presets()),
-                     help="a named whole-run config applied before --config and --set")
+    run.add_argument(
+        "--preset",
+        choices=sorted(presets()),
+        help="a named whole-run config applied before --config and --set",
+    )
     add_config_arguments(run)
 
     for name, module in STAGE_CLIS.items():
@@ -54,8 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--output", default="build/visionpipe.yaml", help="YAML file to write")
 
     predict = commands.add_parser("predict", help="classify image files with an exported model")
-    predict.add_argument("--model", required=True,
-                         help="model.tflite, model.onnx, model.keras or a saved_model folder")
+    predict.add_argument(
+        "--model",
+        required=True,
+        help="model.tflite, model.onnx, model.keras or a saved_model folder",
+    )
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -69,8 +87,9 @@ def presets() -> dict[str, Path]:
     return {path.stem: path for path in sorted(PRESETS_DIR.glob("*.yaml"))}
 
 
-def run_configs(config_file: str | None, overrides: list[str],
-                preset: str | None = None) -> dict[str, dict]:
+def run_configs(
+    config_file: str | None, overrides: list[str], preset: str | None = None
+) -> dict[str, dict]:
     """Whole-run config: preset, then file sections, then `--set stage.key=value`; validated."""
     from components.evaluate.config import EvaluateConfig
     from components.export.config import ExportConfig
@@ -82,11 +101,14 @@ def run_configs(config_file: str | None, overrides: list[str],
         merged[section].update(values)
     for section, values in split_sections(parse_overrides(overrides)).items():
         merged[section].update(values)
-    classes = dict(zip(SECTIONS, (PrepareConfig, TrainConfig, EvaluateConfig, ExportConfig),
-                       strict=True))
+    classes = dict(
+        zip(SECTIONS, (PrepareConfig, TrainConfig, EvaluateConfig, ExportConfig), strict=True)
+    )
     # validate here, so a typo fails in a second, not after training
-    return {name: classes[name].from_dict(values).to_dict() if values else {}
-            for name, values in merged.items()}
+    return {
+        name: classes[name].from_dict(values).to_dict() if values else {}
+        for name, values in merged.items()
+    }
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -98,13 +120,20 @@ def command_run(args: argparse.Namespace) -> int:
     summary = run_pipeline(args.data, configs, args.output, args.runner, args.run_id)
     artifacts = summary["artifacts"]
     print(f"\nrun {summary['run_id']} {summary['status']} in {summary['timings_s']['total']:.0f} s")
-    print(f"  test accuracy {summary['test_accuracy']:.4f}, macro F1 {summary['macro_f1']:.4f}, "
-          f"blessed: {summary['blessed']}")
+    print(
+        f"  test accuracy {summary['test_accuracy']:.4f}, macro F1 {summary['macro_f1']:.4f}, "
+        f"blessed: {summary['blessed']}"
+    )
     if not summary["blessed"]:
         print("  not exported: " + "; ".join(summary["blessing_reasons"] or []))
-    for label, key in (("report", "report"), ("data report", "data_report"),
-                       ("tflite", "tflite"), ("onnx", "onnx"), ("saved model", "saved_model"),
-                       ("model card", "model_card")):
+    for label, key in (
+        ("report", "report"),
+        ("data report", "data_report"),
+        ("tflite", "tflite"),
+        ("onnx", "onnx"),
+        ("saved model", "saved_model"),
+        ("model card", "model_card"),
+    ):
         if artifacts.get(key):
             print(f"  {label:12s} {artifacts[key]}")
     return 0

@@ -5,9 +5,18 @@ stage image (or, locally, in this Python environment), so they import
 everything they use. No ML logic lives here.
 """
 
-
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import (
+    HTML,
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
 
 from pipelines.images import CPU_IMAGE, GPU_IMAGE
 
@@ -49,8 +58,9 @@ def prepare(
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def train(dataset: Input[Dataset], config: dict, model: Output[Model],
-          val_metrics: Output[Metrics]):
+def train(
+    dataset: Input[Dataset], config: dict, model: Output[Model], val_metrics: Output[Metrics]
+):
     """Train a classifier on the prepared dataset; keep the best epoch.
 
     Args:
@@ -114,8 +124,13 @@ def evaluate(
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def export(dataset: Input[Dataset], model: Input[Model], config: dict,
-           exported: Output[Model], parity_metrics: Output[Metrics]):
+def export(
+    dataset: Input[Dataset],
+    model: Input[Model],
+    config: dict,
+    exported: Output[Model],
+    parity_metrics: Output[Metrics],
+):
     """Write SavedModel, TFLite and ONNX files and prove each matches Keras.
 
     Args:

@@ -11,6 +11,9 @@ import os
 import components
 
 REGISTRY = os.environ.get("VISIONPIPE_REGISTRY", "visionpipe")
-CPU_IMAGE = os.environ.get("VISIONPIPE_IMAGE", f"{REGISTRY}/visionpipe-cpu:{components.__version__}")
-GPU_IMAGE = os.environ.get("VISIONPIPE_GPU_IMAGE",
-                           f"{REGISTRY}/visionpipe-gpu:{components.__version__}")
+CPU_IMAGE = os.environ.get(
+    "VISIONPIPE_IMAGE", f"{REGISTRY}/visionpipe-cpu:{components.__version__}"
+)
+GPU_IMAGE = os.environ.get(
+    "VISIONPIPE_GPU_IMAGE", f"{REGISTRY}/visionpipe-gpu:{components.__version__}"
+)

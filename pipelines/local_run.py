@@ -9,6 +9,7 @@ Layout of one run:
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 from components.common import progress
 from components.common.artifacts import read_json, write_json
-from components.common.errors import UserError
+from components.common.errors import StageFailed, UserError
 from pipelines.runtime import USER_ERROR_FILE
 
 TASK_OUTPUTS = {  # link name -> (task, output)
@@ -45,8 +46,13 @@ def init_runner(runner: str, pipeline_root: Path) -> None:
     local.init(runner=handler, pipeline_root=str(pipeline_root), raise_on_error=True)
 
 
-def run_pipeline(data: str, configs: dict[str, dict[str, Any]], output: str | Path,
-                 runner: str = "subprocess", run_id: str | None = None) -> dict[str, Any]:
+def run_pipeline(
+    data: str,
+    configs: dict[str, dict[str, Any]],
+    output: str | Path,
+    runner: str = "subprocess",
+    run_id: str | None = None,
+) -> dict[str, Any]:
     """Run the DAG locally; return (and write) the run summary."""
     from pipelines.pipeline import visionpipe_pipeline
 
@@ -58,8 +64,11 @@ def run_pipeline(data: str, configs: dict[str, dict[str, Any]], output: str | Pa
     # the stage subprocesses import `components` from this checkout / installed package
     init_runner(runner, pipeline_root)
     # kfp.local warns that resource requests and image names mean nothing locally: known
-    warnings.filterwarnings("ignore", message=r".*(no effect in the current local runner|"
-                            r"custom or non-Python base image).*")
+    warnings.filterwarnings(
+        "ignore",
+        message=r".*(no effect in the current local runner|"
+        r"custom or non-Python base image).*",
+    )
     progress.log("run", f"run {run_id}: data {data}, runner {runner}, outputs in {run_dir}")
     started = time.time()
     error: BaseException | None = None
@@ -79,7 +88,8 @@ def run_pipeline(data: str, configs: dict[str, dict[str, Any]], output: str | Pa
         user_error = find_user_error(pipeline_root)
         if user_error:
             raise UserError(user_error)
-        raise RuntimeError(f"pipeline run {run_id} failed: {error}; see the task logs above")
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # kfp.local colours its messages
+        raise StageFailed(f"pipeline run {run_id}: {message} (the task's log is above)")
     return summary
 
 
@@ -102,8 +112,14 @@ def task_outputs(pipeline_root: Path) -> dict[str, Path]:
     return found
 
 
-def summarize(run_id: str, run_dir: Path, pipeline_root: Path, data: str, wall_s: float,
-              error: BaseException | None) -> dict[str, Any]:
+def summarize(
+    run_id: str,
+    run_dir: Path,
+    pipeline_root: Path,
+    data: str,
+    wall_s: float,
+    error: BaseException | None,
+) -> dict[str, Any]:
     outputs = task_outputs(pipeline_root)
     for name, folder in outputs.items():
         link = run_dir / name

@@ -4,7 +4,6 @@ No `from __future__ import annotations` here or in components.py: KFP reads the
 annotations at definition time and needs real types, not strings.
 """
 
-
 from kfp import dsl
 
 from pipelines import components as c
@@ -31,15 +30,21 @@ def visionpipe_pipeline(
     train_task.set_cpu_limit("8").set_memory_limit("32G")
     train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit("1")
 
-    evaluate_task = c.evaluate(dataset=prepare_task.outputs["dataset"],
-                               model=train_task.outputs["model"], config=evaluate_config)
+    evaluate_task = c.evaluate(
+        dataset=prepare_task.outputs["dataset"],
+        model=train_task.outputs["model"],
+        config=evaluate_config,
+    )
     evaluate_task.set_display_name("evaluate").set_caching_options(False)
     evaluate_task.set_cpu_limit("2").set_memory_limit("8G")
 
     # a single bool return is named "Output"; kfp.local resolves the condition by that name
     with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712
-        export_task = c.export(dataset=prepare_task.outputs["dataset"],
-                               model=train_task.outputs["model"], config=export_config)
+        export_task = c.export(
+            dataset=prepare_task.outputs["dataset"],
+            model=train_task.outputs["model"],
+            config=export_config,
+        )
         export_task.set_display_name("export").set_caching_options(False)
         export_task.set_cpu_limit("2").set_memory_limit("8G")
 

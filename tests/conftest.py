@@ -7,6 +7,7 @@ per session and shared; tests that change them work on copies.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,9 @@ def digits_dir(isolated_cache) -> Path:
     return Path(resolve_builtin("builtin:digits"))
 
 
-def write_digit_images(folder: Path, classes=(0, 1, 7), per_class: int = 40,
-                       size: int = 24, formats=("png", "jpg")) -> Path:
+def write_digit_images(
+    folder: Path, classes=(0, 1, 7), per_class: int = 40, size: int = 24, formats=("png", "jpg")
+) -> Path:
     """A user-style folder of class sub-folders made from the real digits, as PNG and JPEG."""
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -49,8 +51,9 @@ def write_digit_images(folder: Path, classes=(0, 1, 7), per_class: int = 40,
             pixels = np.rint(digits.images[index] * 255 / 16).astype(np.uint8)
             image = Image.fromarray(pixels, "L").resize((size, size), Image.Resampling.NEAREST)
             fmt = formats[n % len(formats)]
-            image.convert("RGB").save(folder / f"digit_{label}" / f"{n:03d}.{fmt}",
-                                      quality=95 if fmt == "jpg" else None)
+            image.convert("RGB").save(
+                folder / f"digit_{label}" / f"{n:03d}.{fmt}", quality=95 if fmt == "jpg" else None
+            )
     return folder
 
 
@@ -74,3 +77,8 @@ def trained_model(tmp_path_factory, digits_dataset) -> Path:
     out = tmp_path_factory.mktemp("trained") / "model"
     run(TrainConfig(epochs=8, width=16, early_stopping_patience=8), digits_dataset, out)
     return out
+
+
+# the installed console script, as users run it (not `python -m`, which would put the
+# checkout's top-level folders such as docker/ on sys.path ahead of site-packages)
+VISIONPIPE = str(Path(sys.executable).parent / "visionpipe")

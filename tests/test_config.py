@@ -43,7 +43,12 @@ def test_bad_values_are_refused(cls, raw, pattern):
 
 def test_overrides_parse_yaml_scalars():
     assert parse_overrides(["a=1", "b=0.5", "c=true", "d=text", "e=[x, y]", "f=null"]) == {
-        "a": 1, "b": 0.5, "c": True, "d": "text", "e": ["x", "y"], "f": None,
+        "a": 1,
+        "b": 0.5,
+        "c": True,
+        "d": "text",
+        "e": ["x", "y"],
+        "f": None,
     }
     with pytest.raises(UserError, match="key=value"):
         parse_overrides(["novalue"])

@@ -89,8 +89,9 @@ def test_duplicates_stay_together_and_conflicts_are_dropped(tmp_path):
     shutil.copy(data / "digit_0" / "000.png", data / "digit_0" / "copy_of_000.png")
     shutil.copy(data / "digit_1" / "002.png", data / "digit_7" / "mislabelled.png")
     stats = run(PrepareConfig(), str(data), tmp_path / "out")
-    groups = {tuple(sorted(u.rsplit("/", 1)[-1] for u in g["uris"])): g
-              for g in stats["duplicate_groups"]}
+    groups = {
+        tuple(sorted(u.rsplit("/", 1)[-1] for u in g["uris"])): g for g in stats["duplicate_groups"]
+    }
     assert not groups[("000.png", "copy_of_000.png")]["conflicting"]
     assert groups[("002.png", "mislabelled.png")]["conflicting"]
     rejected = {r["uri"].rsplit("/", 1)[-1] for r in stats["rejected"]}
@@ -112,11 +113,14 @@ def test_small_classes_error_names_each_class_or_are_dropped(tmp_path):
     assert stats["classes"] == ["digit_0", "digit_1"]
 
 
-@pytest.mark.parametrize("layout, pattern", [
-    ("missing", "does not exist"),
-    ("empty", "no images found"),
-    ("one_class", "found only 1 class"),
-])
+@pytest.mark.parametrize(
+    "layout, pattern",
+    [
+        ("missing", "does not exist"),
+        ("empty", "no images found"),
+        ("one_class", "found only 1 class"),
+    ],
+)
 def test_unusable_sources_are_refused(tmp_path, layout, pattern):
     data = tmp_path / "data"
     if layout != "missing":

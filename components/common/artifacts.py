@@ -16,8 +16,18 @@ from typing import Any
 
 import components
 
-TRACKED_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "scikit-learn", "kfp",
-                    "tf2onnx", "onnxruntime", "ai-edge-litert", "pillow")
+TRACKED_PACKAGES = (
+    "tensorflow-cpu",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "scikit-learn",
+    "kfp",
+    "tf2onnx",
+    "onnxruntime",
+    "ai-edge-litert",
+    "pillow",
+)
 
 
 def versions() -> dict[str, str]:

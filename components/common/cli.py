@@ -35,8 +35,9 @@ def stage_main(
 
     @exit_on_user_error
     def main(argv: list[str] | None = None) -> int | None:
-        parser = argparse.ArgumentParser(prog=f"python -m components.{stage}",
-                                         description=description)
+        parser = argparse.ArgumentParser(
+            prog=f"python -m components.{stage}", description=description
+        )
         add_arguments(parser)
         quiet_tensorflow()
         return execute(parser.parse_args(argv))

@@ -18,6 +18,10 @@ class UserError(ValueError):
     """
 
 
+class StageFailed(RuntimeError):
+    """A run failed for a reason already logged in full above; reported as one line, exit 1."""
+
+
 def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int]:
     """Wrap a CLI entry point: `UserError` (and missing files) become one line and exit 2."""
 
@@ -28,6 +32,9 @@ def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int]:
         except (UserError, FileNotFoundError, NotADirectoryError) as error:
             print(f"visionpipe: error: {_one_line(error)}", file=sys.stderr)
             return EXIT_USAGE
+        except StageFailed as error:
+            print(f"visionpipe: failed: {_one_line(error)}", file=sys.stderr)
+            return EXIT_FAILURE
         except KeyboardInterrupt:
             print("visionpipe: interrupted", file=sys.stderr)
             return 130

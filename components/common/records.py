@@ -66,10 +66,12 @@ def load_split_arrays(dataset_dir: str | Path, split: str, image_size: int):
         "label": tf.io.FixedLenFeature([], tf.int64),
         "uri": tf.io.FixedLenFeature([], tf.string),
     }
+
     def parse(serialized):
         parsed = tf.io.parse_single_example(serialized, spec)
-        image = tf.ensure_shape(tf.io.decode_png(parsed["image"], channels=3),
-                                [image_size, image_size, 3])
+        image = tf.ensure_shape(
+            tf.io.decode_png(parsed["image"], channels=3), [image_size, image_size, 3]
+        )
         return image, parsed["label"], parsed["uri"]
 
     ds = tf.data.TFRecordDataset(shard_files(dataset_dir, split))

@@ -29,8 +29,9 @@ def load_model(model_dir: str | Path):
     return keras.models.load_model(path, compile=False)
 
 
-def run(config: EvaluateConfig, dataset: str | Path, model_dir: str | Path,
-        output: str | Path) -> dict[str, Any]:
+def run(
+    config: EvaluateConfig, dataset: str | Path, model_dir: str | Path, output: str | Path
+) -> dict[str, Any]:
     """Evaluate the model on the test split; write metrics, analysis, report and blessing."""
     from components.common.records import load_split_arrays
 
@@ -50,9 +51,13 @@ def run(config: EvaluateConfig, dataset: str | Path, model_dir: str | Path,
     metrics["most_confused_pairs"] = pairs
     blessing = bless(metrics, config)
     errors = [
-        {"uri": uris[i], "true": classes[labels[i]], "predicted": classes[predicted[i]],
-         "p_predicted": round(float(probs[i, predicted[i]]), 6),
-         "p_true": round(float(probs[i, labels[i]]), 6)}
+        {
+            "uri": uris[i],
+            "true": classes[labels[i]],
+            "predicted": classes[predicted[i]],
+            "p_predicted": round(float(probs[i, predicted[i]]), 6),
+            "p_true": round(float(probs[i, labels[i]]), 6),
+        }
         for i in np.flatnonzero(predicted != labels)
     ]
     errors.sort(key=lambda e: -e["p_predicted"])  # confident mistakes first
@@ -75,7 +80,14 @@ def run(config: EvaluateConfig, dataset: str | Path, model_dir: str | Path,
         write_json(work / "classes.json", classes)
         record.write(work)
     verdict = "blessed" if blessing["blessed"] else "not blessed: " + "; ".join(blessing["reasons"])
-    progress.log(STAGE, f"test accuracy {metrics['accuracy']:.4f}, macro F1 "
-                        f"{metrics['macro_f1']:.4f} on {len(labels)} images; {verdict}")
-    return {"metrics": metrics, "blessing": blessing, "confusion_matrix": matrix.tolist(),
-            "classes": classes}
+    progress.log(
+        STAGE,
+        f"test accuracy {metrics['accuracy']:.4f}, macro F1 "
+        f"{metrics['macro_f1']:.4f} on {len(labels)} images; {verdict}",
+    )
+    return {
+        "metrics": metrics,
+        "blessing": blessing,
+        "confusion_matrix": matrix.tolist(),
+        "classes": classes,
+    }

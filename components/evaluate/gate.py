@@ -17,8 +17,9 @@ def bless(metrics: dict[str, Any], config: EvaluateConfig) -> dict[str, Any]:
     results, reasons = [], []
     for name, value, threshold in checks:
         passed = value >= threshold
-        results.append({"metric": name, "value": round(value, 6), "threshold": threshold,
-                        "passed": passed})
+        results.append(
+            {"metric": name, "value": round(value, 6), "threshold": threshold, "passed": passed}
+        )
         if not passed:
             reasons.append(f"{name} {value:.4f} is below the threshold {threshold}")
     return {"blessed": not reasons, "reasons": reasons, "checks": results}

@@ -20,13 +20,21 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int)
             continue
         accuracy, mean_conf = float(correct[inside].mean()), float(confidence[inside].mean())
         ece += inside.mean() * abs(accuracy - mean_conf)
-        table.append({"low": float(low), "high": float(high), "count": int(inside.sum()),
-                      "accuracy": accuracy, "confidence": mean_conf})
+        table.append(
+            {
+                "low": float(low),
+                "high": float(high),
+                "count": int(inside.sum()),
+                "accuracy": accuracy,
+                "confidence": mean_conf,
+            }
+        )
     return float(ece), table
 
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str],
-                           top_k: int, bins: int) -> dict[str, Any]:
+def classification_metrics(
+    probs: np.ndarray, labels: np.ndarray, classes: list[str], top_k: int, bins: int
+) -> dict[str, Any]:
     """Everything `metrics.json` holds, computed from (N, K) probabilities and (N,) labels."""
     k = len(classes)
     predicted = probs.argmax(axis=1)
@@ -39,18 +47,25 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[
     result: dict[str, Any] = {
         "count": int(len(labels)),
         "accuracy": float(skm.accuracy_score(labels, predicted)),
-        f"top_{top_k}_accuracy": float(skm.top_k_accuracy_score(labels, probs, k=top_k,
-                                                               labels=index)),
-        "macro_f1": float(skm.f1_score(labels, predicted, average="macro", labels=index,
-                                       zero_division=0)),
-        "weighted_f1": float(skm.f1_score(labels, predicted, average="weighted", labels=index,
-                                          zero_division=0)),
+        f"top_{top_k}_accuracy": float(
+            skm.top_k_accuracy_score(labels, probs, k=top_k, labels=index)
+        ),
+        "macro_f1": float(
+            skm.f1_score(labels, predicted, average="macro", labels=index, zero_division=0)
+        ),
+        "weighted_f1": float(
+            skm.f1_score(labels, predicted, average="weighted", labels=index, zero_division=0)
+        ),
         "log_loss": float(skm.log_loss(labels, np.clip(probs, 1e-7, 1.0), labels=index)),
         "ece": ece,
         "worst_class_recall": float(recall[support > 0].min()) if (support > 0).any() else 0.0,
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                   "f1": float(f1[i]), "support": int(support[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(classes)
         },
         "reliability": reliability,
@@ -58,9 +73,11 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[
     present = np.unique(labels)
     if len(present) == k:
         scores = probs / probs.sum(axis=1, keepdims=True)
-        result["roc_auc_ovr"] = float(skm.roc_auc_score(
-            labels, scores if k > 2 else scores[:, 1], multi_class="ovr", labels=index
-        ))
+        result["roc_auc_ovr"] = float(
+            skm.roc_auc_score(
+                labels, scores if k > 2 else scores[:, 1], multi_class="ovr", labels=index
+            )
+        )
     return result
 
 
@@ -72,7 +89,8 @@ def most_confused_pairs(matrix: np.ndarray, classes: list[str], limit: int = 10)
     """Off-diagonal cells, largest first: (true, predicted, count)."""
     pairs = [
         {"true": classes[i], "predicted": classes[j], "count": int(matrix[i, j])}
-        for i in range(len(classes)) for j in range(len(classes))
+        for i in range(len(classes))
+        for j in range(len(classes))
         if i != j and matrix[i, j] > 0
     ]
     return sorted(pairs, key=lambda p: (-p["count"], p["true"], p["predicted"]))[:limit]

@@ -23,10 +23,16 @@ class ExportConfig(StageConfig):
 
     def validate(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]
-        self.check(not unknown and bool(self.formats), "formats",
-                   f"expected a non-empty list of {', '.join(FORMATS)}")
+        self.check(
+            not unknown and bool(self.formats),
+            "formats",
+            f"expected a non-empty list of {', '.join(FORMATS)}",
+        )
         self.check(13 <= self.onnx_opset <= 21, "onnx_opset", "expected 13..21")
-        self.check(0.0 <= self.min_float_agreement <= 1.0, "min_float_agreement",
-                   "expected a fraction in 0..1")
+        self.check(
+            0.0 <= self.min_float_agreement <= 1.0,
+            "min_float_agreement",
+            "expected a fraction in 0..1",
+        )
         self.check(self.benchmark_runs >= 1, "benchmark_runs", "expected >= 1")
         self.check(self.batch_size >= 1, "batch_size", "expected >= 1")

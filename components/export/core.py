@@ -6,8 +6,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from components.common import progress
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
 from components.export import convert, runtimes
@@ -24,8 +22,9 @@ def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run(config: ExportConfig, dataset: str | Path, model_dir: str | Path,
-        output: str | Path) -> dict[str, Any]:
+def run(
+    config: ExportConfig, dataset: str | Path, model_dir: str | Path, output: str | Path
+) -> dict[str, Any]:
     """Export the model in `model_dir`; fail if a float format disagrees with Keras."""
     from components.common.records import load_split_arrays
     from components.evaluate.core import load_model
@@ -54,8 +53,10 @@ def run(config: ExportConfig, dataset: str | Path, model_dir: str | Path,
         with progress.step(STAGE, f"verifying every format on {len(labels)} test images"):
             reference = runtimes.predict_all(predictors["keras"], images, config.batch_size)
             report: dict[str, Any] = {
-                "keras": {"accuracy": float((reference.argmax(1) == labels).mean()),
-                          "count": int(len(labels))}
+                "keras": {
+                    "accuracy": float((reference.argmax(1) == labels).mean()),
+                    "count": int(len(labels)),
+                }
             }
             for name, predictor in predictors.items():
                 if name != "keras":
@@ -68,12 +69,19 @@ def run(config: ExportConfig, dataset: str | Path, model_dir: str | Path,
         write_json(work / "parity.json", report)
 
         with progress.step(STAGE, "benchmarking batch-1 latency"):
-            benchmark = {
-                name: {**latency(predictor, images[0], config.benchmark_runs),
-                       "size_bytes": folder_size(work / FILES[name]) if name in FILES
-                       else folder_size(Path(model_dir) / "model.keras")}
-                for name, predictor in predictors.items()
-            } if len(images) else {}
+            benchmark = (
+                {
+                    name: {
+                        **latency(predictor, images[0], config.benchmark_runs),
+                        "size_bytes": folder_size(work / FILES[name])
+                        if name in FILES
+                        else folder_size(Path(model_dir) / "model.keras"),
+                    }
+                    for name, predictor in predictors.items()
+                }
+                if len(images)
+                else {}
+            )
         write_json(work / "benchmark.json", benchmark)
         write_model_card(work, dataset, model_dir, report, benchmark, classes, size)
         if "saved_model" not in config.formats:
@@ -97,27 +105,38 @@ def write_model_card(folder: Path, dataset, model_dir, report, benchmark, classe
     stats = read_json(Path(dataset) / "stats.json")
     train_record = read_json(Path(model_dir) / "config.json")
     val = read_json(Path(model_dir) / "metrics.json")
-    parity_rows = [[name, r.get("top1_agreement", "reference"), r.get("max_abs_diff", ""),
-                    r["accuracy"]] for name, r in report.items()]
-    latency_rows = [[name, b["median_ms"], b["p90_ms"], b["size_bytes"]]
-                    for name, b in benchmark.items()]
+    parity_rows = [
+        [name, r.get("top1_agreement", "reference"), r.get("max_abs_diff", ""), r["accuracy"]]
+        for name, r in report.items()
+    ]
+    latency_rows = [
+        [name, b["median_ms"], b["p90_ms"], b["size_bytes"]] for name, b in benchmark.items()
+    ]
     lines = [
-        f"# Model card: {train_record['config']['model']} on {stats['source']}", "",
+        f"# Model card: {train_record['config']['model']} on {stats['source']}",
+        "",
         "## Data",
         f"{stats['counts']['total']} images in {len(classes)} classes "
         f"({', '.join(classes)}); splits {stats['counts']['per_split']}; "
-        f"{stats['counts']['rejected']} files rejected in preparation.", "",
+        f"{stats['counts']['rejected']} files rejected in preparation.",
+        "",
         "## Input and output",
         f"Input `image`: float32 (batch, {size}, {size}, 3), RGB values 0..255, images resized "
         f"to {size}x{size} (bilinear) as in preparation. Output: float32 (batch, {len(classes)}) "
-        "class probabilities in the order of `labels.txt`.", "",
+        "class probabilities in the order of `labels.txt`.",
+        "",
         "## Training",
-        "```", *(f"{k}: {v}" for k, v in train_record["config"].items()), "```",
-        f"Validation accuracy of the kept epoch: {val.get('val_accuracy')}.", "",
-        "## Export parity on the test split", table_md(
-            ["format", "top-1 agreement", "max abs diff", "accuracy"], parity_rows), "",
+        "```",
+        *(f"{k}: {v}" for k, v in train_record["config"].items()),
+        "```",
+        f"Validation accuracy of the kept epoch: {val.get('val_accuracy')}.",
+        "",
+        "## Export parity on the test split",
+        table_md(["format", "top-1 agreement", "max abs diff", "accuracy"], parity_rows),
+        "",
         "## Batch-1 latency on the export machine (CPU)",
-        table_md(["format", "median ms", "p90 ms", "size bytes"], latency_rows), "",
+        table_md(["format", "median ms", "p90 ms", "size bytes"], latency_rows),
+        "",
         "## Intended use and limits",
         "Classifies images like those of the training source into the listed classes. It has "
         "no 'none of these' class: an image from elsewhere is still given one of them. Accuracy "

@@ -17,8 +17,9 @@ def load_labels(model_path: Path) -> list[str]:
         return (folder / "labels.txt").read_text().splitlines()
     if (folder / "classes.json").exists():
         return json.loads((folder / "classes.json").read_text())
-    raise UserError(f"no labels.txt or classes.json beside {model_path}; keep the export folder "
-                    "together")
+    raise UserError(
+        f"no labels.txt or classes.json beside {model_path}; keep the export folder together"
+    )
 
 
 def open_model(model_path: Path):
@@ -53,8 +54,10 @@ def open_model(model_path: Path):
             return serve(image=tf.constant(images, tf.float32))["probabilities"].numpy()
 
         return predict, size
-    raise UserError(f"cannot tell the format of {str(model_path)!r}; expected a .tflite, .onnx "
-                    "or .keras file or a SavedModel folder")
+    raise UserError(
+        f"cannot tell the format of {str(model_path)!r}; expected a .tflite, .onnx "
+        "or .keras file or a SavedModel folder"
+    )
 
 
 def predict_files(model: str, images: list[str], top_k: int = 3) -> list[dict]:
@@ -69,6 +72,12 @@ def predict_files(model: str, images: list[str], top_k: int = 3) -> list[dict]:
             raise UserError(f"cannot use image {path!r}: {error}") from None
         probs = predictor(array[None].astype(np.float32))[0]
         order = np.argsort(-probs)[: min(top_k, len(labels))]
-        results.append({"image": path, "top": [
-            {"label": labels[i], "probability": round(float(probs[i]), 6)} for i in order]})
+        results.append(
+            {
+                "image": path,
+                "top": [
+                    {"label": labels[i], "probability": round(float(probs[i]), 6)} for i in order
+                ],
+            }
+        )
     return results

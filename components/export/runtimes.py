@@ -48,14 +48,15 @@ def onnx_predictor(path: str, threads: int | None = None) -> Predictor:
     name = session.get_inputs()[0].name
 
     def predict(images: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(None, {name: images.astype(np.float32)})[0],
-                          dtype=np.float32)
+        return np.asarray(session.run(None, {name: images.astype(np.float32)})[0], dtype=np.float32)
 
     return predict
 
 
 def predict_all(predictor: Predictor, images: np.ndarray, batch_size: int) -> np.ndarray:
     """Probabilities for a whole uint8 image array, in batches."""
-    outputs = [predictor(images[i : i + batch_size].astype(np.float32))
-               for i in range(0, len(images), batch_size)]
+    outputs = [
+        predictor(images[i : i + batch_size].astype(np.float32))
+        for i in range(0, len(images), batch_size)
+    ]
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)

@@ -32,5 +32,8 @@ def latency(predictor: Predictor, image: np.ndarray, runs: int) -> dict[str, flo
         start = time.perf_counter()
         predictor(batch)
         samples.append((time.perf_counter() - start) * 1000.0)
-    return {"median_ms": round(float(np.median(samples)), 4),
-            "p90_ms": round(float(np.percentile(samples, 90)), 4), "runs": runs}
+    return {
+        "median_ms": round(float(np.median(samples)), 4),
+        "p90_ms": round(float(np.percentile(samples, 90)), 4),
+        "runs": runs,
+    }

@@ -11,8 +11,11 @@ DESCRIPTION = "Validate, de-duplicate, split and shard a labelled image source."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default="builtin:digits",
-                        help="folder of class sub-folders, gs:// prefix, or builtin:digits")
+    parser.add_argument(
+        "--data",
+        default="builtin:digits",
+        help="folder of class sub-folders, gs:// prefix, or builtin:digits",
+    )
     parser.add_argument("--output", required=True, help="dataset folder to write")
     add_config_arguments(parser)
 

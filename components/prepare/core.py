@@ -33,11 +33,10 @@ def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any
     limits = ImageLimits(min_side=config.min_side, max_pixels=config.max_pixels)
     workers = worker_count(config.workers)
 
-    with progress.step(STAGE, f"listing {source}"):
-        listing = list_source(source)
+    listing = list_source(source)  # refuses a wrong path before anything is printed
     progress.log(
         STAGE,
-        f"{len(listing.items)} image files in {len(listing.classes)} classes"
+        f"{source}: {len(listing.items)} image files in {len(listing.classes)} classes"
         + (f", {len(listing.ignored)} other files ignored" if listing.ignored else ""),
     )
 
@@ -46,7 +45,9 @@ def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any
 
     with progress.step(STAGE, f"decoding and checking {len(listing.items)} images"):
         inspected = inspect_all(listing, limits, workers, bar)
-    rejected = [{"uri": r.uri, "label": r.label, "reason": r.rejected} for r in inspected if r.rejected]
+    rejected = [
+        {"uri": r.uri, "label": r.label, "reason": r.rejected} for r in inspected if r.rejected
+    ]
     good = [r for r in inspected if not r.rejected]
     rejected_fraction = len(rejected) / len(inspected)
     if rejected_fraction > config.max_rejected_fraction:
@@ -70,8 +71,11 @@ def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any
         for r in good:
             if r.sha256 in conflicting:
                 rejected.append(
-                    {"uri": r.uri, "label": r.label,
-                     "reason": "identical file appears under conflicting labels"}
+                    {
+                        "uri": r.uri,
+                        "label": r.label,
+                        "reason": "identical file appears under conflicting labels",
+                    }
                 )
         keep = [i for i, r in enumerate(good) if r.sha256 not in conflicting]
         good = [good[i] for i in keep]
@@ -106,18 +110,32 @@ def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any
     rows_by_split: dict[str, list[dict]] = {name: [] for name in SPLITS}
     for r, split in zip(good, splits, strict=True):
         rows_by_split[split].append(
-            {"uri": r.uri, "label": r.label, "label_index": class_index[r.label],
-             "sha256": r.sha256, "width": r.width, "height": r.height}
+            {
+                "uri": r.uri,
+                "label": r.label,
+                "label_index": class_index[r.label],
+                "sha256": r.sha256,
+                "width": r.width,
+                "height": r.height,
+            }
         )
 
     with atomic_dir(output) as work:
         (work / "splits").mkdir()
         for split, rows in rows_by_split.items():
             write_manifest(work / "splits" / f"{split}.csv", rows)
-            with progress.step(STAGE, f"writing {split} shards ({len(rows)} images, {image_size}px)"):
+            with progress.step(
+                STAGE, f"writing {split} shards ({len(rows)} images, {image_size}px)"
+            ):
                 write_split(
-                    work / "tfrecords", split, rows, image_size, limits,
-                    config.shard_size, workers, bar,
+                    work / "tfrecords",
+                    split,
+                    rows,
+                    image_size,
+                    limits,
+                    config.shard_size,
+                    workers,
+                    bar,
                 )
         write_json(work / "classes.json", classes)
         stats = build_stats(
@@ -136,8 +154,9 @@ def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any
 
 def write_manifest(path: Path, rows: list[dict]) -> None:
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["uri", "label", "sha256", "width", "height"],
-                                extrasaction="ignore")
+        writer = csv.DictWriter(
+            handle, fieldnames=["uri", "label", "sha256", "width", "height"], extrasaction="ignore"
+        )
         writer.writeheader()
         writer.writerows(rows)
 

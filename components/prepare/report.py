@@ -35,10 +35,18 @@ def balance_chart(stats: dict[str, Any]) -> bytes:
 
 def count_rows(stats: dict[str, Any]) -> list[list[Any]]:
     per = stats["counts"]["per_class_and_split"]
-    rows = [[c, *(per[s][c] for s in SPLITS), stats["counts"]["per_class"][c],
-             stats["class_weights"][c]] for c in stats["classes"]]
-    rows.append(["total", *(stats["counts"]["per_split"][s] for s in SPLITS),
-                 stats["counts"]["total"], ""])
+    rows = [
+        [
+            c,
+            *(per[s][c] for s in SPLITS),
+            stats["counts"]["per_class"][c],
+            stats["class_weights"][c],
+        ]
+        for c in stats["classes"]
+    ]
+    rows.append(
+        ["total", *(stats["counts"]["per_split"][s] for s in SPLITS), stats["counts"]["total"], ""]
+    )
     return rows
 
 
@@ -48,8 +56,13 @@ def write(folder: Path, stats: dict[str, Any]) -> None:
     rejected_rows = [[r["uri"], r["label"], r["reason"]] for r in stats["rejected"]]
     ignored_rows = [[r["uri"], r["reason"]] for r in stats["ignored"]]
     duplicate_rows = [
-        [g["sha256"][:12], len(g["uris"]), ", ".join(sorted(set(g["labels"]))),
-         "yes" if g["conflicting"] else "no", " ; ".join(g["uris"])]
+        [
+            g["sha256"][:12],
+            len(g["uris"]),
+            ", ".join(sorted(set(g["labels"]))),
+            "yes" if g["conflicting"] else "no",
+            " ; ".join(g["uris"]),
+        ]
         for g in stats["duplicate_groups"]
     ]
     summary = (
@@ -63,12 +76,22 @@ def write(folder: Path, stats: dict[str, Any]) -> None:
         ("Summary", summary),
         ("Counts", table_html(header, rows)),
         ("Class balance", img_tag(balance_chart(stats), "class balance per split")),
-        ("Rejected files", table_html(["file", "class", "reason"], rejected_rows)
-         if rejected_rows else "<p>None.</p>"),
-        ("Ignored files", table_html(["file", "reason"], ignored_rows)
-         if ignored_rows else "<p>None.</p>"),
-        ("Duplicate groups", table_html(["sha256", "copies", "labels", "conflict", "files"],
-                                        duplicate_rows) if duplicate_rows else "<p>None.</p>"),
+        (
+            "Rejected files",
+            table_html(["file", "class", "reason"], rejected_rows)
+            if rejected_rows
+            else "<p>None.</p>",
+        ),
+        (
+            "Ignored files",
+            table_html(["file", "reason"], ignored_rows) if ignored_rows else "<p>None.</p>",
+        ),
+        (
+            "Duplicate groups",
+            table_html(["sha256", "copies", "labels", "conflict", "files"], duplicate_rows)
+            if duplicate_rows
+            else "<p>None.</p>",
+        ),
     ]
     (folder / "report.html").write_text(page("visionpipe data report", sections))
     markdown = [
@@ -86,6 +109,7 @@ def write(folder: Path, stats: dict[str, Any]) -> None:
         "",
         "## Duplicate groups",
         table_md(["sha256", "copies", "labels", "conflict", "files"], duplicate_rows)
-        if duplicate_rows else "None.",
+        if duplicate_rows
+        else "None.",
     ]
     (folder / "report.md").write_text("\n".join(markdown) + "\n")

@@ -9,19 +9,22 @@ every file (`inspect_all`) comes after.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import multiprocessing
-
 from components.common import digits, storage
 from components.common.errors import UserError
-from components.common.images import IMAGE_EXTENSIONS, ImageLimits, ImageRejected, is_image_name
-from components.common.images import load_rgb
-
+from components.common.images import (
+    IMAGE_EXTENSIONS,
+    ImageLimits,
+    ImageRejected,
+    is_image_name,
+    load_rgb,
+)
 
 # spawn, not fork: the parent may hold TensorFlow's threads, which fork would break
 SPAWN = multiprocessing.get_context("spawn")

@@ -52,7 +52,7 @@ def write_split(
         encoded = (encode_item(*job) for job in jobs)
     try:
         writer = None
-        for index, (row, png) in enumerate(progress(zip(rows, encoded), len(rows))):
+        for index, (row, png) in enumerate(progress(zip(rows, encoded, strict=True), len(rows))):
             if index % shard_size == 0:
                 if writer is not None:
                     writer.close()

@@ -66,8 +66,9 @@ def _heavy(seed: int) -> list:
     return [
         keras.layers.RandomFlip("horizontal", seed=seed),
         keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5, seed=seed + 1),
-        keras.layers.RandomErasing(factor=0.5, scale=(0.02, 0.2), value_range=(0, 255),
-                                   seed=seed + 2),
+        keras.layers.RandomErasing(
+            factor=0.5, scale=(0.02, 0.2), value_range=(0, 255), seed=seed + 2
+        ),
     ]
 
 

@@ -24,8 +24,9 @@ def make_optimizer(config: TrainConfig):
         return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
     if config.optimizer == "lion":
         return keras.optimizers.Lion(rate, weight_decay=config.weight_decay or None)
-    return keras.optimizers.SGD(rate, momentum=0.9, nesterov=True,
-                                weight_decay=config.weight_decay or None)
+    return keras.optimizers.SGD(
+        rate, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None
+    )
 
 
 def compile_model(model, config: TrainConfig, num_classes: int) -> None:
@@ -46,16 +47,17 @@ def callbacks(config: TrainConfig, work: Path, backup_dir: Path) -> list:
 
     return [
         keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
-        keras.callbacks.ModelCheckpoint(str(work / "checkpoints" / "best.keras"),
-                                        monitor="val_loss", save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_loss",
-                                      patience=config.early_stopping_patience,
-                                      restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                          patience=config.reduce_lr_patience, min_lr=1e-6),
+        keras.callbacks.ModelCheckpoint(
+            str(work / "checkpoints" / "best.keras"), monitor="val_loss", save_best_only=True
+        ),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-6
+        ),
         keras.callbacks.CSVLogger(str(work / "history.csv")),
-        keras.callbacks.TensorBoard(str(work / "tensorboard"), write_graph=False,
-                                    profile_batch=0),
+        keras.callbacks.TensorBoard(str(work / "tensorboard"), write_graph=False, profile_batch=0),
         keras.callbacks.TerminateOnNaN(),
     ]
 
@@ -65,7 +67,7 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
     import keras
 
     from components.train import augment, data
-    from components.train.models import build_model
+    from components.train.models import batchnorm_momentum, build_model
 
     record = StageRecord(STAGE, config, {"dataset": str(dataset)})
     dataset = Path(dataset)
@@ -76,15 +78,34 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
     keras.utils.set_random_seed(config.seed)
 
     augmenter = augment.build(config.augmentation, config.seed)
-    train_ds = data.split_dataset(dataset, "train", size, num_classes, config.batch_size,
-                                  shuffle_buffer=config.shuffle_buffer, augment=augmenter,
-                                  seed=config.seed)
+    train_ds = data.split_dataset(
+        dataset,
+        "train",
+        size,
+        num_classes,
+        config.batch_size,
+        shuffle_buffer=config.shuffle_buffer,
+        augment=augmenter,
+        seed=config.seed,
+    )
     val_ds = data.split_dataset(dataset, "val", size, num_classes, config.batch_size)
-    model = build_model(config.model, size, num_classes, config.dropout, config.weights,
-                        config.width)
+    n_train = int(stats["counts"]["per_split"]["train"])
+    steps_per_epoch = max(1, -(-n_train // config.batch_size))
+    model = build_model(
+        config.model,
+        size,
+        num_classes,
+        config.dropout,
+        config.weights,
+        config.width,
+        batchnorm_momentum(steps_per_epoch),
+    )
     compile_model(model, config, num_classes)
-    progress.log(STAGE, f"{model.name}: {model.count_params():,} weights, input {size}x{size}, "
-                        f"{num_classes} classes, augmentation {config.augmentation!r}")
+    progress.log(
+        STAGE,
+        f"{model.name}: {model.count_params():,} weights, input {size}x{size}, "
+        f"{num_classes} classes, augmentation {config.augmentation!r}",
+    )
 
     class_weight = None
     if config.use_class_weights:
@@ -94,9 +115,14 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
     backup_dir = output.with_name(f".{output.name}.backup")
     with atomic_dir(output) as work:
         with progress.step(STAGE, f"fitting up to {config.epochs} epochs"):
-            model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                      class_weight=class_weight, callbacks=callbacks(config, work, backup_dir),
-                      verbose=1 if sys.stderr.isatty() else 2)
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=config.epochs,
+                class_weight=class_weight,
+                callbacks=callbacks(config, work, backup_dir),
+                verbose=1 if sys.stderr.isatty() else 2,
+            )
         # EarlyStopping restored the best epoch's weights; measure them on val once more
         values = model.evaluate(val_ds, verbose=0, return_dict=True)
         metrics = {f"val_{k}": round(float(v), 6) for k, v in values.items()}
@@ -109,8 +135,11 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
         write_json(work / "classes.json", classes)
         plot_history(history, work / "history.png")
         record.write(work, image_size=size, classes=classes, metrics=metrics)
-    progress.log(STAGE, f"best epoch {metrics['best_epoch']}: val accuracy "
-                        f"{metrics['val_accuracy']:.4f} -> {output}")
+    progress.log(
+        STAGE,
+        f"best epoch {metrics['best_epoch']}: val accuracy "
+        f"{metrics['val_accuracy']:.4f} -> {output}",
+    )
     return metrics
 
 
@@ -120,8 +149,10 @@ def read_history(path: Path) -> list[dict[str, float]]:
     if not path.exists():
         return []
     with open(path) as handle:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)}
-                for row in csv.DictReader(handle)]
+        return [
+            {k: float(v) for k, v in row.items() if v not in ("", None)}
+            for row in csv.DictReader(handle)
+        ]
 
 
 def plot_history(history: list[dict[str, float]], path: Path) -> None:

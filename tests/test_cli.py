@@ -1,0 +1,78 @@
+"""The command line: bad usage and bad input are one clear line and exit code 2."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import VISIONPIPE, write_digit_images
+
+
+def visionpipe(*args):
+    return subprocess.run([VISIONPIPE, *args], capture_output=True, text=True, env={**os.environ})
+
+
+def assert_one_line_exit_2(done, *needles):
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("visionpipe: error: "), done.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_missing_data_folder(tmp_path):
+    done = visionpipe("run", "--data", str(tmp_path / "nope"), "--output", str(tmp_path))
+    assert_one_line_exit_2(done, "does not exist", "--data DIR")
+
+
+def test_empty_data_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    done = visionpipe("run", "--data", str(tmp_path / "empty"), "--output", str(tmp_path))
+    assert_one_line_exit_2(done, "no images found")
+
+
+def test_single_class_folder(tmp_path):
+    write_digit_images(tmp_path / "one", classes=(4,), per_class=6)
+    done = visionpipe("run", "--data", str(tmp_path / "one"), "--output", str(tmp_path))
+    assert_one_line_exit_2(done, "found only 1 class", "at least 2")
+
+
+@pytest.mark.parametrize(
+    "setting, needle",
+    [
+        ("train.epoch=3", "unknown train config key 'epoch'"),
+        ("train.epochs=-1", "epochs=-1"),
+        ("epochs=3", "<stage>.<key>"),
+    ],
+)
+def test_bad_settings_fail_before_anything_runs(tmp_path, setting, needle):
+    done = visionpipe("run", "--set", setting, "--output", str(tmp_path))
+    assert_one_line_exit_2(done, needle)
+
+
+def test_stage_command_with_missing_dataset(tmp_path):
+    done = visionpipe("train", "--dataset", str(tmp_path / "nope"), "--output", str(tmp_path / "m"))
+    assert_one_line_exit_2(done)
+
+
+def test_module_entry_point_matches(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.prepare",
+            "--data",
+            str(tmp_path / "nope"),
+            "--output",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert_one_line_exit_2(done, "does not exist")
+
+
+def test_unknown_command_is_usage_error():
+    done = visionpipe("frobnicate")
+    assert done.returncode == 2

@@ -1,0 +1,110 @@
+"""Export: real LiteRT and ONNX Runtime inference agrees with the Keras model."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.export.config import ExportConfig
+from tests.conftest import VISIONPIPE
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, digits_dataset, trained_model):
+    from components.export.core import run
+
+    out = tmp_path_factory.mktemp("export") / "export"
+    run(ExportConfig(benchmark_runs=5), digits_dataset, trained_model, out)
+    return out
+
+
+def test_export_folder_contract(exported):
+    for name in (
+        "model.tflite",
+        "model.onnx",
+        "labels.txt",
+        "parity.json",
+        "benchmark.json",
+        "model_card.md",
+        "config.json",
+        "saved_model/saved_model.pb",
+    ):
+        assert (exported / name).exists(), name
+    assert (exported / "labels.txt").read_text().split() == [str(d) for d in range(10)]
+
+
+def test_every_format_agrees_with_keras_on_the_test_split(exported):
+    parity = json.loads((exported / "parity.json").read_text())
+    for name in ("tflite", "onnx"):
+        assert parity[name]["count"] == 270
+        assert parity[name]["top1_agreement"] >= 0.999
+        assert parity[name]["max_abs_diff"] < 1e-3
+        assert parity[name]["accuracy"] == pytest.approx(parity["keras"]["accuracy"], abs=0.005)
+    benchmark = json.loads((exported / "benchmark.json").read_text())
+    assert {"keras", "tflite", "onnx"} <= set(benchmark)
+    assert all(b["median_ms"] > 0 and b["size_bytes"] > 0 for b in benchmark.values())
+
+
+def test_onnx_has_dynamic_batch_and_labels(exported):
+    import onnx
+
+    model = onnx.load(str(exported / "model.onnx"))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert not dims[0].dim_value and [d.dim_value for d in dims[1:]] == [32, 32, 3]
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["labels"]) == [str(d) for d in range(10)]
+
+
+def test_predict_cli_matches_keras_on_sample_images(tmp_path, exported, trained_model, digits_dir):
+    import keras
+
+    from components.common.images import load_for_model
+
+    files = [str(next((digits_dir / str(d)).iterdir())) for d in (0, 3, 8)]
+    model = keras.models.load_model(trained_model / "model.keras", compile=False)
+    expected = [
+        str(int(np.argmax(model(load_for_model(f, 32)[None].astype("float32"))))) for f in files
+    ]
+    for artifact in ("model.tflite", "model.onnx", "saved_model"):
+        done = subprocess.run(
+            [
+                VISIONPIPE,
+                "predict",
+                "--model",
+                str(exported / artifact),
+                *files,
+                "--json",
+                "--top-k",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results = json.loads(done.stdout)
+        assert [r["top"][0]["label"] for r in results] == expected, artifact
+        assert all(len(r["top"]) == 2 for r in results)
+
+
+def test_predict_refuses_a_bad_image_with_exit_2(tmp_path, exported):
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    done = subprocess.run(
+        [VISIONPIPE, "predict", "--model", str(exported / "model.onnx"), str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "not an image" in done.stderr
+
+
+def test_png_round_trip_matches_training_pixels(tmp_path, digits_dir):
+    from components.common.images import load_for_model
+
+    array = load_for_model(str(next((digits_dir / "5").iterdir())), 32)
+    assert array.shape == (32, 32, 3) and array.dtype == np.uint8
+    assert Image.fromarray(array).size == (32, 32)

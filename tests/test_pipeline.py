@@ -1,0 +1,140 @@
+"""The KFP pipeline: the compiled YAML, and whole runs with kfp.local's SubprocessRunner."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import VISIONPIPE, write_digit_images
+
+
+def visionpipe(*args, cwd=None):
+    return subprocess.run(
+        [VISIONPIPE, *args], capture_output=True, text=True, cwd=cwd, env={**os.environ}
+    )
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    path = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
+    done = visionpipe("compile", "--output", str(path))
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(path.read_text())
+
+
+def test_compiled_tasks_and_edges(compiled):
+    root = compiled["root"]["dag"]["tasks"]
+    assert set(root) == {"prepare", "train", "evaluate", "condition-1"}
+    assert root["train"]["dependentTasks"] == ["prepare"]
+    assert sorted(root["evaluate"]["dependentTasks"]) == ["prepare", "train"]
+    condition = root["condition-1"]
+    assert "evaluate" in condition["dependentTasks"]
+    assert "pipelinechannel--evaluate-Output" in condition["triggerPolicy"]["condition"]
+    inner = compiled["components"]["comp-condition-1"]["dag"]["tasks"]
+    assert set(inner) == {"export"}
+
+
+def test_compiled_training_requests_a_gpu(compiled):
+    executors = compiled["deploymentSpec"]["executors"]
+    train = executors["exec-train"]["container"]
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert train["resources"]["accelerator"]["resourceCount"] == "1"
+    assert train["image"].endswith("visionpipe-gpu:0.1.0")
+    for name in ("exec-prepare", "exec-evaluate", "exec-export"):
+        container = executors[name]["container"]
+        assert "accelerator" not in container.get("resources", {})
+        assert container["image"].endswith("visionpipe-cpu:0.1.0")
+        # no pip install at run time: the image carries the project and kfp
+        assert "pip install" not in " ".join(container["command"])
+
+
+def test_compiled_parameters_have_defaults(compiled):
+    params = compiled["root"]["inputDefinitions"]["parameters"]
+    assert params["data"]["defaultValue"] == "builtin:digits"
+    assert {"prepare_config", "train_config", "evaluate_config", "export_config"} <= set(params)
+
+
+@pytest.mark.slow
+def test_run_on_a_user_folder_exports_verified_models(tmp_path):
+    data = write_digit_images(tmp_path / "photos", classes=(0, 1, 7), per_class=60)
+    done = visionpipe(
+        "run",
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "runs"),
+        "--preset",
+        "smoke",
+        "--run-id",
+        "user-folder",
+        "--set",
+        "train.epochs=10",
+        "--set",
+        "train.batch_size=16",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "user-folder"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in (
+        "run_id",
+        "status",
+        "data",
+        "test_accuracy",
+        "macro_f1",
+        "blessed",
+        "artifacts",
+        "timings_s",
+    ):
+        assert key in summary
+    assert summary["status"] == "succeeded" and summary["blessed"] is True
+    assert summary["test_accuracy"] >= 0.9
+    assert set(summary["timings_s"]) == {"prepare", "train", "evaluate", "export", "total"}
+    for key in ("report", "tflite", "onnx", "saved_model"):
+        assert Path(summary["artifacts"][key]).exists(), key
+    parity = json.loads((run_dir / "export" / "parity.json").read_text())
+    assert parity["tflite"]["top1_agreement"] >= 0.995 and parity["onnx"]["top1_agreement"] >= 0.995
+    assert str(run_dir / "evaluation" / "report.html") in done.stdout
+
+
+@pytest.mark.slow
+def test_unblessed_run_on_builtin_digits_skips_export(tmp_path):
+    done = visionpipe(
+        "run",
+        "--output",
+        str(tmp_path / "runs"),
+        "--run-id",
+        "gate",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.width=8",
+        "--set",
+        "evaluate.min_accuracy=1.0",
+        "--set",
+        "evaluate.min_macro_f1=1.0",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "gate" / "summary.json").read_text())
+    assert summary["data"] == "builtin:digits" and summary["blessed"] is False
+    assert any("accuracy" in reason for reason in summary["blessing_reasons"])
+    assert summary["artifacts"]["tflite"] is None and "export" not in summary["timings_s"]
+    assert not (tmp_path / "runs" / "gate" / "export").exists()
+    assert "not exported" in done.stdout
+
+
+@pytest.mark.slow
+def test_data_error_inside_the_pipeline_is_one_line_and_exit_2(tmp_path):
+    data = write_digit_images(tmp_path / "data", per_class=10)
+    for n in range(5):
+        (data / "digit_0" / f"junk{n}.png").write_bytes(b"junk")
+    done = visionpipe(
+        "run", "--data", str(data), "--output", str(tmp_path / "runs"), "--run-id", "bad"
+    )
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("visionpipe: error: 5 of 35 images") and "max_rejected_fraction" in last
+    summary = json.loads((tmp_path / "runs" / "bad" / "summary.json").read_text())
+    assert summary["status"] == "failed"
