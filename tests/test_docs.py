@@ -1,0 +1,30 @@
+"""Documentation that can drift from the code is checked against it."""
+
+import dataclasses
+from pathlib import Path
+
+from components.evaluate.config import EvaluateConfig
+from components.export.config import ExportConfig
+from components.prepare.config import PrepareConfig
+from components.train.config import TrainConfig
+from components.train.augment import PRESETS
+from components.train.models import known_models
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_every_config_key_is_documented():
+    text = (DOCS / "configuration.md").read_text()
+    for cls in (PrepareConfig, TrainConfig, EvaluateConfig, ExportConfig):
+        section = text.split(f"## {cls.section}\n", 1)[1].split("\n## ", 1)[0]
+        for field in dataclasses.fields(cls):
+            assert f"| `{field.name}` |" in section, (cls.section, field.name)
+
+
+def test_every_model_and_preset_is_documented():
+    text = (DOCS / "configuration.md").read_text()
+    for name in PRESETS:
+        assert f"`{name}`" in text, name
+    for name in known_models():
+        family = name.rstrip("0123456789SMB")
+        assert name in text or family in text, name
