@@ -36,4 +36,5 @@ def bar(iterable, total: int | None, stage: str, unit: str):
         mininterval=0.5 if interactive else 10.0,
         dynamic_ncols=True,
         leave=interactive,
+        disable=not interactive,  # in logs the step lines say enough
     )

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from components.common.config import StageConfig
 
-FORMATS = ("saved_model", "tflite", "onnx")
+FORMATS = ("saved_model", "tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx")
 
 
 @dataclass
@@ -18,6 +18,8 @@ class ExportConfig(StageConfig):
     formats: list[str] = field(default_factory=lambda: list(FORMATS))
     onnx_opset: int = 17
     min_float_agreement: float = 0.999  # top-1 agreement with Keras on the test split
+    max_int8_accuracy_drop: float = 0.01  # integer formats may lose at most 1 point
+    representative_images: int = 256  # train images that calibrate full-int8 quantization
     benchmark_runs: int = 50  # batch-1 latency samples per format
     batch_size: int = 64
 
@@ -34,5 +36,11 @@ class ExportConfig(StageConfig):
             "min_float_agreement",
             "expected a fraction in 0..1",
         )
+        self.check(
+            0.0 <= self.max_int8_accuracy_drop <= 1.0,
+            "max_int8_accuracy_drop",
+            "expected a fraction in 0..1",
+        )
+        self.check(self.representative_images >= 1, "representative_images", "expected >= 1")
         self.check(self.benchmark_runs >= 1, "benchmark_runs", "expected >= 1")
         self.check(self.batch_size >= 1, "batch_size", "expected >= 1")

@@ -48,25 +48,109 @@ def write_saved_model(model, image_size: int, path: Path) -> None:
     archive.write_out(str(path), verbose=False)
 
 
-def write_tflite(saved_model: Path, path: Path) -> None:
-    """Float32 TFLite with builtin ops only; a graph that needs Flex ops is refused by name."""
+TFLITE_VARIANTS = {  # format name -> (file, quantization)
+    "tflite": ("model.tflite", "float32"),
+    "tflite_fp16": ("model_fp16.tflite", "float16"),
+    "tflite_dynamic": ("model_dynamic_int8.tflite", "dynamic"),
+    "tflite_int8": ("model_int8.tflite", "int8"),
+}
+INTEGER_FORMATS = ("tflite_dynamic", "tflite_int8")  # judged by accuracy, not agreement
+
+
+def write_tflite(
+    saved_model: Path, path: Path, quantization: str = "float32", representative=None
+) -> None:
+    """TFLite with builtin ops only; a graph that needs Flex ops is refused by name.
+
+    quantization: float32 | float16 (weights) | dynamic (int8 weights, float
+    activations) | int8 (full integer, uint8 input and output; needs
+    `representative`, an iterable of float32 batches from the train split).
+    """
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([batch] for batch in representative())
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
     try:
         flatbuffer = converter.convert()
     except Exception as error:  # the converter raises ConverterError with the op list inside
         message = str(error)
-        ops = sorted(set(re.findall(r"(?:tf|flex)\.([A-Za-z0-9_]+)", message)))
         if "Flex" in message or "TF Select" in message or "not supported" in message:
+            ops = sorted(set(re.findall(r"\btf\.([A-Z][A-Za-z0-9_]+)", message)))
             raise ExportFailed(
-                "TFLite export needs ops outside the TFLite builtin set"
+                f"TFLite ({quantization}) export needs ops outside the TFLite builtin set"
                 + (f": {', '.join(ops)}" if ops else "")
-                + "; replace those layers (Flex ops are not available in the mobile runtime)"
+                + "; replace the layers that use them (Flex ops are not in the mobile runtime)"
             ) from None
         raise
     path.write_bytes(flatbuffer)
+
+
+def inference_model(model):
+    """The model to export: float32 everywhere, with any augmentation layers removed.
+
+    A model trained under a mixed-precision policy keeps float32 variables, so
+    its weights carry over unchanged into a float32 clone. Random* / augmentation
+    layers act only in training; they are replaced by Identity so no random op
+    can reach an exported graph.
+    """
+    import keras
+
+    def is_augmentation(layer) -> bool:
+        name = type(layer).__name__
+        return name.startswith("Random") or name in {
+            "RandAugment",
+            "MixUp",
+            "CutMix",
+            "AugMix",
+            "AutoContrast",
+            "Solarization",
+        }
+
+    def policy_name(layer) -> str:
+        return getattr(getattr(layer, "dtype_policy", None), "name", "float32")
+
+    has_augmentation = any(is_augmentation(layer) for layer in _all_layers(model))
+    mixed = any(policy_name(layer) != "float32" for layer in _all_layers(model))
+    if not has_augmentation and not mixed:
+        return model
+
+    def clone(layer):
+        if is_augmentation(layer):
+            return keras.layers.Identity(name=layer.name)
+        config = layer.get_config()
+        if "dtype" in config:
+            config["dtype"] = "float32"
+        if isinstance(layer, keras.Sequential) or isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone)
+        return layer.__class__.from_config(config)
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        rebuilt = keras.models.clone_model(model, clone_function=clone)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    # Identity layers have no weights, so the remaining weights line up one to one
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
 
 
 def write_onnx(model, image_size: int, path: Path, opset: int, classes: list[str]) -> None:

@@ -6,14 +6,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from components.common import progress
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
 from components.export import convert, runtimes
 from components.export.config import ExportConfig
-from components.export.verify import latency, parity
+from components.export.model_card import write_model_card
+from components.export.verify import latency, parity, throughput
 
 STAGE = "export"
-FILES = {"saved_model": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
+FILES = {
+    "saved_model": "saved_model",
+    "onnx": "model.onnx",
+    **{name: file for name, (file, _) in convert.TFLITE_VARIANTS.items()},
+}
 
 
 def folder_size(path: Path) -> int:
@@ -22,17 +29,39 @@ def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def representative_batches(dataset: Path, size: int, count: int, seed: int = 0):
+    """A callable yielding float32 (1, S, S, 3) train images for int8 calibration."""
+    from components.common.records import load_split_arrays
+
+    images, _, _ = load_split_arrays(dataset, "train", size)
+    picks = np.random.default_rng(seed).permutation(len(images))[:count]
+    return lambda: (images[i : i + 1].astype(np.float32) for i in picks)
+
+
+def check(name: str, result: dict[str, Any], keras_accuracy: float, config: ExportConfig) -> None:
+    """Mark a format passed or failed: agreement for float formats, accuracy for integer ones."""
+    if name in convert.INTEGER_FORMATS:
+        drop = keras_accuracy - result["accuracy"]
+        result["accuracy_drop"] = round(drop, 6)
+        result["max_accuracy_drop"] = config.max_int8_accuracy_drop
+        result["passed"] = drop <= config.max_int8_accuracy_drop + 1e-9
+    else:
+        result["min_top1_agreement"] = config.min_float_agreement
+        result["passed"] = result["top1_agreement"] >= config.min_float_agreement
+
+
 def run(
     config: ExportConfig, dataset: str | Path, model_dir: str | Path, output: str | Path
 ) -> dict[str, Any]:
-    """Export the model in `model_dir`; fail if a float format disagrees with Keras."""
+    """Export the model in `model_dir`; fail if any format does not match Keras."""
     from components.common.records import load_split_arrays
     from components.evaluate.core import load_model
 
+    dataset, model_dir = Path(dataset), Path(model_dir)
     record = StageRecord(STAGE, config, {"dataset": str(dataset), "model": str(model_dir)})
-    classes = read_json(Path(dataset) / "classes.json")
-    size = int(read_json(Path(dataset) / "stats.json")["image_size"])
-    model = load_model(model_dir)
+    classes = read_json(dataset / "classes.json")
+    size = int(read_json(dataset / "stats.json")["image_size"])
+    model = convert.inference_model(load_model(model_dir))
     images, labels, _ = load_split_arrays(dataset, "test", size)
 
     with atomic_dir(output) as work:
@@ -41,10 +70,15 @@ def run(
         saved_model = work / FILES["saved_model"]
         with progress.step(STAGE, "SavedModel"):
             convert.write_saved_model(model, size, saved_model)
-        if "tflite" in config.formats:
-            with progress.step(STAGE, "TFLite (float32, builtin ops)"):
-                convert.write_tflite(saved_model, work / FILES["tflite"])
-            predictors["tflite"] = runtimes.tflite_predictor(work / FILES["tflite"])
+        for name, (file, quantization) in convert.TFLITE_VARIANTS.items():
+            if name not in config.formats:
+                continue
+            representative = None
+            if quantization == "int8":
+                representative = representative_batches(dataset, size, config.representative_images)
+            with progress.step(STAGE, f"TFLite {quantization} (builtin ops)"):
+                convert.write_tflite(saved_model, work / file, quantization, representative)
+            predictors[name] = runtimes.tflite_predictor(work / file)
         if "onnx" in config.formats:
             with progress.step(STAGE, f"ONNX (opset {config.onnx_opset})"):
                 convert.write_onnx(model, size, work / FILES["onnx"], config.onnx_opset, classes)
@@ -52,46 +86,34 @@ def run(
 
         with progress.step(STAGE, f"verifying every format on {len(labels)} test images"):
             reference = runtimes.predict_all(predictors["keras"], images, config.batch_size)
-            report: dict[str, Any] = {
-                "keras": {
-                    "accuracy": float((reference.argmax(1) == labels).mean()),
-                    "count": int(len(labels)),
-                }
-            }
+            keras_accuracy = float((reference.argmax(1) == labels).mean()) if len(labels) else 0
+            report: dict[str, Any] = {"keras": {"accuracy": keras_accuracy, "count": len(labels)}}
             for name, predictor in predictors.items():
                 if name != "keras":
                     candidate = runtimes.predict_all(predictor, images, config.batch_size)
                     report[name] = parity(reference, candidate, labels)
-                    report[name]["min_top1_agreement"] = config.min_float_agreement
-                    report[name]["passed"] = (
-                        report[name]["top1_agreement"] >= config.min_float_agreement
-                    )
+                    check(name, report[name], keras_accuracy, config)
         write_json(work / "parity.json", report)
 
-        with progress.step(STAGE, "benchmarking batch-1 latency"):
-            benchmark = (
-                {
-                    name: {
-                        **latency(predictor, images[0], config.benchmark_runs),
-                        "size_bytes": folder_size(work / FILES[name])
-                        if name in FILES
-                        else folder_size(Path(model_dir) / "model.keras"),
-                    }
-                    for name, predictor in predictors.items()
+        with progress.step(STAGE, "benchmarking latency and throughput"):
+            benchmark: dict[str, Any] = {}
+            for name, predictor in predictors.items() if len(images) else ():
+                path = work / FILES[name] if name in FILES else model_dir / "model.keras"
+                benchmark[name] = {
+                    **latency(predictor, images[0], config.benchmark_runs),
+                    "batch32_images_per_s": throughput(predictor, images[:32]),
+                    "size_bytes": folder_size(path),
                 }
-                if len(images)
-                else {}
-            )
         write_json(work / "benchmark.json", benchmark)
         write_model_card(work, dataset, model_dir, report, benchmark, classes, size)
         if "saved_model" not in config.formats:
             shutil.rmtree(saved_model)
         failed = [n for n, r in report.items() if n != "keras" and not r["passed"]]
         if failed:
-            details = ", ".join(f"{n} {report[n]['top1_agreement']:.4f}" for n in failed)
             raise convert.ExportFailed(
-                f"exported model disagrees with Keras on the test split: {details} "
-                f"< min_float_agreement {config.min_float_agreement}; see parity.json"
+                "exported model does not match Keras on the test split: "
+                + ", ".join(describe_failure(n, report[n]) for n in failed)
+                + "; see parity.json"
             )
         record.write(work, image_size=size, classes=classes)
     summary = ", ".join(f"{n} {r['top1_agreement']:.4f}" for n, r in report.items() if n != "keras")
@@ -99,47 +121,13 @@ def run(
     return {"parity": report, "benchmark": benchmark}
 
 
-def write_model_card(folder: Path, dataset, model_dir, report, benchmark, classes, size) -> None:
-    from components.common.html import table_md
-
-    stats = read_json(Path(dataset) / "stats.json")
-    train_record = read_json(Path(model_dir) / "config.json")
-    val = read_json(Path(model_dir) / "metrics.json")
-    parity_rows = [
-        [name, r.get("top1_agreement", "reference"), r.get("max_abs_diff", ""), r["accuracy"]]
-        for name, r in report.items()
-    ]
-    latency_rows = [
-        [name, b["median_ms"], b["p90_ms"], b["size_bytes"]] for name, b in benchmark.items()
-    ]
-    lines = [
-        f"# Model card: {train_record['config']['model']} on {stats['source']}",
-        "",
-        "## Data",
-        f"{stats['counts']['total']} images in {len(classes)} classes "
-        f"({', '.join(classes)}); splits {stats['counts']['per_split']}; "
-        f"{stats['counts']['rejected']} files rejected in preparation.",
-        "",
-        "## Input and output",
-        f"Input `image`: float32 (batch, {size}, {size}, 3), RGB values 0..255, images resized "
-        f"to {size}x{size} (bilinear) as in preparation. Output: float32 (batch, {len(classes)}) "
-        "class probabilities in the order of `labels.txt`.",
-        "",
-        "## Training",
-        "```",
-        *(f"{k}: {v}" for k, v in train_record["config"].items()),
-        "```",
-        f"Validation accuracy of the kept epoch: {val.get('val_accuracy')}.",
-        "",
-        "## Export parity on the test split",
-        table_md(["format", "top-1 agreement", "max abs diff", "accuracy"], parity_rows),
-        "",
-        "## Batch-1 latency on the export machine (CPU)",
-        table_md(["format", "median ms", "p90 ms", "size bytes"], latency_rows),
-        "",
-        "## Intended use and limits",
-        "Classifies images like those of the training source into the listed classes. It has "
-        "no 'none of these' class: an image from elsewhere is still given one of them. Accuracy "
-        "holds only for images from the same distribution as the training data.",
-    ]
-    (folder / "model_card.md").write_text("\n".join(lines) + "\n")
+def describe_failure(name: str, result: dict[str, Any]) -> str:
+    if "accuracy_drop" in result:
+        return (
+            f"{name} loses {result['accuracy_drop']:.4f} accuracy "
+            f"(> max_int8_accuracy_drop {result['max_accuracy_drop']})"
+        )
+    return (
+        f"{name} agrees on {result['top1_agreement']:.4f} "
+        f"(< min_float_agreement {result['min_top1_agreement']})"
+    )

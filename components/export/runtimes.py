@@ -17,13 +17,20 @@ def keras_predictor(model) -> Predictor:
 
 
 def tflite_predictor(path: str, threads: int | None = None) -> Predictor:
-    """A LiteRT interpreter that resizes its batch dimension as needed."""
+    """A LiteRT interpreter that resizes its batch dimension as needed.
+
+    Integer models get their input quantized and output dequantized with the
+    scale and zero point stored in the file, so every predictor speaks float.
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     interpreter.allocate_tensors()
     (input_detail,) = interpreter.get_input_details()
     (output_detail,) = interpreter.get_output_details()
+    in_scale, in_zero = input_detail["quantization"]
+    out_scale, out_zero = output_detail["quantization"]
+    in_type = input_detail["dtype"]
     state = {"batch": None}
 
     def predict(images: np.ndarray) -> np.ndarray:
@@ -31,9 +38,16 @@ def tflite_predictor(path: str, threads: int | None = None) -> Predictor:
             interpreter.resize_tensor_input(input_detail["index"], list(images.shape))
             interpreter.allocate_tensors()
             state["batch"] = len(images)
-        interpreter.set_tensor(input_detail["index"], images.astype(input_detail["dtype"]))
+        if np.issubdtype(in_type, np.integer) and in_scale:
+            info = np.iinfo(in_type)
+            quantized = np.round(images / in_scale + in_zero).clip(info.min, info.max)
+            images = quantized.astype(in_type)
+        interpreter.set_tensor(input_detail["index"], images.astype(in_type))
         interpreter.invoke()
-        return np.array(interpreter.get_tensor(output_detail["index"]), dtype=np.float32)
+        output = np.array(interpreter.get_tensor(output_detail["index"]))
+        if np.issubdtype(output.dtype, np.integer) and out_scale:
+            return ((output.astype(np.float32) - out_zero) * out_scale).astype(np.float32)
+        return output.astype(np.float32)
 
     return predict
 

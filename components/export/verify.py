@@ -37,3 +37,17 @@ def latency(predictor: Predictor, image: np.ndarray, runs: int) -> dict[str, flo
         "p90_ms": round(float(np.percentile(samples, 90)), 4),
         "runs": runs,
     }
+
+
+def throughput(
+    predictor: Predictor, images: np.ndarray, batch_size: int = 32, rounds: int = 3
+) -> float:
+    """Images per second at a fixed batch size (best of `rounds` calls on one batch)."""
+    batch = np.resize(images, (batch_size, *images.shape[1:])).astype(np.float32)
+    predictor(batch)  # warm-up; also sizes the interpreter for this batch
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        predictor(batch)
+        best = min(best, time.perf_counter() - start)
+    return round(batch_size / best, 2)

@@ -20,16 +20,16 @@ def balance_chart(stats: dict[str, Any]) -> bytes:
     classes = stats["classes"]
     per = stats["counts"]["per_class_and_split"]
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(classes) + 2), 3.5))
+    positions = np.arange(len(classes))  # numeric x: class names like "0".."9" stay labels
     bottom = np.zeros(len(classes))
     for split in SPLITS:
         values = np.array([per[split][c] for c in classes])
-        ax.bar(classes, values, bottom=bottom, label=split)
+        ax.bar(positions, values, bottom=bottom, label=split)
         bottom += values
+    ax.set_xticks(positions, classes, rotation=90 if len(classes) > 12 else 0)
     ax.set_ylabel("images")
     ax.set_title("class balance per split")
     ax.legend()
-    if len(classes) > 12:
-        ax.tick_params(axis="x", rotation=90)
     return figure_png(fig)
 
 

@@ -87,8 +87,16 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
         shuffle_buffer=config.shuffle_buffer,
         augment=augmenter,
         seed=config.seed,
+        count=stats["counts"]["per_split"]["train"],
     )
-    val_ds = data.split_dataset(dataset, "val", size, num_classes, config.batch_size)
+    val_ds = data.split_dataset(
+        dataset,
+        "val",
+        size,
+        num_classes,
+        config.batch_size,
+        count=stats["counts"]["per_split"]["val"],
+    )
     n_train = int(stats["counts"]["per_split"]["train"])
     steps_per_epoch = max(1, -(-n_train // config.batch_size))
     model = build_model(
@@ -121,6 +129,7 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
                 epochs=config.epochs,
                 class_weight=class_weight,
                 callbacks=callbacks(config, work, backup_dir),
+                shuffle=False,  # tf.data shuffles; saying so silences Keras' warning
                 verbose=1 if sys.stderr.isatty() else 2,
             )
         # EarlyStopping restored the best epoch's weights; measure them on val once more

@@ -29,6 +29,7 @@ def split_dataset(
     augment=None,
     seed: int = 0,
     cache: bool = True,
+    count: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 images 0..255 (B, S, S, 3), one-hot labels (B, K))."""
     files = shard_files(dataset_dir, split)
@@ -39,6 +40,8 @@ def split_dataset(
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=False)
+    if count is not None:  # TFRecords have unknown length; telling Keras gives it epoch sizes
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
 
     def to_model_input(images, labels):
         images = tf.cast(images, tf.float32)  # (B, S, S, 3) in 0..255

@@ -1,0 +1,99 @@
+"""`model_card.md`: what the model is for, what it was trained on, and the proof of export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from components.common.artifacts import read_json
+from components.common.html import table_md
+
+
+def write_model_card(
+    folder: Path,
+    dataset: Path,
+    model_dir: Path,
+    report: dict[str, Any],
+    benchmark: dict[str, Any],
+    classes: list[str],
+    size: int,
+) -> None:
+    stats = read_json(dataset / "stats.json")
+    train_record = read_json(model_dir / "config.json")
+    val = read_json(model_dir / "metrics.json")
+    evaluation = _sibling_evaluation(model_dir)
+    parity_rows = [
+        [
+            name,
+            r.get("top1_agreement", "reference"),
+            r.get("max_abs_diff", ""),
+            r["accuracy"],
+            "yes" if r.get("passed", True) else "NO",
+        ]
+        for name, r in report.items()
+    ]
+    latency_rows = [
+        [name, b["median_ms"], b["p90_ms"], b["batch32_images_per_s"], b["size_bytes"]]
+        for name, b in benchmark.items()
+    ]
+    lines = [
+        f"# Model card: {train_record['config']['model']} on {stats['source']}",
+        "",
+        "## Data",
+        f"{stats['counts']['total']} images in {len(classes)} classes "
+        f"({', '.join(classes)}); splits {stats['counts']['per_split']}; "
+        f"{stats['counts']['rejected']} files rejected in preparation; "
+        f"imbalance ratio {stats['imbalance_ratio']}.",
+        "",
+        "## Input and output",
+        f"Input `image`: float32 (batch, {size}, {size}, 3), RGB values 0..255, images resized "
+        f"to {size}x{size} (bilinear, aspect ratio not kept) as in preparation; "
+        "`model_int8.tflite` takes uint8 pixels and gives uint8 scores (scale in the file). "
+        f"Output: (batch, {len(classes)}) class probabilities in the order of `labels.txt`.",
+        "",
+        "## Training",
+        "```",
+        *(f"{k}: {v}" for k, v in train_record["config"].items()),
+        "```",
+        f"Validation accuracy of the kept epoch: {val.get('val_accuracy')}.",
+        "",
+    ]
+    if evaluation:
+        worst = sorted(evaluation["per_class"].items(), key=lambda kv: kv[1]["recall"])[:3]
+        lines += [
+            "## Test metrics",
+            f"Accuracy {evaluation['accuracy']:.4f}, macro F1 {evaluation['macro_f1']:.4f}, "
+            f"ECE {evaluation['ece']:.4f} on {evaluation['count']} test images.",
+            "Worst classes by recall: "
+            + ", ".join(f"{name} {m['recall']:.3f}" for name, m in worst)
+            + ".",
+            "",
+        ]
+    lines += [
+        "## Export parity on the test split",
+        table_md(["format", "top-1 agreement", "max abs diff", "accuracy", "passed"], parity_rows),
+        "",
+        "## Speed on the export machine (CPU)",
+        table_md(
+            ["format", "batch-1 median ms", "batch-1 p90 ms", "batch-32 images/s", "size bytes"],
+            latency_rows,
+        ),
+        "",
+        "## Intended use and limits",
+        "Classifies images like those of the training source into the listed classes. It has "
+        "no 'none of these' class: an image from elsewhere is still given one of them. Accuracy "
+        "holds only for images from the same distribution as the training data; integer "
+        "formats trade the accuracy shown above for size and speed.",
+    ]
+    (folder / "model_card.md").write_text("\n".join(lines) + "\n")
+
+
+def _sibling_evaluation(model_dir: Path) -> dict[str, Any] | None:
+    """Test metrics, when the evaluation folder sits beside the model (pipeline runs)."""
+    for candidate in (
+        model_dir.parent.parent / "evaluate" / "evaluation" / "metrics.json",
+        model_dir.parent / "evaluation" / "metrics.json",
+    ):
+        if candidate.exists():
+            return read_json(candidate)
+    return None
