@@ -23,6 +23,7 @@ from components.common.config import SECTIONS, load_config_file, parse_overrides
 from components.common.errors import UserError, exit_on_user_error
 from components.evaluate import cli as evaluate_cli
 from components.export import cli as export_cli
+from components.export import push_cli
 from components.prepare import cli as prepare_cli
 from components.train import cli as train_cli
 
@@ -31,6 +32,7 @@ STAGE_CLIS = {
     "train": train_cli,
     "evaluate": evaluate_cli,
     "export": export_cli,
+    "push": push_cli,
 }
 
 
@@ -92,7 +94,7 @@ def run_configs(
 ) -> dict[str, dict]:
     """Whole-run config: preset, then file sections, then `--set stage.key=value`; validated."""
     from components.evaluate.config import EvaluateConfig
-    from components.export.config import ExportConfig
+    from components.export.config import ExportConfig, PushConfig
     from components.prepare.config import PrepareConfig
     from components.train.config import TrainConfig
 
@@ -102,7 +104,11 @@ def run_configs(
     for section, values in split_sections(parse_overrides(overrides)).items():
         merged[section].update(values)
     classes = dict(
-        zip(SECTIONS, (PrepareConfig, TrainConfig, EvaluateConfig, ExportConfig), strict=True)
+        zip(
+            SECTIONS,
+            (PrepareConfig, TrainConfig, EvaluateConfig, ExportConfig, PushConfig),
+            strict=True,
+        )
     )
     # validate here, so a typo fails in a second, not after training
     return {
@@ -116,6 +122,11 @@ def command_run(args: argparse.Namespace) -> int:
     from pipelines.local_run import run_pipeline
 
     configs = run_configs(args.config, args.set, args.preset)
+    if "registry" not in configs["push"]:  # locally, publish beside the runs by default
+        configs["push"] = {
+            **configs["push"],
+            "registry": str(Path(args.output).resolve() / "registry"),
+        }
     list_source(args.data)  # a wrong path or a folder without classes fails here, in a second
     summary = run_pipeline(args.data, configs, args.output, args.runner, args.run_id)
     artifacts = summary["artifacts"]

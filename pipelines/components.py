@@ -150,3 +150,28 @@ def export(
     for name, values in result["parity"].items():
         if "top1_agreement" in values:
             parity_metrics.log_metric(f"{name}_top1_agreement", values["top1_agreement"])
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def push(
+    exported: Input[Model], evaluation: Input[Artifact], config: dict, published: Output[Artifact]
+):
+    """Publish the verified export to the registry (folder or gs://) with a manifest.
+
+    Args:
+        exported: output of export (every file is copied).
+        evaluation: output of evaluate (its blessing is checked again).
+        config: push config (registry, model_name, version); an empty registry publishes nothing.
+        published: `latest.json` content of the registry after the push (uri, version).
+    """
+    import json
+
+    from components.export.config import PushConfig
+    from components.export.push import run
+    from pipelines.runtime import reporting_user_errors
+
+    with reporting_user_errors(published.path):
+        result = run(PushConfig.from_dict(config), exported.path, evaluation.path)
+    published.metadata.update({k: v for k, v in result.items() if isinstance(v, str | bool | int)})
+    with open(published.path, "w") as handle:
+        json.dump(result, handle, indent=2)

@@ -28,6 +28,7 @@ TASK_OUTPUTS = {  # link name -> (task, output)
     "evaluation": ("evaluate", "evaluation"),
     "export": ("export", "exported"),
 }
+PUSH_OUTPUT = ("push", "published")
 
 
 def new_run_id() -> str:
@@ -79,6 +80,7 @@ def run_pipeline(
             train_config=configs.get("train", {}),
             evaluate_config=configs.get("evaluate", {}),
             export_config=configs.get("export", {}),
+            push_config=configs.get("push", {}),
         )
     except RuntimeError as caught:  # kfp.local: "Pipeline ... finished with status FAILURE"
         error = caught
@@ -138,6 +140,11 @@ def summarize(
     def artifact(name: str, relative: str) -> str | None:
         return str(run_dir / name / relative) if name in outputs else None
 
+    published_file = (sorted(p for p in pipeline_root.iterdir() if p.is_dir()) or [Path("-")])[-1]
+    published_file = published_file / PUSH_OUTPUT[0] / PUSH_OUTPUT[1]
+    published = read_json(published_file) if published_file.is_file() else {}
+    if "elapsed_s" in published:
+        timings["push"] = published["elapsed_s"]
     status = "failed" if error is not None else "succeeded"
     return {
         "run_id": run_id,
@@ -156,6 +163,7 @@ def summarize(
             "saved_model": artifact("export", "saved_model"),
             "parity": artifact("export", "parity.json"),
             "model_card": artifact("export", "model_card.md"),
+            "published": published.get("uri"),
         },
         "timings_s": {**timings, "total": round(wall_s, 2)},
         "error": None if error is None else " ".join(str(error).split())[:500],

@@ -21,6 +21,7 @@ def visionpipe_pipeline(
     train_config: dict = {},
     evaluate_config: dict = {},
     export_config: dict = {},
+    push_config: dict = {},
 ):
     prepare_task = c.prepare(data=data, config=prepare_config).set_display_name("prepare")
     prepare_task.set_cpu_limit("2").set_memory_limit("4G")
@@ -47,6 +48,14 @@ def visionpipe_pipeline(
         )
         export_task.set_display_name("export").set_caching_options(False)
         export_task.set_cpu_limit("2").set_memory_limit("8G")
+
+        push_task = c.push(
+            exported=export_task.outputs["exported"],
+            evaluation=evaluate_task.outputs["evaluation"],
+            config=push_config,
+        )
+        push_task.set_display_name("push").set_caching_options(False)
+        push_task.set_cpu_limit("1").set_memory_limit("2G")
 
 
 def compile_pipeline(path: str) -> str:

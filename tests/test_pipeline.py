@@ -34,7 +34,8 @@ def test_compiled_tasks_and_edges(compiled):
     assert "evaluate" in condition["dependentTasks"]
     assert "pipelinechannel--evaluate-Output" in condition["triggerPolicy"]["condition"]
     inner = compiled["components"]["comp-condition-1"]["dag"]["tasks"]
-    assert set(inner) == {"export"}
+    assert set(inner) == {"export", "push"}
+    assert inner["push"]["dependentTasks"] == ["export"]
 
 
 def test_compiled_training_requests_a_gpu(compiled):
@@ -43,7 +44,7 @@ def test_compiled_training_requests_a_gpu(compiled):
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert train["resources"]["accelerator"]["resourceCount"] == "1"
     assert train["image"].endswith("visionpipe-gpu:0.1.0")
-    for name in ("exec-prepare", "exec-evaluate", "exec-export"):
+    for name in ("exec-prepare", "exec-evaluate", "exec-export", "exec-push"):
         container = executors[name]["container"]
         assert "accelerator" not in container.get("resources", {})
         assert container["image"].endswith("visionpipe-cpu:0.1.0")
@@ -54,7 +55,13 @@ def test_compiled_training_requests_a_gpu(compiled):
 def test_compiled_parameters_have_defaults(compiled):
     params = compiled["root"]["inputDefinitions"]["parameters"]
     assert params["data"]["defaultValue"] == "builtin:digits"
-    assert {"prepare_config", "train_config", "evaluate_config", "export_config"} <= set(params)
+    assert {
+        "prepare_config",
+        "train_config",
+        "evaluate_config",
+        "export_config",
+        "push_config",
+    } <= set(params)
 
 
 @pytest.mark.slow
@@ -91,7 +98,12 @@ def test_run_on_a_user_folder_exports_verified_models(tmp_path):
         assert key in summary
     assert summary["status"] == "succeeded" and summary["blessed"] is True
     assert summary["test_accuracy"] >= 0.9
-    assert set(summary["timings_s"]) == {"prepare", "train", "evaluate", "export", "total"}
+    assert set(summary["timings_s"]) == {"prepare", "train", "evaluate", "export", "push", "total"}
+    latest = json.loads(
+        (tmp_path / "runs" / "registry" / "visionpipe-classifier" / "latest.json").read_text()
+    )
+    assert summary["artifacts"]["published"] == latest["uri"]
+    assert (Path(latest["uri"]) / "model.onnx").is_file()
     for key in ("report", "tflite", "onnx", "saved_model"):
         assert Path(summary["artifacts"][key]).exists(), key
     parity = json.loads((run_dir / "export" / "parity.json").read_text())

@@ -91,7 +91,7 @@ def load_config_file(path: str | Path | None) -> dict[str, Any]:
     return data
 
 
-SECTIONS = ("prepare", "train", "evaluate", "export")
+SECTIONS = ("prepare", "train", "evaluate", "export", "push")
 
 
 def split_sections(merged: dict[str, Any]) -> dict[str, dict[str, Any]]:

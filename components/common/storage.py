@@ -59,7 +59,23 @@ def write_bytes(uri: str, data: bytes) -> None:
         return
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+
+
+def copy_file(local: str | Path, uri: str) -> None:
+    """Copy a local file to a local path or gs:// URI (streamed, not read into memory)."""
+    if is_gcs(uri):
+        bucket, key = split_gcs(uri)
+        gcs_client().bucket(bucket).blob(key).upload_from_filename(str(local))
+        return
+    import shutil
+
+    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(uri).with_name(Path(uri).name + ".partial")
+    shutil.copyfile(local, tmp)
+    os.replace(tmp, uri)
 
 
 def exists(uri: str) -> bool:

@@ -19,8 +19,8 @@ def write_model_card(
     size: int,
 ) -> None:
     stats = read_json(dataset / "stats.json")
-    train_record = read_json(model_dir / "config.json")
-    val = read_json(model_dir / "metrics.json")
+    train_record = _read_optional(model_dir / "config.json") or {"config": {"model": "model"}}
+    val = _read_optional(model_dir / "metrics.json") or {}
     evaluation = _sibling_evaluation(model_dir)
     parity_rows = [
         [
@@ -86,6 +86,10 @@ def write_model_card(
         "formats trade the accuracy shown above for size and speed.",
     ]
     (folder / "model_card.md").write_text("\n".join(lines) + "\n")
+
+
+def _read_optional(path: Path) -> dict[str, Any] | None:
+    return read_json(path) if path.exists() else None
 
 
 def _sibling_evaluation(model_dir: Path) -> dict[str, Any] | None:

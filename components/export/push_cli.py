@@ -1,0 +1,40 @@
+"""`visionpipe push` / `python -m components.export.push_cli`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from components.common.cli import add_config_arguments, stage_main
+from components.common.config import stage_config
+
+DESCRIPTION = "Publish a blessed, verified export to a registry folder or gs:// bucket."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--export", required=True, help="folder written by `visionpipe export`")
+    parser.add_argument(
+        "--evaluation",
+        required=True,
+        help="folder written by `visionpipe evaluate` (its blessing is checked)",
+    )
+    add_config_arguments(parser)
+
+
+def execute(args: argparse.Namespace) -> int:
+    from components.export.config import PushConfig
+    from components.export.push import run
+
+    config = stage_config(PushConfig, args.config, args.set)
+    if not config.registry:
+        from components.common.errors import UserError
+
+        raise UserError("no registry given; pass --set registry=DIR or gs://BUCKET/PREFIX")
+    run(config, args.export, args.evaluation)
+    return 0
+
+
+main = stage_main("export.push_cli", DESCRIPTION, add_arguments, execute)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Export edge cases: mixed precision, augmentation inside the model, Flex ops."""
+
+import numpy as np
+import pytest
+
+from components.export.config import ExportConfig
+
+pytestmark = pytest.mark.slow
+
+
+def fit_and_save(model, dataset, folder, epochs=2):
+    """Train `model` briefly on the prepared digits and save it as a train stage would."""
+    from components.common.records import load_split_arrays
+
+    images, labels, _ = load_split_arrays(dataset, "train", 32)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(images.astype("float32"), labels, epochs=epochs, batch_size=64, verbose=0)
+    folder.mkdir(parents=True)
+    model.save(folder / "model.keras")
+    return folder
+
+
+def tflite_op_names(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return {op["op_name"] for op in Interpreter(model_path=str(path))._get_ops_details()}
+
+
+def test_mixed_float16_model_exports_to_every_format(tmp_path, digits_dataset):
+    import keras
+
+    from components.export.core import run
+    from components.train.models import small_cnn
+
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = small_cnn(32, 10, 0.2, width=8)
+        assert model.get_layer("block0_conv0").compute_dtype == "float16"
+        folder = fit_and_save(model, digits_dataset, tmp_path / "model")
+    finally:
+        keras.config.set_dtype_policy("float32")
+    result = run(ExportConfig(benchmark_runs=3), digits_dataset, folder, tmp_path / "export")
+    for name in ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx"):
+        assert result["parity"][name]["passed"], (name, result["parity"][name])
+    # rebuilt in float32: no float16 casts survive into the float32 TFLite graph
+    assert "CAST" not in tflite_op_names(tmp_path / "export" / "model.tflite")
+
+
+def test_augmentation_layers_inside_a_model_never_reach_the_export(tmp_path, digits_dataset):
+    import keras
+    import onnx
+
+    from components.export.core import run
+
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.RandomRotation(0.1)(inputs)
+    x = keras.layers.RandomTranslation(0.1, 0.1)(x)
+    x = keras.layers.Rescaling(1 / 255)(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(10, activation="softmax")(x)
+    folder = fit_and_save(keras.Model(inputs, outputs), digits_dataset, tmp_path / "model")
+    config = ExportConfig(formats=["tflite", "onnx"], benchmark_runs=3)
+    result = run(config, digits_dataset, folder, tmp_path / "export")
+    assert result["parity"]["tflite"]["top1_agreement"] >= 0.999
+    ops = tflite_op_names(tmp_path / "export" / "model.tflite")
+    assert not [op for op in ops if "RANDOM" in op.upper()], ops
+    graph = onnx.load(str(tmp_path / "export" / "model.onnx")).graph
+    assert not [n.op_type for n in graph.node if "Random" in n.op_type]
+
+
+def test_a_model_needing_flex_ops_fails_naming_the_ops(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from components.export import convert
+
+    class Determinant(keras.layers.Layer):
+        def call(self, x):
+            square = tf.transpose(x[:, :4, :4, :], [0, 3, 1, 2])  # (B, 3, 4, 4)
+            return tf.linalg.det(square)  # (B, 3): MatrixDeterminant is not a TFLite builtin
+
+    inputs = keras.Input((32, 32, 3), name="image")
+    outputs = keras.layers.Dense(2, activation="softmax")(Determinant()(inputs))
+    model = keras.Model(inputs, outputs)
+    convert.write_saved_model(model, 32, tmp_path / "saved_model")
+    with pytest.raises(convert.ExportFailed, match=r"builtin set: .*MatrixDeterminant"):
+        convert.write_tflite(tmp_path / "saved_model", tmp_path / "model.tflite")
+    assert not (tmp_path / "model.tflite").exists()
+
+
+def test_int8_tflite_takes_and_returns_uint8(tmp_path, digits_dataset, trained_model):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from components.export.core import run
+
+    config = ExportConfig(formats=["tflite_int8"], benchmark_runs=3)
+    result = run(config, digits_dataset, trained_model, tmp_path / "export")
+    interpreter = Interpreter(model_path=str(tmp_path / "export" / "model_int8.tflite"))
+    assert interpreter.get_input_details()[0]["dtype"] == np.uint8
+    assert interpreter.get_output_details()[0]["dtype"] == np.uint8
+    assert result["parity"]["tflite_int8"]["accuracy_drop"] <= 0.01
