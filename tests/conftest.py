@@ -82,3 +82,33 @@ def trained_model(tmp_path_factory, digits_dataset) -> Path:
 # the installed console script, as users run it (not `python -m`, which would put the
 # checkout's top-level folders such as docker/ on sys.path ahead of site-packages)
 VISIONPIPE = str(Path(sys.executable).parent / "visionpipe")
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """A real Cloud Storage JSON API server (gcp-storage-emulator) on a free local port.
+
+    The google-cloud-storage client talks to it through STORAGE_EMULATOR_HOST,
+    exactly as it talks to Cloud Storage; the bucket `visionpipe-test` exists.
+    """
+    import socket
+
+    from gcp_storage_emulator.server import create_server
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="visionpipe-test")
+    server.start()
+    old = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    from components.common import storage
+
+    storage.gcs_client.cache_clear()
+    yield "gs://visionpipe-test"
+    server.stop()
+    storage.gcs_client.cache_clear()
+    if old is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = old
