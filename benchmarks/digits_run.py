@@ -28,8 +28,9 @@ def svm_baseline(dataset: Path) -> dict:
     def load(split):
         with open(dataset / "splits" / f"{split}.csv") as handle:
             rows = list(csv.DictReader(handle))
-        x = np.stack([np.asarray(Image.open(r["uri"]).convert("L"), np.float32).ravel() / 255
-                      for r in rows])
+        x = np.stack(
+            [np.asarray(Image.open(r["uri"]).convert("L"), np.float32).ravel() / 255 for r in rows]
+        )
         return x, np.array([r["label"] for r in rows])
 
     x_train, y_train = load("train")
@@ -56,17 +57,24 @@ def main() -> None:
     wall = time.perf_counter() - start
     run_dir = Path(args.output).resolve() / summary["run_id"]
     baseline = svm_baseline(run_dir / "dataset")
-    print(json.dumps({
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
-        "run_id": summary["run_id"],
-        "pipeline_wall_s": round(wall, 1),
-        "timings_s": summary["timings_s"],
-        "test_accuracy": summary["test_accuracy"],
-        "macro_f1": summary["macro_f1"],
-        "svm_rbf_test_accuracy": baseline["test_accuracy"],
-        "accuracy_minus_svm": round(summary["test_accuracy"] - baseline["test_accuracy"], 4),
-        "parity": json.loads((run_dir / "export" / "parity.json").read_text()),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
+                "run_id": summary["run_id"],
+                "pipeline_wall_s": round(wall, 1),
+                "timings_s": summary["timings_s"],
+                "test_accuracy": summary["test_accuracy"],
+                "macro_f1": summary["macro_f1"],
+                "svm_rbf_test_accuracy": baseline["test_accuracy"],
+                "accuracy_minus_svm": round(
+                    summary["test_accuracy"] - baseline["test_accuracy"], 4
+                ),
+                "parity": json.loads((run_dir / "export" / "parity.json").read_text()),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,11 @@ def test_unknown_key_names_key_value_and_allowed_keys():
         (PrepareConfig, {"val_fraction": 0.5, "test_fraction": 0.45}, r"at least 10%"),
         (PrepareConfig, {"image_size": 3}, r"image_size=3"),
         (EvaluateConfig, {"min_accuracy": 2}, r"min_accuracy=2.0.*0..1"),
-        (ExportConfig, {"formats": ["tflite", "coreml"]}, r"formats=.*saved_model, tflite, tflite_fp16, tflite_dynamic, tflite_int8, onnx"),
+        (
+            ExportConfig,
+            {"formats": ["tflite", "coreml"]},
+            r"formats=.*saved_model, tflite, tflite_fp16, tflite_dynamic, tflite_int8, onnx",
+        ),
         (TrainConfig, {"use_class_weights": "yes"}, r"true or false"),
     ],
 )

@@ -30,8 +30,9 @@ def test_prepare_reads_class_folders_from_a_bucket(tmp_path, gcs_emulator):
     upload_folder(local, f"{gcs_emulator}/digits")
     (tmp_path / "junk.png").write_bytes(b"junk")
     storage.copy_file(tmp_path / "junk.png", f"{gcs_emulator}/digits/digit_2/junk.png")
-    stats = run(PrepareConfig(max_rejected_fraction=0.1), f"{gcs_emulator}/digits",
-                tmp_path / "out")
+    stats = run(
+        PrepareConfig(max_rejected_fraction=0.1), f"{gcs_emulator}/digits", tmp_path / "out"
+    )
     assert stats["classes"] == ["digit_2", "digit_5"] and stats["counts"]["total"] == 40
     assert stats["rejected"][0]["uri"] == f"{gcs_emulator}/digits/digit_2/junk.png"
     with open(tmp_path / "out" / "splits" / "train.csv") as handle:
