@@ -97,6 +97,30 @@ def test_predict_cli_matches_keras_on_sample_images(tmp_path, exported, trained_
         assert all(len(r["top"]) == 2 for r in results)
 
 
+def test_labels_travel_inside_tflite_and_onnx_files(tmp_path, exported):
+    import shutil
+
+    from components.export.convert import read_attached_labels
+
+    digits = [str(d) for d in range(10)]
+    for name in (
+        "model.tflite",
+        "model_fp16.tflite",
+        "model_dynamic_int8.tflite",
+        "model_int8.tflite",
+    ):
+        assert read_attached_labels(exported / name) == digits, name
+    # a model file copied away from labels.txt still names its classes
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(exported / "model.tflite", lone)
+    shutil.copy(exported / "model.onnx", lone)
+    from components.export.predict import load_labels
+
+    assert load_labels(lone / "model.tflite") == digits
+    assert load_labels(lone / "model.onnx") == digits
+
+
 def test_predict_refuses_a_bad_image_with_exit_2(tmp_path, exported):
     bad = tmp_path / "bad.png"
     bad.write_text("nope")

@@ -16,13 +16,34 @@ class EvaluateConfig(StageConfig):
     min_accuracy: float = 0.9
     min_macro_f1: float = 0.0
     min_class_recall: float = 0.0  # the worst class's recall
+    baseline_model: str = ""  # model folder, .keras file or gs:// URI of the model to beat
+    max_regression: float = 0.0  # how far below the baseline (accuracy, macro F1) still passes
     top_k: int = 3
+    label_error_confidence: float = 0.8  # list items the model contradicts at least this surely
+    neighbours: int = 3  # nearest training images shown per misclassified test image
+    gallery_per_class: int = 3
+    robustness_flag_drop: float = 0.25  # flag a transform that costs a class this much accuracy
+    max_listed: int = 50  # rows per table in the report (the CSV/JSON files hold all)
     calibration_bins: int = 15
     batch_size: int = 256
 
     def validate(self) -> None:
         for key in ("min_accuracy", "min_macro_f1", "min_class_recall"):
             self.check(0.0 <= getattr(self, key) <= 1.0, key, "expected a fraction in 0..1")
+        self.check(0.0 <= self.max_regression <= 1.0, "max_regression", "expected 0..1")
         self.check(self.top_k >= 1, "top_k", "expected >= 1")
+        self.check(
+            0.0 < self.label_error_confidence <= 1.0,
+            "label_error_confidence",
+            "expected 0 < value <= 1",
+        )
+        self.check(self.neighbours >= 1, "neighbours", "expected >= 1")
+        self.check(self.gallery_per_class >= 1, "gallery_per_class", "expected >= 1")
+        self.check(
+            0.0 < self.robustness_flag_drop <= 1.0,
+            "robustness_flag_drop",
+            "expected 0 < value <= 1",
+        )
+        self.check(self.max_listed >= 1, "max_listed", "expected >= 1")
         self.check(2 <= self.calibration_bins <= 100, "calibration_bins", "expected 2..100")
         self.check(self.batch_size >= 1, "batch_size", "expected >= 1")

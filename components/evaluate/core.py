@@ -10,6 +10,7 @@ import numpy as np
 
 from components.common import progress
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
+from components.common.errors import UserError
 from components.evaluate import report
 from components.evaluate.config import EvaluateConfig
 from components.evaluate.gate import bless
@@ -19,9 +20,23 @@ STAGE = "evaluate"
 
 
 def load_model(model_dir: str | Path):
+    """A trained model from its folder, a .keras file, or a gs:// URI of either."""
+    import tempfile
+
     import keras
 
-    path = Path(model_dir) / "model.keras"
+    from components.common import storage
+
+    uri = str(model_dir)
+    if storage.is_gcs(uri):
+        key = uri if uri.endswith(".keras") else uri.rstrip("/") + "/model.keras"
+        if not storage.exists(key):
+            raise FileNotFoundError(f"no model at {key}; pass a model folder or .keras file")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "model.keras"
+            local.write_bytes(storage.read_bytes(key))
+            return keras.models.load_model(local, compile=False)
+    path = Path(uri) if uri.endswith(".keras") else Path(uri) / "model.keras"
     if not path.exists():
         raise FileNotFoundError(
             f"no model.keras in {model_dir}; is this the output folder of `visionpipe train`?"
@@ -29,27 +44,75 @@ def load_model(model_dir: str | Path):
     return keras.models.load_model(path, compile=False)
 
 
+def predict_probs(model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    probs = np.asarray(
+        model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0), dtype=np.float64
+    )
+    return probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 within ~1e-7
+
+
+def read_rows(dataset: Path, split: str) -> list[dict[str, str]]:
+    with open(dataset / "splits" / f"{split}.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def run(
     config: EvaluateConfig, dataset: str | Path, model_dir: str | Path, output: str | Path
 ) -> dict[str, Any]:
     """Evaluate the model on the test split; write metrics, analysis, report and blessing."""
     from components.common.records import load_split_arrays
+    from components.evaluate import analysis, robustness
 
+    dataset = Path(dataset)
     record = StageRecord(STAGE, config, {"dataset": str(dataset), "model": str(model_dir)})
-    classes = read_json(Path(dataset) / "classes.json")
-    size = int(read_json(Path(dataset) / "stats.json")["image_size"])
+    classes = read_json(dataset / "classes.json")
+    size = int(read_json(dataset / "stats.json")["image_size"])
     model = load_model(model_dir)
-    with progress.step(STAGE, "predicting the test split"):
+    if model.output_shape[-1] != len(classes):
+        raise UserError(
+            f"the model predicts {model.output_shape[-1]} classes but the dataset "
+            f"has {len(classes)}; evaluate a model trained on this dataset"
+        )
+    with progress.step(STAGE, "predicting the test and train splits"):
         images, labels, uris = load_split_arrays(dataset, "test", size)
-        probs = model.predict(images.astype(np.float32), batch_size=config.batch_size, verbose=0)
-    probs = np.asarray(probs, dtype=np.float64)
-    probs /= probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
+        train_images, train_labels, train_uris = load_split_arrays(dataset, "train", size)
+        probs = predict_probs(model, images, config.batch_size)
+        train_probs = predict_probs(model, train_images, config.batch_size)
+        embed = analysis.embedding_model(model)
+        test_emb = np.asarray(
+            embed.predict(images.astype(np.float32), verbose=0, batch_size=config.batch_size)
+        )
+        train_emb = np.asarray(
+            embed.predict(train_images.astype(np.float32), verbose=0, batch_size=config.batch_size)
+        )
     predicted = probs.argmax(axis=1)
     metrics = classification_metrics(probs, labels, classes, config.top_k, config.calibration_bins)
     matrix = confusion(labels, predicted, len(classes))
     pairs = most_confused_pairs(matrix, classes)
     metrics["most_confused_pairs"] = pairs
-    blessing = bless(metrics, config)
+
+    baseline = None
+    if config.baseline_model:
+        with progress.step(STAGE, f"measuring the baseline {config.baseline_model}"):
+            baseline_model = load_model(config.baseline_model)
+            if baseline_model.output_shape[-1] != len(classes):
+                raise UserError(
+                    f"baseline model {config.baseline_model!r} predicts "
+                    f"{baseline_model.output_shape[-1]} classes, not {len(classes)}"
+                )
+            base_probs = predict_probs(baseline_model, images, config.batch_size)
+            baseline = classification_metrics(
+                base_probs, labels, classes, config.top_k, config.calibration_bins
+            )
+            baseline["model"] = config.baseline_model
+    blessing = bless(metrics, config, baseline)
+
+    # -- error analysis
+    wrong = np.flatnonzero(predicted != labels)
+    order = wrong[np.argsort(-probs[wrong, predicted[wrong]])]  # confident mistakes first
+    neighbour_index, neighbour_sim = analysis.nearest_neighbours(
+        test_emb[order], train_emb, config.neighbours
+    )
     errors = [
         {
             "uri": uris[i],
@@ -57,26 +120,100 @@ def run(
             "predicted": classes[predicted[i]],
             "p_predicted": round(float(probs[i, predicted[i]]), 6),
             "p_true": round(float(probs[i, labels[i]]), 6),
+            "nearest_train": [
+                {
+                    "uri": train_uris[j],
+                    "label": classes[train_labels[j]],
+                    "similarity": round(float(sim), 4),
+                }
+                for j, sim in zip(neighbour_index[n], neighbour_sim[n], strict=True)
+            ],
         }
-        for i in np.flatnonzero(predicted != labels)
+        for n, i in enumerate(order)
     ]
-    errors.sort(key=lambda e: -e["p_predicted"])  # confident mistakes first
+    label_errors = [
+        {
+            "split": split,
+            "uri": split_uris[i],
+            "given": classes[split_labels[i]],
+            "suggested": classes[k],
+            "p_suggested": round(p_k, 6),
+            "p_given": round(p_given, 6),
+        }
+        for split, split_probs, split_labels, split_uris in (
+            ("test", probs, labels, uris),
+            ("train", train_probs, train_labels, train_uris),
+        )
+        for i, k, p_k, p_given in analysis.likely_label_errors(
+            split_probs, split_labels, config.label_error_confidence, limit=10_000
+        )
+    ]
+    label_errors.sort(key=lambda e: -e["p_suggested"])
+    gallery = analysis.gallery(probs, labels, classes, config.gallery_per_class)
+    rows = read_rows(dataset, "test")
+    slices = analysis.slice_metrics(
+        rows, labels, predicted, ignore={"uri", "label", "sha256", "width", "height"}
+    )
+    augmentation = _training_augmentation(model_dir)
+    with progress.step(STAGE, f"robustness under {augmentation!r} transforms and a flip"):
+        robust = robustness.robustness(
+            lambda x: np.asarray(model.predict(x, verbose=0, batch_size=config.batch_size)),
+            images,
+            labels,
+            classes,
+            robustness.transforms_for(augmentation, seed=0),
+            config.robustness_flag_drop,
+            config.batch_size,
+        )
+    metrics["slices"] = slices
+    metrics["robustness"] = robust
 
     with atomic_dir(output) as work:
         write_json(work / "metrics.json", metrics)
         write_json(work / "blessing.json", blessing)
+        write_json(work / "label_errors.json", label_errors)
+        write_json(work / "errors_nearest.json", errors)
         with open(work / "confusion_matrix.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["true \\ predicted", *classes])
             for name, row in zip(classes, matrix, strict=True):
                 writer.writerow([name, *row.tolist()])
+        totals = matrix.sum(axis=1, keepdims=True)
+        normalised = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+        with open(work / "confusion_matrix_normalized.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["true \\ predicted", *classes])
+            for name, row in zip(classes, normalised, strict=True):
+                writer.writerow([name, *(round(float(v), 6) for v in row)])
         with open(work / "errors.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, ["uri", "true", "predicted", "p_predicted", "p_true"])
+            writer = csv.DictWriter(
+                handle, ["uri", "true", "predicted", "p_predicted", "p_true"], extrasaction="ignore"
+            )
             writer.writeheader()
             writer.writerows(errors)
         picture = report.confusion_png(matrix, classes)
         (work / "confusion_matrix.png").write_bytes(picture)
-        report.write(work, metrics, blessing, errors, pairs, picture)
+        report.write(
+            work,
+            metrics,
+            blessing,
+            errors,
+            pairs,
+            picture,
+            report.Extras(
+                images=images,
+                train_images=train_images,
+                labels=labels,
+                probs=probs,
+                classes=classes,
+                uris=uris,
+                train_uris=train_uris,
+                gallery=gallery,
+                label_errors=label_errors,
+                order=order,
+                limit=config.max_listed,
+            ),
+        )
         write_json(work / "classes.json", classes)
         record.write(work)
     verdict = "blessed" if blessing["blessed"] else "not blessed: " + "; ".join(blessing["reasons"])
@@ -91,3 +228,11 @@ def run(
         "confusion_matrix": matrix.tolist(),
         "classes": classes,
     }
+
+
+def _training_augmentation(model_dir: str | Path) -> str:
+    """The augmentation preset the model was trained with (`none` when unknown)."""
+    path = Path(str(model_dir)) / "config.json"
+    if path.exists():
+        return str(read_json(path).get("config", {}).get("augmentation", "none"))
+    return "none"

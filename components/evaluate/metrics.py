@@ -47,8 +47,9 @@ def classification_metrics(
     result: dict[str, Any] = {
         "count": int(len(labels)),
         "accuracy": float(skm.accuracy_score(labels, predicted)),
+        # by hand: scikit-learn's top_k_accuracy_score wants 1-d scores for two classes
         f"top_{top_k}_accuracy": float(
-            skm.top_k_accuracy_score(labels, probs, k=top_k, labels=index)
+            (np.argsort(-probs, axis=1)[:, :top_k] == labels[:, None]).any(axis=1).mean()
         ),
         "macro_f1": float(
             skm.f1_score(labels, predicted, average="macro", labels=index, zero_division=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,153 @@ def reliability_png(reliability: list[dict]) -> bytes:
     return figure_png(fig)
 
 
+@dataclass
+class Extras:
+    """Arrays the picture sections of the report draw from."""
+
+    images: np.ndarray  # (N, S, S, 3) uint8 test images
+    train_images: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+    classes: list[str]
+    uris: list[str]
+    train_uris: list[str]
+    gallery: dict[str, dict[str, list[int]]]
+    label_errors: list[dict]
+    order: np.ndarray  # misclassified test indices, most confident first
+    limit: int
+
+
+def thumb_grid(rows: list[list[tuple[np.ndarray, str, str]]], title: str) -> bytes:
+    """A grid of thumbnails; each cell is (image, caption, caption colour)."""
+    plt = _pyplot()
+    width = max((len(r) for r in rows), default=1)
+    fig, axes = plt.subplots(
+        len(rows), width, figsize=(1.6 * width, 1.8 * len(rows)), squeeze=False
+    )
+    for r, row in enumerate(rows):
+        for c in range(width):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(row):
+                image, caption, colour = row[c]
+                ax.imshow(image)
+                ax.set_title(caption, fontsize=7, color=colour)
+    fig.suptitle(title, fontsize=9)
+    return figure_png(fig)
+
+
+def picture_sections(extras: Extras, errors: list[dict]) -> list[tuple[str, str]]:
+    x, classes, probs = extras, extras.classes, extras.probs
+    sections = []
+    gallery_rows = []
+    for name, picks in x.gallery.items():
+        row = [
+            (x.images[i], f"{name}→{classes[probs[i].argmax()]} {probs[i].max():.2f}", "red")
+            for i in picks["confident_mistakes"]
+        ]
+        row += [
+            (x.images[i], f"{name} ✓ {probs[i].max():.2f}", "green")
+            for i in picks["unsure_correct"]
+        ]
+        if row:
+            gallery_rows.append(row)
+    sections.append(
+        (
+            "Error gallery",
+            img_tag(
+                thumb_grid(
+                    gallery_rows,
+                    "per class: most confident mistakes (red), least confident correct (green)",
+                ),
+                "error gallery",
+            )
+            if gallery_rows
+            else "<p>No test images.</p>",
+        )
+    )
+    neighbour_rows = []
+    index_of = {uri: i for i, uri in enumerate(x.train_uris)}
+    for test_index, error in zip(x.order[: x.limit], errors[: x.limit], strict=False):
+        row = [(x.images[test_index], f"{error['true']}→{error['predicted']}", "red")]
+        row += [
+            (
+                x.train_images[index_of[n["uri"]]],
+                f"train {n['label']} {n['similarity']:.2f}",
+                "black",
+            )
+            for n in error["nearest_train"]
+        ]
+        neighbour_rows.append(row)
+    sections.append(
+        (
+            "Nearest training images",
+            img_tag(
+                thumb_grid(
+                    neighbour_rows,
+                    "misclassified test image, then its nearest training images "
+                    "(penultimate-layer cosine similarity)",
+                ),
+                "nearest training images",
+            )
+            if neighbour_rows
+            else "<p>No misclassified test images.</p>",
+        )
+    )
+    label_rows = [
+        [e["split"], e["uri"], e["given"], e["suggested"], e["p_suggested"], e["p_given"]]
+        for e in x.label_errors[: x.limit]
+    ]
+    sections.append(
+        (
+            "Likely label errors",
+            (
+                f"<p>{len(x.label_errors)} items whose given label the model contradicts with high "
+                "confidence (all in label_errors.json); review them before trusting the labels.</p>"
+                + table_html(
+                    ["split", "file", "given", "model says", "p(model)", "p(given)"], label_rows
+                )
+            )
+            if label_rows
+            else "<p>None above the confidence threshold.</p>",
+        )
+    )
+    return sections
+
+
+def robustness_section(robust: dict[str, Any]) -> str:
+    rows = [
+        [
+            name,
+            r["accuracy"],
+            robust["clean_accuracy"] - r["accuracy"],
+            ", ".join(r["flagged_classes"]) or "-",
+        ]
+        for name, r in robust["transforms"].items()
+    ]
+    flagged = [name for name, r in robust["transforms"].items() if r["flagged"]]
+    note = (
+        f'<p class="bad">Probably not label-preserving here: {", ".join(flagged)} '
+        f"(some class loses at least {robust['flag_drop']:.0%} accuracy).</p>"
+        if flagged
+        else f"<p>No transform costs any class {robust['flag_drop']:.0%} accuracy.</p>"
+    )
+    return note + table_html(["transform", "accuracy", "drop", "flagged classes"], rows)
+
+
+def slices_section(slices: dict[str, list[dict]]) -> str:
+    if not slices:
+        return "<p>The test manifest has no metadata columns to slice by.</p>"
+    return "".join(
+        f"<h3>{column}</h3>"
+        + table_html(
+            ["value", "count", "accuracy"],
+            [[v["value"], v["count"], v["accuracy"]] for v in values],
+        )
+        for column, values in slices.items()
+    )
+
+
 def write(
     folder: Path,
     metrics: dict[str, Any],
@@ -75,6 +223,7 @@ def write(
     errors: list[dict],
     pairs: list[dict],
     confusion_png_bytes: bytes,
+    extras: Extras | None = None,
 ) -> None:
     headline = [
         [name, metrics[name]]
@@ -128,6 +277,12 @@ def write(
             table_html(error_header, error_rows) if error_rows else "<p>None.</p>",
         ),
     ]
+    if extras is not None:
+        sections += picture_sections(extras, errors)
+    if "slices" in metrics:
+        sections.append(("Slices", slices_section(metrics["slices"])))
+    if "robustness" in metrics:
+        sections.append(("Robustness", robustness_section(metrics["robustness"])))
     (folder / "report.html").write_text(page("visionpipe evaluation report", sections))
     markdown = [
         "# visionpipe evaluation report",

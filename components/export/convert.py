@@ -96,6 +96,29 @@ def write_tflite(
     path.write_bytes(flatbuffer)
 
 
+def attach_labels(tflite_path: Path, classes: list[str]) -> None:
+    """Pack labels.txt into the .tflite file as an associated file.
+
+    This is the TFLite Support convention: a zip archive appended to the
+    flatbuffer. Runtimes ignore the trailing bytes; `zipfile` (and TFLite
+    Support's metadata tools) read the labels back from the same file.
+    """
+    import zipfile
+
+    with zipfile.ZipFile(tflite_path, "a", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("labels.txt", "".join(f"{name}\n" for name in classes))
+
+
+def read_attached_labels(tflite_path: Path) -> list[str] | None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(tflite_path) as archive:
+            return archive.read("labels.txt").decode().splitlines()
+    except (zipfile.BadZipFile, KeyError):
+        return None
+
+
 def inference_model(model):
     """The model to export: float32 everywhere, with any augmentation layers removed.
 

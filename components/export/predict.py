@@ -12,7 +12,23 @@ from components.common.images import ImageRejected, load_for_model
 
 
 def load_labels(model_path: Path) -> list[str]:
+    """labels.txt beside the model, or the labels packed inside a .tflite / .onnx file."""
     folder = model_path.parent
+    if model_path.suffix == ".tflite":
+        from components.export.convert import read_attached_labels
+
+        attached = read_attached_labels(model_path)
+        if attached:
+            return attached
+    if model_path.suffix == ".onnx":
+        import onnx
+
+        meta = {
+            p.key: p.value
+            for p in onnx.load(str(model_path), load_external_data=False).metadata_props
+        }
+        if "labels" in meta:
+            return json.loads(meta["labels"])
     if (folder / "labels.txt").exists():
         return (folder / "labels.txt").read_text().splitlines()
     if (folder / "classes.json").exists():

@@ -128,7 +128,12 @@ def small_cnn(
 
 
 def backbone_model(
-    name: str, image_size: int, num_classes: int, dropout: float, weights: str
+    name: str,
+    image_size: int,
+    num_classes: int,
+    dropout: float,
+    weights: str,
+    bn_momentum: float | None = None,
 ) -> keras.Model:
     """A keras.applications backbone (no top) with its own preprocessing and our head."""
     constructor = getattr(keras.applications, name)
@@ -142,6 +147,12 @@ def backbone_model(
         kwargs["include_preprocessing"] = True
     backbone = constructor(**kwargs)
     backbone.name = "backbone"
+    if bn_momentum is not None:
+        # same reason as small_cnn: a backbone trained from scratch on a small set
+        # must have moving statistics that settle within the few steps it gets
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = bn_momentum
     if weights not in ("none", "imagenet"):
         suffix = ".weights.h5" if weights.endswith(".weights.h5") else os.path.splitext(weights)[1]
         with tempfile.TemporaryDirectory() as tmp:
@@ -169,5 +180,7 @@ def build_model(
     if name in FROM_SCRATCH:
         return FROM_SCRATCH[name](image_size, num_classes, dropout, width, bn_momentum)
     if name in BACKBONES:
-        return backbone_model(name, image_size, num_classes, dropout, weights)
+        # pretrained statistics are kept as they are; only from-scratch backbones adapt
+        momentum = bn_momentum if weights == "none" else None
+        return backbone_model(name, image_size, num_classes, dropout, weights, momentum)
     raise ValueError(f"unknown model {name!r}; expected one of {', '.join(known_models())}")

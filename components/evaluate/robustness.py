@@ -1,0 +1,76 @@
+"""Robustness: test accuracy under each training transform, and a horizontal flip, per class.
+
+A transform that drops one class's accuracy sharply is probably not
+label-preserving for this domain (a flipped "b" is a "d"; a flipped
+left-turn sign is a right-turn sign), and is flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+def transforms_for(augmentation: str, seed: int) -> dict[str, Transform]:
+    """Each layer of the training preset on its own, plus a deterministic horizontal flip."""
+    from components.train.augment import PRESETS
+
+    found: dict[str, Transform] = {"horizontal_flip": lambda x: x[:, :, ::-1, :]}
+    for layer in PRESETS.get(augmentation, PRESETS["none"])(seed):
+        name = _layer_label(layer)
+        found[name] = lambda x, layer=layer: np.asarray(layer(x, training=True))
+    return found
+
+
+def _layer_label(layer) -> str:
+    config = layer.get_config()
+    for key in ("factor", "mode", "height_factor"):
+        if key in config:
+            return f"{type(layer).__name__}({key}={config[key]})"
+    return type(layer).__name__
+
+
+def robustness(
+    predict: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    transforms: dict[str, Transform],
+    flag_drop: float,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Accuracy (overall and per class) under each transform; flags classes that collapse."""
+
+    def accuracy_per_class(batch_images: np.ndarray) -> tuple[float, np.ndarray]:
+        predicted = np.concatenate(
+            [
+                predict(batch_images[i : i + batch_size]).argmax(axis=1)
+                for i in range(0, len(batch_images), batch_size)
+            ]
+        )
+        correct = predicted == labels
+        per_class = np.array(
+            [
+                correct[labels == k].mean() if (labels == k).any() else np.nan
+                for k in range(len(classes))
+            ]
+        )
+        return float(correct.mean()), per_class
+
+    clean, clean_per_class = accuracy_per_class(images.astype(np.float32))
+    result: dict[str, Any] = {"clean_accuracy": clean, "flag_drop": flag_drop, "transforms": {}}
+    for name, transform in transforms.items():
+        accuracy, per_class = accuracy_per_class(transform(images.astype(np.float32)))
+        drops = clean_per_class - per_class
+        flagged = [classes[k] for k in range(len(classes)) if drops[k] >= flag_drop]
+        result["transforms"][name] = {
+            "accuracy": accuracy,
+            "per_class": {classes[k]: float(per_class[k]) for k in range(len(classes))},
+            "flagged_classes": flagged,
+            "flagged": bool(flagged),
+        }
+    return result

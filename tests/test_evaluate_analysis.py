@@ -1,0 +1,141 @@
+"""Error analysis on real trained models: planted label errors, a flip-sensitive task, a baseline.
+
+Each test trains a small real model on a small real dataset (seconds on 2 cores).
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from components.evaluate.config import EvaluateConfig
+from components.prepare.config import PrepareConfig
+from components.train.config import TrainConfig
+from tests.conftest import write_digit_images
+
+pytestmark = pytest.mark.slow
+
+
+def write_arrows(folder, per_class=60, size=32, seed=0):
+    """Left- and right-pointing arrows at random places: a flip turns one class into the other."""
+    rng = np.random.default_rng(seed)
+    for name, sign in (("left", -1), ("right", 1)):
+        (folder / name).mkdir(parents=True)
+        for n in range(per_class):
+            image = Image.new("RGB", (size, size), (0, 0, 0))
+            draw = ImageDraw.Draw(image)
+            cx, cy = rng.integers(10, size - 10, 2)
+            half = int(rng.integers(5, 8))
+            tip = (cx + sign * half, cy)
+            draw.polygon(
+                [tip, (cx - sign * half, cy - half), (cx - sign * half, cy + half)],
+                fill=(255, 255, 255),
+            )
+            image.save(folder / name / f"{n:03d}.png")
+    return folder
+
+
+def prepare_train(tmp_path, data, epochs, **train):
+    from components.prepare.core import run as prepare
+    from components.train.core import run as fit
+
+    prepare(PrepareConfig(), str(data), tmp_path / "dataset")
+    fit(
+        TrainConfig(epochs=epochs, early_stopping_patience=epochs, **train),
+        tmp_path / "dataset",
+        tmp_path / "model",
+    )
+    return tmp_path / "dataset", tmp_path / "model"
+
+
+def test_flip_is_flagged_on_a_flip_sensitive_task(tmp_path):
+    from components.evaluate.core import run
+
+    dataset, model = prepare_train(
+        tmp_path, write_arrows(tmp_path / "arrows"), epochs=12, augmentation="none", width=8
+    )
+    result = run(EvaluateConfig(min_accuracy=0.0), dataset, model, tmp_path / "evaluation")
+    robust = result["metrics"]["robustness"]
+    assert robust["clean_accuracy"] >= 0.9
+    flip = robust["transforms"]["horizontal_flip"]
+    assert flip["flagged"] and set(flip["flagged_classes"]) == {"left", "right"}
+    html = (tmp_path / "evaluation" / "report.html").read_text()
+    assert "Probably not label-preserving here: horizontal_flip" in html
+
+
+def test_digits_are_not_flagged_for_the_safe_preset(digits_dataset, trained_model, tmp_path):
+    from components.evaluate.core import run
+
+    result = run(EvaluateConfig(), digits_dataset, trained_model, tmp_path / "evaluation")
+    transforms = result["metrics"]["robustness"]["transforms"]
+    assert {"horizontal_flip"} < set(transforms)  # flip plus the three safe-preset layers
+    safe = [name for name in transforms if name != "horizontal_flip"]
+    assert len(safe) == 3 and not any(transforms[name]["flagged"] for name in safe)
+
+
+def test_a_planted_mislabelled_image_is_listed_as_a_likely_label_error(tmp_path):
+    from components.evaluate.core import run
+
+    data = write_digit_images(tmp_path / "data", classes=(0, 1, 7), per_class=60)
+    # a clear "0", saved under "digit_7" (re-encoded so it is not an exact duplicate)
+    planted = data / "digit_7" / "planted.png"
+    Image.open(data / "digit_0" / "010.png").rotate(3).save(planted)
+    dataset, model = prepare_train(tmp_path, data, epochs=10)
+    run(EvaluateConfig(min_accuracy=0.0), dataset, model, tmp_path / "evaluation")
+    label_errors = json.loads((tmp_path / "evaluation" / "label_errors.json").read_text())
+    found = [e for e in label_errors if e["uri"].endswith("planted.png")]
+    assert found and found[0]["given"] == "digit_7" and found[0]["suggested"] == "digit_0"
+    assert label_errors.index(found[0]) < 5  # near the top of the review list
+
+
+def test_gate_refuses_a_model_worse_than_its_baseline(tmp_path, digits_dataset, trained_model):
+    from components.evaluate.core import run
+    from components.train.core import run as fit
+
+    weak = tmp_path / "weak"
+    fit(TrainConfig(epochs=1, width=4), digits_dataset, weak)
+    config = EvaluateConfig(min_accuracy=0.0, baseline_model=str(trained_model))
+    result = run(config, digits_dataset, weak, tmp_path / "evaluation")
+    blessing = result["blessing"]
+    assert blessing["blessed"] is False
+    assert any("worse than the baseline" in reason for reason in blessing["reasons"])
+    assert blessing["baseline"]["model"] == str(trained_model)
+    # the same model against itself is not a regression
+    same = run(config, digits_dataset, trained_model, tmp_path / "evaluation2")
+    assert same["blessing"]["blessed"] is True
+
+
+def test_every_misclassified_image_has_nearest_training_images(
+    tmp_path, digits_dataset, trained_model
+):
+    from components.evaluate.core import run
+
+    run(EvaluateConfig(neighbours=2), digits_dataset, trained_model, tmp_path / "ev")
+    errors = json.loads((tmp_path / "ev" / "errors_nearest.json").read_text())
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert len(errors) == round(metrics["count"] * (1 - metrics["accuracy"]))
+    assert all(len(e["nearest_train"]) == 2 for e in errors)
+    assert all(-1.0 <= n["similarity"] <= 1.0001 for e in errors for n in e["nearest_train"])
+
+
+def test_slices_by_a_metadata_column(tmp_path, digits_dataset, trained_model):
+    import csv
+
+    from components.evaluate.core import run
+
+    dataset = tmp_path / "dataset"
+    shutil.copytree(digits_dataset, dataset)
+    with open(dataset / "splits" / "test.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    for n, row in enumerate(rows):
+        row["camera"] = "phone" if n % 2 else "scanner"
+    with open(dataset / "splits" / "test.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    result = run(EvaluateConfig(), dataset, trained_model, tmp_path / "ev")
+    slices = result["metrics"]["slices"]["camera"]
+    assert {s["value"] for s in slices} == {"phone", "scanner"}
+    assert sum(s["count"] for s in slices) == 270
