@@ -54,10 +54,13 @@ test: $(STAMP) ## lint, then every test (unit, integration, e2e; slow ones inclu
 test-fast: $(STAMP) ## the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+system-deps: ## optional, Debian/Ubuntu as root: Chromium for the report-rendering test
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
 clean: ## remove run outputs and build files (keeps .venv)
 	rm -rf $(OUTPUT) build .pytest_cache
 
 distclean: clean ## also remove .venv
 	rm -rf $(VENV)
 
-.PHONY: help venv run prepare train evaluate export compile lint format test test-fast clean distclean
+.PHONY: help venv run prepare train evaluate export compile lint format test test-fast system-deps clean distclean
