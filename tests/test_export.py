@@ -61,9 +61,26 @@ def test_onnx_has_dynamic_batch_and_labels(exported):
 
     model = onnx.load(str(exported / "model.onnx"))
     dims = model.graph.input[0].type.tensor_type.shape.dim
-    assert not dims[0].dim_value and [d.dim_value for d in dims[1:]] == [32, 32, 3]
+    assert [d.dim_value for d in dims] == [0, 0, 0, 3]  # batch, height and width are dynamic
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["labels"]) == [str(d) for d in range(10)]
+    assert meta["image_size"] == "32"
+
+
+def test_exported_models_resize_any_image_size_inside(exported, trained_model):
+    import keras
+
+    from components.export import convert, runtimes
+
+    model = keras.models.load_model(trained_model / "model.keras", compile=False)
+    reference = convert.serving_model(model, 32)
+    images = np.random.default_rng(0).integers(0, 256, (3, 57, 41, 3)).astype(np.float32)
+    expected = reference.predict_on_batch(images)
+    for name, predictor in (
+        ("tflite", runtimes.tflite_predictor(exported / "model.tflite")),
+        ("onnx", runtimes.onnx_predictor(exported / "model.onnx")),
+    ):
+        np.testing.assert_allclose(predictor(images), expected, atol=1e-5, err_msg=name)
 
 
 def test_predict_cli_matches_keras_on_sample_images(tmp_path, exported, trained_model, digits_dir):

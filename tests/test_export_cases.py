@@ -40,11 +40,14 @@ def test_mixed_float16_model_exports_to_every_format(tmp_path, digits_dataset):
         folder = fit_and_save(model, digits_dataset, tmp_path / "model")
     finally:
         keras.config.set_dtype_policy("float32")
-    # a 2-epoch model has thin margins; int8 quality is tested on a trained model elsewhere
-    config = ExportConfig(benchmark_runs=3, max_int8_accuracy_drop=0.05)
+    # a 2-epoch model has near-ties that float16 weights can flip; the quantized formats'
+    # bars are tested on a trained model (test_export.py); here: does every format export
+    config = ExportConfig(benchmark_runs=3, min_float_agreement=0.99, max_int8_accuracy_drop=0.05)
     result = run(config, digits_dataset, folder, tmp_path / "export")
     for name in ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx"):
         assert result["parity"][name]["passed"], (name, result["parity"][name])
+    for name in ("tflite", "onnx"):  # float32 formats of the float32 rebuild: exact
+        assert result["parity"][name]["top1_agreement"] == 1.0
     # rebuilt in float32: no float16 casts survive into the float32 TFLite graph
     assert "CAST" not in tflite_op_names(tmp_path / "export" / "model.tflite")
 

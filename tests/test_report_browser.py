@@ -8,11 +8,30 @@ import pytest
 from components.evaluate.config import EvaluateConfig
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SECTIONS = ("Gate", "Headline metrics", "Per class", "Confusion matrix", "Most confused pairs",
-            "Calibration", "Misclassified test images", "Error gallery",
-            "Nearest training images", "Likely label errors", "Slices", "Robustness")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SECTIONS = (
+    "Gate",
+    "Headline metrics",
+    "Per class",
+    "Confusion matrix",
+    "Most confused pairs",
+    "Calibration",
+    "Misclassified test images",
+    "Error gallery",
+    "Nearest training images",
+    "Likely label errors",
+    "Slices",
+    "Robustness",
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = [
     pytest.mark.slow,
@@ -30,8 +49,12 @@ def report(tmp_path_factory, digits_dataset, trained_model):
 
 
 def chromium(tmp_path, *args):
-    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_report_dom_has_every_section_and_inline_images(tmp_path, report):

@@ -1,8 +1,11 @@
 """Turning the Keras model into SavedModel, TFLite and ONNX files.
 
-The exported graph is the inference model: float32 images in 0..255,
-(B, S, S, 3), named `image`; float32 class probabilities out, (B, K).
-Normalisation lives inside it; augmentation never does (it runs in tf.data).
+The exported graph is the serving model: float32 RGB images in 0..255 of any
+size, (B, H, W, 3), named `image`; float32 class probabilities out, (B, K).
+Resizing to the training size S (bilinear) and normalisation live inside it;
+augmentation never does (it runs in tf.data). An S x S input passes the resize
+unchanged, so images resized as in preparation (what `visionpipe predict`
+feeds) give exactly the Keras model's outputs.
 """
 
 from __future__ import annotations
@@ -18,32 +21,46 @@ class ExportFailed(RuntimeError):
     """A format could not be produced or does not match the Keras model."""
 
 
-def input_spec(image_size: int):
+def input_spec():
     import tensorflow as tf
 
-    return tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="image")
+    return tf.TensorSpec([None, None, None, 3], tf.float32, name="image")
+
+
+def serving_model(model, image_size: int):
+    """`model` behind a bilinear resize to its input size: takes images of any size."""
+    import keras
+
+    inputs = keras.Input((None, None, 3), name="image")
+    resized = keras.layers.Resizing(
+        image_size, image_size, interpolation="bilinear", name="resize_to_model"
+    )(inputs)
+    return keras.Model(inputs, model(resized), name="serving")
 
 
 def serving_function(model, image_size: int):
     import tensorflow as tf
 
-    @tf.function(input_signature=[input_spec(image_size)])
+    served = serving_model(model, image_size)
+
+    @tf.function(input_signature=[input_spec()])
     def serve(image):
-        return {"probabilities": model(image, training=False)}
+        return {"probabilities": served(image, training=False)}
 
     return serve
 
 
 def write_saved_model(model, image_size: int, path: Path) -> None:
-    """A TF SavedModel whose `serving_default` signature is the inference function."""
+    """A TF SavedModel whose `serving_default` signature is the serving model."""
     import keras
 
+    served = serving_model(model, image_size)
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive.track(served)
     archive.add_endpoint(
         name="serve",
-        fn=lambda image: {"probabilities": model(image, training=False)},
-        input_signature=[input_spec(image_size)],
+        fn=lambda image: {"probabilities": served(image, training=False)},
+        input_signature=[input_spec()],
     )
     archive.write_out(str(path), verbose=False)
 
@@ -96,7 +113,7 @@ def write_tflite(
     path.write_bytes(flatbuffer)
 
 
-def attach_labels(tflite_path: Path, classes: list[str]) -> None:
+def attach_labels(tflite_path: Path, classes: list[str], image_size: int) -> None:
     """Pack labels.txt into the .tflite file as an associated file.
 
     This is the TFLite Support convention: a zip archive appended to the
@@ -107,16 +124,23 @@ def attach_labels(tflite_path: Path, classes: list[str]) -> None:
 
     with zipfile.ZipFile(tflite_path, "a", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr("labels.txt", "".join(f"{name}\n" for name in classes))
+        archive.writestr("model_info.json", json.dumps({"image_size": image_size}))
 
 
-def read_attached_labels(tflite_path: Path) -> list[str] | None:
+def read_attached(tflite_path: Path, name: str) -> str | None:
+    """A file packed into a .tflite by `attach_labels` (None when absent)."""
     import zipfile
 
     try:
         with zipfile.ZipFile(tflite_path) as archive:
-            return archive.read("labels.txt").decode().splitlines()
+            return archive.read(name).decode()
     except (zipfile.BadZipFile, KeyError):
         return None
+
+
+def read_attached_labels(tflite_path: Path) -> list[str] | None:
+    text = read_attached(tflite_path, "labels.txt")
+    return text.splitlines() if text is not None else None
 
 
 def inference_model(model):
@@ -183,13 +207,18 @@ def write_onnx(model, image_size: int, path: Path, opset: int, classes: list[str
 
     serve = serving_function(model, image_size)
     try:
-        proto, _ = tf2onnx.convert.from_function(
-            serve, input_signature=[input_spec(image_size)], opset=opset
-        )
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=[input_spec()], opset=opset)
     except ValueError as error:
         raise UserError(f"export.onnx_opset={opset} cannot express this model: {error}") from None
     entry = proto.metadata_props.add()
     entry.key, entry.value = "labels", json.dumps(classes)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = "input", "image: float32 (batch, H, W, 3) RGB in 0..255"
+    entry.key, entry.value = (
+        "input",
+        (
+            f"image: float32 (batch, H, W, 3) RGB in 0..255, resized inside to {image_size}x{image_size}"
+        ),
+    )
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "image_size", str(image_size)
     onnx.save(proto, str(path))

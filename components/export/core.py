@@ -78,7 +78,7 @@ def run(
                 representative = representative_batches(dataset, size, config.representative_images)
             with progress.step(STAGE, f"TFLite {quantization} (builtin ops)"):
                 convert.write_tflite(saved_model, work / file, quantization, representative)
-                convert.attach_labels(work / file, classes)
+                convert.attach_labels(work / file, classes, size)
             predictors[name] = runtimes.tflite_predictor(work / file)
         if "onnx" in config.formats:
             with progress.step(STAGE, f"ONNX (opset {config.onnx_opset})"):

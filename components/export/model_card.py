@@ -46,8 +46,10 @@ def write_model_card(
         f"imbalance ratio {stats['imbalance_ratio']}.",
         "",
         "## Input and output",
-        f"Input `image`: float32 (batch, {size}, {size}, 3), RGB values 0..255, images resized "
-        f"to {size}x{size} (bilinear, aspect ratio not kept) as in preparation; "
+        "Input `image`: float32 (batch, height, width, 3), raw RGB values 0..255 of any size; "
+        f"the graph resizes to {size}x{size} (bilinear, aspect ratio not kept) and normalises. "
+        f"For exactly the training pixels, resize to {size}x{size} the way preparation does "
+        "(Pillow bilinear; `visionpipe predict` does this). "
         "`model_int8.tflite` takes uint8 pixels and gives uint8 scores (scale in the file). "
         f"Output: (batch, {len(classes)}) class probabilities in the order of `labels.txt`.",
         "",

@@ -38,6 +38,31 @@ def load_labels(model_path: Path) -> list[str]:
     )
 
 
+def image_size_of(model_path: Path) -> int:
+    """The training size S: from the export's config.json, or metadata inside the file."""
+    config = model_path.parent / "config.json"
+    if config.exists():
+        size = json.loads(config.read_text()).get("image_size")
+        if size:
+            return int(size)
+    if model_path.suffix == ".tflite":
+        from components.export.convert import read_attached
+
+        info = read_attached(model_path, "model_info.json")
+        if info:
+            return int(json.loads(info)["image_size"])
+    if model_path.suffix == ".onnx":
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(model_path)).metadata_props}
+        if "image_size" in meta:
+            return int(meta["image_size"])
+    raise UserError(
+        f"cannot tell the input size of {str(model_path)!r}; keep it in its export "
+        "folder (config.json) or use a file written by visionpipe export"
+    )
+
+
 def open_model(model_path: Path):
     """(predictor, image_size) for a .tflite, .onnx, .keras file or a SavedModel folder."""
     from components.export import runtimes
@@ -46,15 +71,9 @@ def open_model(model_path: Path):
         raise UserError(f"model {str(model_path)!r} does not exist; pass an exported model file")
     suffix = model_path.suffix.lower()
     if suffix == ".tflite":
-        from ai_edge_litert.interpreter import Interpreter
-
-        shape = Interpreter(model_path=str(model_path)).get_input_details()[0]["shape"]
-        return runtimes.tflite_predictor(model_path), int(shape[1])
+        return runtimes.tflite_predictor(model_path), image_size_of(model_path)
     if suffix == ".onnx":
-        import onnxruntime as ort
-
-        shape = ort.InferenceSession(str(model_path)).get_inputs()[0].shape
-        return runtimes.onnx_predictor(model_path), int(shape[1])
+        return runtimes.onnx_predictor(model_path), image_size_of(model_path)
     if suffix == ".keras":
         import keras
 
@@ -64,12 +83,11 @@ def open_model(model_path: Path):
         import tensorflow as tf
 
         serve = tf.saved_model.load(str(model_path)).signatures["serving_default"]
-        size = int(serve.structured_input_signature[1]["image"].shape[1])
 
         def predict(images):
             return serve(image=tf.constant(images, tf.float32))["probabilities"].numpy()
 
-        return predict, size
+        return predict, image_size_of(model_path)
     raise UserError(
         f"cannot tell the format of {str(model_path)!r}; expected a .tflite, .onnx "
         "or .keras file or a SavedModel folder"
