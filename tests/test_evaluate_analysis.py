@@ -139,3 +139,28 @@ def test_slices_by_a_metadata_column(tmp_path, digits_dataset, trained_model):
     slices = result["metrics"]["slices"]["camera"]
     assert {s["value"] for s in slices} == {"phone", "scanner"}
     assert sum(s["count"] for s in slices) == 270
+
+
+def test_a_model_that_always_swaps_two_classes_puts_that_pair_on_top(
+    tmp_path, digits_dataset, trained_model
+):
+    """A real model whose outputs for digits 3 and 8 are swapped: every 3 is called 8."""
+    import keras
+
+    from components.evaluate.core import run
+
+    base = keras.models.load_model(trained_model / "model.keras", compile=False)
+    permutation = np.eye(10, dtype="float32")[:, [0, 1, 2, 8, 4, 5, 6, 7, 3, 9]]
+    swap = keras.layers.Dense(10, use_bias=False, trainable=False, name="swap_3_8")
+    outputs = swap(base.output)
+    swap.set_weights([permutation])
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    keras.Model(base.input, outputs).save(swapped / "model.keras")
+    result = run(EvaluateConfig(min_accuracy=0.0), digits_dataset, swapped, tmp_path / "ev")
+    pairs = result["metrics"]["most_confused_pairs"]
+    support = result["metrics"]["per_class"]
+    assert {(p["true"], p["predicted"]) for p in pairs[:2]} == {("3", "8"), ("8", "3")}
+    # all of them, but for the odd 3 or 8 the trained model itself got wrong
+    assert pairs[0]["count"] >= support[pairs[0]["true"]]["support"] - 2
+    assert result["metrics"]["per_class"]["3"]["recall"] <= 0.1

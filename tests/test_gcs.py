@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from components.common import storage
 from components.export.config import PushConfig
 from components.prepare.config import PrepareConfig
@@ -50,3 +52,15 @@ def test_push_to_a_bucket(gcs_emulator, verified):  # noqa: F811
     assert len(manifest["files"]) == 4
     latest = json.loads(storage.read_bytes(f"{base}/latest.json"))
     assert latest == {k: result[k] for k in ("version", "uri", "manifest_sha256")}
+
+
+@pytest.mark.slow
+def test_baseline_model_from_a_bucket(tmp_path, gcs_emulator, digits_dataset, trained_model):
+    from components.evaluate.config import EvaluateConfig
+    from components.evaluate.core import run
+
+    storage.copy_file(trained_model / "model.keras", f"{gcs_emulator}/deployed/model.keras")
+    config = EvaluateConfig(min_accuracy=0.0, baseline_model=f"{gcs_emulator}/deployed")
+    result = run(config, digits_dataset, trained_model, tmp_path / "ev")
+    assert result["blessing"]["blessed"] is True
+    assert result["blessing"]["baseline"]["accuracy"] == result["metrics"]["accuracy"]

@@ -301,4 +301,32 @@ def write(
         f"## Misclassified test images ({len(error_rows)})",
         table_md(error_header, error_rows[:50]) if error_rows else "None.",
     ]
+    if "robustness" in metrics:
+        robust = metrics["robustness"]
+        markdown += [
+            "",
+            "## Robustness (test accuracy under each transform)",
+            table_md(
+                ["transform", "accuracy", "flagged classes"],
+                [
+                    [name, r["accuracy"], ", ".join(r["flagged_classes"]) or "-"]
+                    for name, r in robust["transforms"].items()
+                ],
+            ),
+        ]
+    if extras is not None:
+        markdown += [
+            "",
+            f"## Likely label errors ({len(extras.label_errors)})",
+            table_md(
+                ["split", "file", "given", "model says", "p(model)"],
+                [
+                    [e["split"], e["uri"], e["given"], e["suggested"], e["p_suggested"]]
+                    for e in extras.label_errors[: extras.limit]
+                ],
+            )
+            if extras.label_errors
+            else "None.",
+        ]
+    markdown += ["", "Thumbnails, nearest training images and slices: report.html."]
     (folder / "report.md").write_text("\n".join(markdown) + "\n")
