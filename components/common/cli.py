@@ -20,6 +20,20 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+STAGE_INPUTS = {
+    "dataset": "folder written by `visionpipe prepare`",
+    "model": "folder written by `visionpipe train`",
+}
+
+
+def add_stage_io(parser: argparse.ArgumentParser, inputs: tuple[str, ...], output: str) -> None:
+    """`--<input>` for each upstream artifact, `--output`, then `--config`/`--set`."""
+    for name in inputs:
+        parser.add_argument(f"--{name}", required=True, help=STAGE_INPUTS[name])
+    parser.add_argument("--output", required=True, help=f"{output} folder to write")
+    add_config_arguments(parser)
+
+
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's C++ start-up chatter out of the user's terminal."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

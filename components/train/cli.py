@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from components.common.cli import add_config_arguments, stage_main
+from components.common.cli import add_stage_io, stage_main
 from components.common.config import stage_config
 
 DESCRIPTION = "Train an image classifier on a prepared dataset."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="folder written by `visionpipe prepare`")
-    parser.add_argument("--output", required=True, help="model folder to write")
-    add_config_arguments(parser)
+    add_stage_io(parser, ("dataset",), "model")
 
 
 def execute(args: argparse.Namespace) -> int:
