@@ -144,6 +144,7 @@ def command_run(args: argparse.Namespace) -> int:
         ("onnx", "onnx"),
         ("saved model", "saved_model"),
         ("model card", "model_card"),
+        ("published", "published"),
     ):
         if artifacts.get(key):
             print(f"  {label:12s} {artifacts[key]}")

@@ -109,6 +109,7 @@ def test_run_on_a_user_folder_exports_verified_models(tmp_path):
     parity = json.loads((run_dir / "export" / "parity.json").read_text())
     assert parity["tflite"]["top1_agreement"] >= 0.995 and parity["onnx"]["top1_agreement"] >= 0.995
     assert str(run_dir / "evaluation" / "report.html") in done.stdout
+    assert f"published    {latest['uri']}" in done.stdout
 
 
 @pytest.mark.slow
