@@ -25,7 +25,11 @@ class PrepareConfig(StageConfig):
     max_rejected_fraction: float = 0.05
     min_side: int = 8
     max_pixels: int = 89_478_485  # Pillow's decompression-bomb threshold
-    dedupe: Literal["exact", "off"] = "exact"
+    # exact: identical files; near: also pictures whose 64-bit dHash differs in at most
+    # near_duplicate_distance bits (re-encoded, resized, lightly edited copies)
+    dedupe: Literal["exact", "near", "off"] = "exact"
+    near_duplicate_distance: int = 4
+    kfold: int = 0  # >= 2: also write splits/kfold.csv (stratified, group-aware folds)
     conflicting_labels: Literal["drop", "keep"] = "drop"
     shard_size: int = 2048  # images per TFRecord shard
     workers: int = 0  # decode processes; 0: one per CPU
@@ -53,4 +57,10 @@ class PrepareConfig(StageConfig):
         self.check(self.min_side >= 1, "min_side", "expected >= 1")
         self.check(self.max_pixels >= 64, "max_pixels", "expected >= 64")
         self.check(self.shard_size >= 1, "shard_size", "expected >= 1")
+        self.check(
+            0 <= self.near_duplicate_distance <= 32,
+            "near_duplicate_distance",
+            "expected 0..32 bits of 64",
+        )
+        self.check(self.kfold == 0 or 2 <= self.kfold <= 20, "kfold", "expected 0 (off) or 2..20")
         self.check(self.workers >= 0, "workers", "expected >= 0 (0: one per CPU)")

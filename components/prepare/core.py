@@ -8,6 +8,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from components.common import progress
 from components.common.artifacts import StageRecord, atomic_dir, write_json
 from components.common.errors import UserError
@@ -16,7 +18,13 @@ from components.prepare import report
 from components.prepare.config import PrepareConfig
 from components.prepare.scan import inspect_all, list_source, worker_count
 from components.prepare.shards import write_split
-from components.prepare.split import SPLITS, duplicate_groups, stratified_split
+from components.prepare.split import (
+    SPLITS,
+    duplicate_groups,
+    group_keys,
+    kfold_assignment,
+    stratified_split,
+)
 
 STAGE = "prepare"
 
@@ -58,28 +66,39 @@ def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any
             f"e.g. {examples}; fix or remove them, or raise prepare.max_rejected_fraction"
         )
 
-    # -- duplicates: exact copies share a group, so they share a split
-    groups = [r.sha256 if config.dedupe == "exact" else r.uri for r in good]
-    duplicates = (
-        duplicate_groups([r.sha256 for r in good], [r.uri for r in good], [r.label for r in good])
-        if config.dedupe == "exact"
-        else []
-    )
+    # -- duplicates: exact and near copies share a group, so they share a split
+    items = {item.uri: item for item in listing.items}
+    duplicates = []
+    if config.dedupe != "off":
+        duplicates = duplicate_groups(
+            [r.sha256 for r in good],
+            np.array([r.dhash for r in good], dtype=np.uint64) if good else None,
+            np.frombuffer(b"".join(r.thumb for r in good), np.uint8).reshape(-1, 256)
+            if good
+            else None,
+            [r.uri for r in good],
+            [r.label for r in good],
+            config.near_duplicate_distance if config.dedupe == "near" else None,
+        )
     conflicts = [g for g in duplicates if g.conflicting]
     if conflicts and config.conflicting_labels == "drop":
-        conflicting = {g.sha256 for g in conflicts}
-        for r in good:
-            if r.sha256 in conflicting:
-                rejected.append(
-                    {
-                        "uri": r.uri,
-                        "label": r.label,
-                        "reason": "identical file appears under conflicting labels",
-                    }
-                )
-        keep = [i for i, r in enumerate(good) if r.sha256 not in conflicting]
+        dropped = {i for g in conflicts for i in g.members}
+        for i in sorted(dropped):
+            rejected.append(
+                {
+                    "uri": good[i].uri,
+                    "label": good[i].label,
+                    "reason": "the same picture appears under conflicting labels",
+                }
+            )
+        keep = [i for i in range(len(good)) if i not in dropped]
+        remap = {old: new for new, old in enumerate(keep)}
         good = [good[i] for i in keep]
-        groups = [groups[i] for i in keep]
+        for group in duplicates:
+            group.members = [remap[i] for i in group.members if i in remap]
+        duplicates_for_split = [g for g in duplicates if not g.conflicting]
+    else:
+        duplicates_for_split = duplicates
 
     # -- classes too small to split
     counts = Counter(r.label for r in good)
@@ -91,24 +110,28 @@ def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any
             + "; add images, or set prepare.small_classes=drop to leave them out"
         )
     if small:
-        progress.log(STAGE, f"dropping small classes: {sorted(small)}")
-        keep = [i for i, r in enumerate(good) if r.label not in small]
-        good = [good[i] for i in keep]
-        groups = [groups[i] for i in keep]
-    classes = sorted({r.label for r in good})
+        progress.log(STAGE, f"dropping small classes (listed in stats.json): {sorted(small)}")
+    classes = sorted(label for label in counts if label not in small)
     if len(classes) < 2:
         raise UserError(
             f"only {len(classes)} usable class left in {source!r} after validation; "
             "a classifier needs at least 2"
         )
+    keys = group_keys(len(good), duplicates_for_split, [items[r.uri].group for r in good])
+    kept = [i for i, r in enumerate(good) if r.label not in small]
+    good, keys = [good[i] for i in kept], [keys[i] for i in kept]
 
     image_size = config.image_size or auto_image_size([max(r.width, r.height) for r in good])
-    splits = stratified_split(
-        [r.label for r in good], groups, config.val_fraction, config.test_fraction, config.seed
-    )
+    fractions = {
+        "train": 1 - config.val_fraction - config.test_fraction,
+        "val": config.val_fraction,
+        "test": config.test_fraction,
+    }
+    splits = stratified_split([r.label for r in good], keys, fractions, config.seed)
     class_index = {name: i for i, name in enumerate(classes)}
     rows_by_split: dict[str, list[dict]] = {name: [] for name in SPLITS}
-    for r, split in zip(good, splits, strict=True):
+    for r, key, split in zip(good, keys, splits, strict=True):
+        item = items[r.uri]
         rows_by_split[split].append(
             {
                 "uri": r.uri,
@@ -117,13 +140,22 @@ def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any
                 "sha256": r.sha256,
                 "width": r.width,
                 "height": r.height,
+                "group": item.group or key,
+                **item.extra,
             }
+        )
+    folds = None
+    if config.kfold:
+        pool = rows_by_split["train"] + rows_by_split["val"]
+        folds = kfold_assignment(
+            [r["label"] for r in pool], [r["group"] for r in pool], config.kfold, config.seed
         )
 
     with atomic_dir(output) as work:
         (work / "splits").mkdir()
+        columns = ["uri", "label", "sha256", "width", "height", "group", *listing.metadata_columns]
         for split, rows in rows_by_split.items():
-            write_manifest(work / "splits" / f"{split}.csv", rows)
+            write_manifest(work / "splits" / f"{split}.csv", rows, columns)
             with progress.step(
                 STAGE, f"writing {split} shards ({len(rows)} images, {image_size}px)"
             ):
@@ -137,6 +169,14 @@ def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any
                     workers,
                     bar,
                 )
+        if folds is not None:
+            pool = rows_by_split["train"] + rows_by_split["val"]
+            write_manifest(
+                work / "splits" / "kfold.csv",
+                [{**r, "fold": f} for r, f in zip(pool, folds, strict=True)],
+                [*columns, "fold"],
+            )
+        report.sample_grid(work / "samples.png", rows_by_split, classes)
         write_json(work / "classes.json", classes)
         stats = build_stats(
             listing, classes, rows_by_split, rejected, duplicates, image_size, config
@@ -152,11 +192,9 @@ def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any
     return stats
 
 
-def write_manifest(path: Path, rows: list[dict]) -> None:
+def write_manifest(path: Path, rows: list[dict], columns: list[str]) -> None:
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(
-            handle, fieldnames=["uri", "label", "sha256", "width", "height"], extrasaction="ignore"
-        )
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -194,9 +232,10 @@ def build_stats(listing, classes, rows_by_split, rejected, duplicates, image_siz
         "rejected": rejected,
         "ignored": listing.ignored,
         "duplicate_groups": [
-            {"sha256": g.sha256, "uris": g.uris, "labels": g.labels, "conflicting": g.conflicting}
+            {"kind": g.kind, "uris": g.uris, "labels": g.labels, "conflicting": g.conflicting}
             for g in duplicates
         ],
+        "groups": {split: len({r["group"] for r in rows}) for split, rows in rows_by_split.items()},
         "split_fractions": {
             "train": round(1 - config.val_fraction - config.test_fraction, 6),
             "val": config.val_fraction,

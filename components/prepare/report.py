@@ -33,6 +33,33 @@ def balance_chart(stats: dict[str, Any]) -> bytes:
     return figure_png(fig)
 
 
+def sample_grid(
+    path: Path, rows_by_split: dict[str, list[dict]], classes: list[str], per_class: int = 6
+) -> None:
+    """A grid of training images, one row per class, decoded as training will see them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from components.common import storage
+    from components.common.images import load_rgb
+
+    shown = classes[:30]
+    fig, axes = plt.subplots(
+        len(shown), per_class, figsize=(1.3 * per_class, 1.3 * len(shown)), squeeze=False
+    )
+    for r, name in enumerate(shown):
+        picks = [row for row in rows_by_split["train"] if row["label"] == name][:per_class]
+        for c in range(per_class):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(picks):
+                ax.imshow(load_rgb(storage.read_bytes(picks[c]["uri"])))
+        axes[r][0].set_title(name, fontsize=8, loc="left")
+    path.write_bytes(figure_png(fig))
+
+
 def count_rows(stats: dict[str, Any]) -> list[list[Any]]:
     per = stats["counts"]["per_class_and_split"]
     rows = [
@@ -57,7 +84,7 @@ def write(folder: Path, stats: dict[str, Any]) -> None:
     ignored_rows = [[r["uri"], r["reason"]] for r in stats["ignored"]]
     duplicate_rows = [
         [
-            g["sha256"][:12],
+            g["kind"],
             len(g["uris"]),
             ", ".join(sorted(set(g["labels"]))),
             "yes" if g["conflicting"] else "no",
@@ -77,6 +104,12 @@ def write(folder: Path, stats: dict[str, Any]) -> None:
         ("Counts", table_html(header, rows)),
         ("Class balance", img_tag(balance_chart(stats), "class balance per split")),
         (
+            "Samples",
+            img_tag((folder / "samples.png").read_bytes(), "training images per class")
+            if (folder / "samples.png").exists()
+            else "<p>None.</p>",
+        ),
+        (
             "Rejected files",
             table_html(["file", "class", "reason"], rejected_rows)
             if rejected_rows
@@ -88,7 +121,7 @@ def write(folder: Path, stats: dict[str, Any]) -> None:
         ),
         (
             "Duplicate groups",
-            table_html(["sha256", "copies", "labels", "conflict", "files"], duplicate_rows)
+            table_html(["kind", "copies", "labels", "conflict", "files"], duplicate_rows)
             if duplicate_rows
             else "<p>None.</p>",
         ),
@@ -108,7 +141,7 @@ def write(folder: Path, stats: dict[str, Any]) -> None:
         table_md(["file", "class", "reason"], rejected_rows) if rejected_rows else "None.",
         "",
         "## Duplicate groups",
-        table_md(["sha256", "copies", "labels", "conflict", "files"], duplicate_rows)
+        table_md(["kind", "copies", "labels", "conflict", "files"], duplicate_rows)
         if duplicate_rows
         else "None.",
     ]

@@ -1,20 +1,28 @@
 """Finding the labelled images of a source and checking each one.
 
-A source is a folder (or `gs://` prefix) of class sub-folders, or
-`builtin:digits`. Listing is cheap and happens first, so that a wrong path or
-a folder without classes is refused in a second with one clear line; decoding
-every file (`inspect_all`) comes after.
+A source is a folder (or `gs://` prefix) of class sub-folders (nested folders
+allowed: the first level names the class), a CSV or JSONL manifest with
+`uri,label` and optional `group` and metadata columns (relative paths resolve
+against the manifest's folder), or `builtin:digits`. Listing is cheap and
+happens first, so that a wrong path or a source without classes is refused
+in a second with one clear line; decoding every file (`inspect_all`) comes
+after, in parallel.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import json
 import multiprocessing
 import os
-from collections import Counter
+import posixpath
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from components.common import digits, storage
 from components.common.errors import UserError
@@ -28,6 +36,16 @@ from components.common.images import (
 
 # spawn, not fork: the parent may hold TensorFlow's threads, which fork would break
 SPAWN = multiprocessing.get_context("spawn")
+MANIFEST_SUFFIXES = (".csv", ".jsonl")
+RESERVED_COLUMNS = ("uri", "label", "group")
+
+
+@dataclass
+class Item:
+    uri: str
+    label: str
+    group: str = ""  # items with the same group never cross splits
+    extra: dict[str, str] = field(default_factory=dict)  # metadata columns of a manifest
 
 
 @dataclass
@@ -35,13 +53,14 @@ class Listing:
     """What a source holds before any file is opened."""
 
     source: str  # as the user gave it
-    root: str  # the folder or prefix it resolved to
-    items: list[tuple[str, str]]  # (uri, class name) of every image-named file
+    root: str  # the folder, prefix or manifest it resolved to
+    items: list[Item]
     ignored: list[dict[str, str]] = field(default_factory=list)  # other files, with the reason
+    metadata_columns: list[str] = field(default_factory=list)
 
     @property
     def classes(self) -> list[str]:
-        return sorted({label for _, label in self.items})
+        return sorted({item.label for item in self.items})
 
 
 def resolve_source(source: str) -> str:
@@ -56,18 +75,37 @@ def resolve_source(source: str) -> str:
         raise UserError(
             f"data folder {source!r} does not exist; pass --data DIR with one sub-folder per class"
         )
-    if not path.is_dir():
+    if path.is_file() and path.suffix.lower() not in MANIFEST_SUFFIXES:
         raise UserError(
             f"data source {source!r} is a file, not a folder; pass a folder with one "
-            "sub-folder per class"
+            "sub-folder per class, or a .csv / .jsonl manifest"
         )
     return str(path.resolve())
 
 
+def is_manifest(root: str) -> bool:
+    return root.lower().endswith(MANIFEST_SUFFIXES)
+
+
 def list_source(source: str) -> Listing:
-    """List a class-folder source; refuse an empty one or one with fewer than two classes."""
+    """List a source; refuse an empty one or one with fewer than two classes."""
     root = resolve_source(source)
-    items: list[tuple[str, str]] = []
+    listing = list_manifest(source, root) if is_manifest(root) else list_folder(source, root)
+    if not listing.items:
+        raise UserError(
+            f"no images found in {source!r} (looked for {', '.join(IMAGE_EXTENSIONS)} files "
+            "inside class sub-folders); pass a folder laid out as DIR/<class>/<image>"
+        )
+    if len(listing.classes) < 2:
+        raise UserError(
+            f"found only {len(listing.classes)} class ({listing.classes[0]!r}) in {source!r}; "
+            "a classifier needs at least 2 classes"
+        )
+    return listing
+
+
+def list_folder(source: str, root: str) -> Listing:
+    items: list[Item] = []
     ignored: list[dict[str, str]] = []
     for uri in storage.list_files(root):
         parts = storage.relative(uri, root).split("/")
@@ -76,19 +114,53 @@ def list_source(source: str) -> Listing:
         elif not is_image_name(parts[-1]):
             ignored.append({"uri": uri, "reason": "file extension is not an image extension"})
         else:
-            items.append((uri, parts[0]))
-    if not items:
+            items.append(Item(uri, parts[0]))
+    return Listing(source=str(source), root=root, items=items, ignored=ignored)
+
+
+def list_manifest(source: str, root: str) -> Listing:
+    """Rows of a CSV (header row) or JSONL manifest: uri, label, optional group and metadata."""
+    try:
+        text = storage.read_bytes(root).decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read manifest {source!r}: {error}") from None
+    if root.lower().endswith(".jsonl"):
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UserError(f"manifest {source!r} line {number} is not JSON: {error}") from None
+            if not isinstance(row, dict):
+                raise UserError(f"manifest {source!r} line {number} is not a JSON object")
+            rows.append({k: "" if v is None else str(v) for k, v in row.items()})
+    else:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    columns = list(rows[0]) if rows else []
+    missing = [c for c in ("uri", "label") if c not in columns]
+    if rows and missing:
         raise UserError(
-            f"no images found in {source!r} (looked for {', '.join(IMAGE_EXTENSIONS)} files "
-            "inside class sub-folders); pass a folder laid out as DIR/<class>/<image>"
+            f"manifest {source!r} has no {' or '.join(missing)} column "
+            f"(columns: {', '.join(columns)}); it needs uri,label[,group,...]"
         )
-    listing = Listing(source=str(source), root=root, items=items, ignored=ignored)
-    if len(listing.classes) < 2:
-        raise UserError(
-            f"found only {len(listing.classes)} class ({listing.classes[0]!r}) in {source!r}; "
-            "a classifier needs at least 2 class sub-folders"
-        )
-    return listing
+    base = posixpath.dirname(root) if storage.is_gcs(root) else os.path.dirname(root)
+    items = []
+    for number, row in enumerate(rows, start=2 if not root.endswith(".jsonl") else 1):
+        uri, label = (row.get("uri") or "").strip(), (row.get("label") or "").strip()
+        if not uri or not label:
+            raise UserError(f"manifest {source!r} row {number} has an empty uri or label")
+        if not (storage.is_gcs(uri) or os.path.isabs(uri)):
+            uri = (
+                f"{base}/{uri}"
+                if storage.is_gcs(root)
+                else os.path.normpath(os.path.join(base, uri))
+            )
+        extra = {k: (v or "") for k, v in row.items() if k not in RESERVED_COLUMNS and k}
+        items.append(Item(uri, label, (row.get("group") or "").strip(), extra))
+    metadata = [c for c in columns if c not in RESERVED_COLUMNS]
+    return Listing(source=str(source), root=root, items=items, metadata_columns=metadata)
 
 
 @dataclass
@@ -98,21 +170,46 @@ class Inspected:
     sha256: str = ""
     width: int = 0
     height: int = 0
+    dhash: int = 0  # 64-bit perceptual difference hash of the decoded image
+    thumb: bytes = b""  # 16x16 grayscale, to confirm near-duplicate candidates
     rejected: str = ""  # the reason, when the file cannot be used
+
+
+def difference_hash(image) -> int:
+    """dHash: 64 bits of left-vs-right brightness on a 9x8 grayscale thumbnail."""
+    from PIL import Image
+
+    small = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.BILINEAR), np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).ravel()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def thumbnail(image) -> bytes:
+    from PIL import Image
+
+    return image.convert("L").resize((16, 16), Image.Resampling.BILINEAR).tobytes()
 
 
 def inspect_file(uri: str, label: str, limits: ImageLimits) -> Inspected:
     """Read, hash and fully decode one file, as training will."""
     try:
         data = storage.read_bytes(uri)
+    except FileNotFoundError:
+        return Inspected(uri, label, rejected="file not found")
     except OSError as error:
         return Inspected(uri, label, rejected=f"unreadable: {error}")
+    except Exception as error:  # e.g. google.api_core NotFound for a gs:// object
+        if type(error).__name__ == "NotFound":
+            return Inspected(uri, label, rejected="file not found")
+        raise
     digest = hashlib.sha256(data).hexdigest()
     try:
         image = load_rgb(data, limits)
     except ImageRejected as error:
         return Inspected(uri, label, sha256=digest, rejected=str(error))
-    return Inspected(uri, label, digest, image.width, image.height)
+    return Inspected(
+        uri, label, digest, image.width, image.height, difference_hash(image), thumbnail(image)
+    )
 
 
 def _inspect_star(args: tuple[str, str, ImageLimits]) -> Inspected:
@@ -125,13 +222,9 @@ def worker_count(requested: int) -> int:
 
 def inspect_all(listing: Listing, limits: ImageLimits, workers: int, progress) -> list[Inspected]:
     """Inspect every listed file in parallel, keeping the listing's order."""
-    jobs = [(uri, label, limits) for uri, label in listing.items]
+    jobs = [(item.uri, item.label, limits) for item in listing.items]
     chunk = max(1, min(256, len(jobs) // (8 * max(1, workers))))
     if workers <= 1 or len(jobs) < 64:
         return [inspect_file(*job) for job in progress(jobs, len(jobs))]
     with ProcessPoolExecutor(max_workers=workers, mp_context=SPAWN) as pool:
         return list(progress(pool.map(_inspect_star, jobs, chunksize=chunk), len(jobs)))
-
-
-def class_counts(records: list[Inspected]) -> Counter:
-    return Counter(r.label for r in records)
