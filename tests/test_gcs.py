@@ -64,3 +64,91 @@ def test_baseline_model_from_a_bucket(tmp_path, gcs_emulator, digits_dataset, tr
     result = run(config, digits_dataset, trained_model, tmp_path / "ev")
     assert result["blessing"]["blessed"] is True
     assert result["blessing"]["baseline"]["accuracy"] == result["metrics"]["accuracy"]
+
+
+class FlakyProxy:
+    """An HTTP proxy in front of the emulator that answers some requests with 429 or 503.
+
+    Every `every`-th request is refused before it reaches the emulator, the way
+    Cloud Storage sheds load; the client must retry and the work must still succeed.
+    """
+
+    def __init__(self, target: str, every: int = 3):
+        import http.server
+        import threading
+        import urllib.request
+
+        self.target, self.every, self.count, self.injected = target, every, 0, []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def handle_one(self):
+                proxy.count += 1
+                if proxy.count % proxy.every == 0:
+                    status = 429 if proxy.count % 2 else 503
+                    proxy.injected.append(status)
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("host", "content-length")
+                }
+                request = urllib.request.Request(
+                    proxy.target + self.path, data=body, headers=headers, method=self.command
+                )
+                try:
+                    with urllib.request.urlopen(request) as response:
+                        status, data, reply = response.status, response.read(), response.headers
+                except urllib.error.HTTPError as error:
+                    status, data, reply = error.code, error.read(), error.headers
+                self.send_response(status)
+                for key, value in reply.items():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_one
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_transient_429_and_503_are_retried(tmp_path, gcs_emulator, monkeypatch, verified):  # noqa: F811
+    import os
+
+    from components.export.push import run as push
+    from components.prepare.core import run as prepare
+
+    local = write_digit_images(tmp_path / "local", classes=(2, 5), per_class=8)
+    upload_folder(local, f"{gcs_emulator}/flaky")
+    proxy = FlakyProxy(os.environ["STORAGE_EMULATOR_HOST"], every=3)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    storage.gcs_client.cache_clear()
+    try:
+        # workers=1: every read goes through this process's client and the proxy
+        stats = prepare(PrepareConfig(workers=1), f"{gcs_emulator}/flaky", tmp_path / "out")
+        export, evaluation = verified
+        push(PushConfig(registry=f"{gcs_emulator}/flaky-models", version="v1"), export, evaluation)
+        pushed = storage.read_bytes(
+            f"{gcs_emulator}/flaky-models/visionpipe-classifier/v1/model.onnx"
+        )
+    finally:
+        proxy.close()
+        storage.gcs_client.cache_clear()
+    assert stats["counts"]["total"] == 16 and not stats["rejected"]
+    assert {429, 503} <= set(proxy.injected) and len(proxy.injected) >= 10
+    assert pushed == b"onnx-bytes"

@@ -31,6 +31,17 @@ def split_gcs(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def retry_policy():
+    """Retry 429, 5xx and connection errors with exponential backoff (0.5 s doubling, 2 min).
+
+    Writes too: every write here replaces a whole object with the same bytes,
+    so repeating one is safe (the library retries uploads only when told).
+    """
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return DEFAULT_RETRY.with_delay(initial=0.5, maximum=16.0).with_timeout(120.0)
+
+
 @functools.lru_cache(maxsize=1)
 def gcs_client():
     from google.cloud import storage
@@ -48,14 +59,14 @@ def gcs_client():
 def read_bytes(uri: str) -> bytes:
     if is_gcs(uri):
         bucket, key = split_gcs(uri)
-        return gcs_client().bucket(bucket).blob(key).download_as_bytes()
+        return gcs_client().bucket(bucket).blob(key).download_as_bytes(retry=retry_policy())
     return Path(uri).read_bytes()
 
 
 def write_bytes(uri: str, data: bytes) -> None:
     if is_gcs(uri):
         bucket, key = split_gcs(uri)
-        gcs_client().bucket(bucket).blob(key).upload_from_string(data)
+        gcs_client().bucket(bucket).blob(key).upload_from_string(data, retry=retry_policy())
         return
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +79,7 @@ def copy_file(local: str | Path, uri: str) -> None:
     """Copy a local file to a local path or gs:// URI (streamed, not read into memory)."""
     if is_gcs(uri):
         bucket, key = split_gcs(uri)
-        gcs_client().bucket(bucket).blob(key).upload_from_filename(str(local))
+        gcs_client().bucket(bucket).blob(key).upload_from_filename(str(local), retry=retry_policy())
         return
     import shutil
 
@@ -81,7 +92,7 @@ def copy_file(local: str | Path, uri: str) -> None:
 def exists(uri: str) -> bool:
     if is_gcs(uri):
         bucket, key = split_gcs(uri)
-        return gcs_client().bucket(bucket).blob(key).exists()
+        return gcs_client().bucket(bucket).blob(key).exists(retry=retry_policy())
     return Path(uri).exists()
 
 
@@ -92,7 +103,7 @@ def list_files(uri: str) -> Iterator[str]:
         prefix = key.rstrip("/") + "/" if key else ""
         names = sorted(
             blob.name
-            for blob in gcs_client().list_blobs(bucket, prefix=prefix)
+            for blob in gcs_client().list_blobs(bucket, prefix=prefix, retry=retry_policy())
             if not blob.name.endswith("/")
         )
         yield from (f"{GCS_PREFIX}{bucket}/{name}" for name in names)
