@@ -60,7 +60,10 @@ NEAR_PIXEL_TOLERANCE = 10.0
 
 
 def near_duplicate_pairs(
-    hashes: np.ndarray, thumbs: np.ndarray | None, max_distance: int, block: int = 2048
+    hashes: np.ndarray,
+    thumbs: np.ndarray | None,
+    max_distance: int,
+    block: int = 256,  # (256 x N) uint64 per step: 40 MB at N = 20,000
 ):
     """Index pairs (i < j) that are the same picture, nearly.
 
