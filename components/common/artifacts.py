@@ -61,22 +61,36 @@ def _jsonable(value: Any) -> Any:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
+def atomic_dir(final: str | Path, resume_key: str | None = None) -> Iterator[Path]:
     """Build an output folder beside `final` and move it into place only when complete.
 
     An interrupted stage leaves no half-written folder under the final name, so
-    a later stage cannot mistake it for a finished artifact.
+    a later stage cannot mistake it for a finished artifact. With `resume_key`
+    (a digest of everything that determines the output) the work folder has a
+    fixed name and survives a crash or a kill: the same command run again gets
+    it back to resume from, while a different config starts afresh.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    work = final.with_name(f".{final.name}.partial-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    if resume_key is None:
+        work = final.with_name(f".{final.name}.partial-{os.getpid()}")
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        work = final.with_name(f".{final.name}.partial")
+        key_file = work / ".resume_key"
+        if work.exists() and (not key_file.exists() or key_file.read_text() != resume_key):
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    if resume_key is not None:
+        (work / ".resume_key").write_text(resume_key)
     try:
         yield work
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        if resume_key is None:
+            shutil.rmtree(work, ignore_errors=True)
         raise
+    if resume_key is not None:
+        (work / ".resume_key").unlink(missing_ok=True)
     if final.exists():
         shutil.rmtree(final) if final.is_dir() else final.unlink()
     os.replace(work, final)

@@ -56,7 +56,7 @@ class DuplicateGroup:
 
 # mean absolute difference, in gray levels, of two brightness-normalised 16x16
 # thumbnails below which a hash match is confirmed as the same picture
-NEAR_PIXEL_TOLERANCE = 10.0
+NEAR_PIXEL_TOLERANCE = 6.0
 
 
 def near_duplicate_pairs(

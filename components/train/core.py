@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -42,11 +44,17 @@ def compile_model(model, config: TrainConfig, num_classes: int) -> None:
     )
 
 
-def callbacks(config: TrainConfig, work: Path, backup_dir: Path) -> list:
+def callbacks(config: TrainConfig, work: Path) -> list:
     import keras
 
     return [
-        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
+        # CSVLogger before the backup: a kill between the two repeats an epoch's row
+        # (read_history keeps the last), never loses one
+        keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
+        # double_checkpoint: a kill while the backup is written leaves the previous one
+        keras.callbacks.BackupAndRestore(
+            str(work / "backup"), delete_checkpoint=True, double_checkpoint=True
+        ),
         keras.callbacks.ModelCheckpoint(
             str(work / "checkpoints" / "best.keras"), monitor="val_loss", save_best_only=True
         ),
@@ -56,7 +64,6 @@ def callbacks(config: TrainConfig, work: Path, backup_dir: Path) -> list:
         keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-6
         ),
-        keras.callbacks.CSVLogger(str(work / "history.csv")),
         keras.callbacks.TensorBoard(str(work / "tensorboard"), write_graph=False, profile_batch=0),
         keras.callbacks.TerminateOnNaN(),
     ]
@@ -119,16 +126,20 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
     if config.use_class_weights:
         class_weight = {i: float(stats["class_weights"][c]) for i, c in enumerate(classes)}
 
-    # the backup outlives a killed run, so re-running the same command resumes
-    backup_dir = output.with_name(f".{output.name}.backup")
-    with atomic_dir(output) as work:
+    # the work folder and its backup outlive a killed run: the same command resumes
+    resume_key = hashlib.sha256(
+        json.dumps(
+            [config.to_dict(), str(dataset.resolve()), stats["counts"]], sort_keys=True
+        ).encode()
+    ).hexdigest()
+    with atomic_dir(output, resume_key=resume_key) as work:
         with progress.step(STAGE, f"fitting up to {config.epochs} epochs"):
             model.fit(
                 train_ds,
                 validation_data=val_ds,
                 epochs=config.epochs,
                 class_weight=class_weight,
-                callbacks=callbacks(config, work, backup_dir),
+                callbacks=callbacks(config, work),
                 shuffle=False,  # tf.data shuffles; saying so silences Keras' warning
                 verbose=1 if sys.stderr.isatty() else 2,
             )
@@ -136,6 +147,7 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
         values = model.evaluate(val_ds, verbose=0, return_dict=True)
         metrics = {f"val_{k}": round(float(v), 6) for k, v in values.items()}
         history = read_history(work / "history.csv")
+        write_history(work / "history.csv", history)
         best = min(range(len(history)), key=lambda i: history[i]["val_loss"]) if history else 0
         metrics.update({"best_epoch": best + 1, "epochs_run": len(history)})
         model.save(work / "model.keras")
@@ -158,10 +170,24 @@ def read_history(path: Path) -> list[dict[str, float]]:
     if not path.exists():
         return []
     with open(path) as handle:
-        return [
+        rows = [
             {k: float(v) for k, v in row.items() if v not in ("", None)}
             for row in csv.DictReader(handle)
         ]
+    by_epoch = {int(row["epoch"]): row for row in rows}  # a resumed epoch: keep the last row
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    import csv
+
+    if not history:
+        return
+    columns = sorted({key for row in history for key in row}, key=lambda k: (k != "epoch", k))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows({**row, "epoch": int(row["epoch"])} for row in history)
 
 
 def plot_history(history: list[dict[str, float]], path: Path) -> None:
