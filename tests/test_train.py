@@ -20,6 +20,7 @@ def test_trained_model_folder_contract(trained_model):
         "metrics.json",
         "classes.json",
         "history.png",
+        "augmentation_preview.png",
     ):
         assert (trained_model / name).is_file(), name
     assert any((trained_model / "tensorboard").rglob("*tfevents*"))
@@ -76,3 +77,34 @@ def test_keras_applications_backbone_builds_with_our_head():
     assert model.get_layer("backbone") is not None
     out = np.asarray(model(np.full((1, 32, 32, 3), 255.0, "float32"), training=False))
     assert out.shape == (1, 3) and abs(out.sum() - 1.0) < 1e-5
+
+
+def test_precision_policy_selection():
+    from components.train.precision import resolve_policy
+
+    assert resolve_policy("auto", [(8, 0)]) == "mixed_float16"  # A100: Tensor Cores
+    assert resolve_policy("auto", [(7, 0), (8, 6)]) == "mixed_float16"
+    assert resolve_policy("auto", [(6, 1)]) == "float32"  # Pascal: no Tensor Cores
+    assert resolve_policy("auto", []) == "float32"  # CPU
+    assert resolve_policy("mixed_bfloat16", []) == "mixed_bfloat16"
+    assert resolve_policy("auto") == "float32"  # this machine has no GPU
+
+
+@pytest.mark.slow
+def test_training_under_mixed_bfloat16_on_cpu(tmp_path, digits_dataset):
+    import keras
+
+    from components.train.config import TrainConfig
+    from components.train.core import run
+
+    run(
+        TrainConfig(epochs=1, width=4, precision="mixed_bfloat16"),
+        digits_dataset,
+        tmp_path / "model",
+    )
+    model = keras.models.load_model(tmp_path / "model" / "model.keras", compile=False)
+    assert model.get_layer("block0_conv0").compute_dtype == "bfloat16"
+    assert model.get_layer("probabilities").compute_dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    record = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert record["precision"] == "mixed_bfloat16"

@@ -29,6 +29,8 @@ class TrainConfig(StageConfig):
     early_stopping_patience: int = 12
     reduce_lr_patience: int = 5
     shuffle_buffer: int = 4096
+    # auto: mixed_float16 on CUDA GPUs with compute capability >= 7.0, float32 otherwise
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     seed: int = 42
 
     def validate(self) -> None:

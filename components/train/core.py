@@ -12,6 +12,7 @@ from typing import Any
 from components.common import progress
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
 from components.train.config import TrainConfig
+from components.train.precision import resolve_policy
 
 STAGE = "train"
 
@@ -83,6 +84,7 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
     classes = read_json(dataset / "classes.json")
     size, num_classes = int(stats["image_size"]), len(classes)
     keras.utils.set_random_seed(config.seed)
+    policy = resolve_policy(config.precision)
 
     augmenter = augment.build(config.augmentation, config.seed)
     train_ds = data.split_dataset(
@@ -106,20 +108,26 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
     )
     n_train = int(stats["counts"]["per_split"]["train"])
     steps_per_epoch = max(1, -(-n_train // config.batch_size))
-    model = build_model(
-        config.model,
-        size,
-        num_classes,
-        config.dropout,
-        config.weights,
-        config.width,
-        batchnorm_momentum(steps_per_epoch),
-    )
-    compile_model(model, config, num_classes)
+    # the policy applies to the layers built now; the output layer stays float32
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = build_model(
+            config.model,
+            size,
+            num_classes,
+            config.dropout,
+            config.weights,
+            config.width,
+            batchnorm_momentum(steps_per_epoch),
+        )
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    compile_model(model, config, num_classes)  # Keras adds loss scaling for mixed_float16
     progress.log(
         STAGE,
         f"{model.name}: {model.count_params():,} weights, input {size}x{size}, "
-        f"{num_classes} classes, augmentation {config.augmentation!r}",
+        f"{num_classes} classes, augmentation {config.augmentation!r}, precision {policy}",
     )
 
     class_weight = None
@@ -155,7 +163,8 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
         write_json(work / "metrics.json", metrics)
         write_json(work / "classes.json", classes)
         plot_history(history, work / "history.png")
-        record.write(work, image_size=size, classes=classes, metrics=metrics)
+        write_augmentation_preview(work / "augmentation_preview.png", dataset, size, augmenter)
+        record.write(work, image_size=size, classes=classes, metrics=metrics, precision=policy)
     progress.log(
         STAGE,
         f"best epoch {metrics['best_epoch']}: val accuracy "
@@ -176,6 +185,36 @@ def read_history(path: Path) -> list[dict[str, float]]:
         ]
     by_epoch = {int(row["epoch"]): row for row in rows}  # a resumed epoch: keep the last row
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def write_augmentation_preview(
+    path: Path, dataset: Path, size: int, augmenter, count: int = 8, variants: int = 3
+) -> None:
+    """Originals (first row) and augmented versions, so a person can judge the policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from components.common.html import figure_png
+    from components.common.records import load_split_arrays
+
+    images, _, _ = load_split_arrays(dataset, "val", size)
+    images = images[:count].astype(np.float32)
+    rows = [images] + [
+        np.asarray(augmenter(images, training=True)) if augmenter is not None else images
+        for _ in range(variants)
+    ]
+    fig, axes = plt.subplots(
+        len(rows), len(images), squeeze=False, figsize=(1.3 * len(images), 1.4 * len(rows))
+    )
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            axes[r][c].imshow(np.clip(image, 0, 255).astype(np.uint8))
+            axes[r][c].axis("off")
+        axes[r][0].set_title("original" if r == 0 else f"augmented {r}", fontsize=7, loc="left")
+    path.write_bytes(figure_png(fig))
 
 
 def write_history(path: Path, history: list[dict[str, float]]) -> None:
