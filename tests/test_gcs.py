@@ -152,3 +152,59 @@ def test_transient_429_and_503_are_retried(tmp_path, gcs_emulator, monkeypatch, 
     assert stats["counts"]["total"] == 16 and not stats["rejected"]
     assert {429, 503} <= set(proxy.injected) and len(proxy.injected) >= 10
     assert pushed == b"onnx-bytes"
+
+
+@pytest.mark.slow
+def test_stage_commands_read_and_write_bucket_folders(tmp_path, gcs_emulator):
+    """prepare -> train -> evaluate with every artifact folder in the bucket (real CLIs)."""
+    import subprocess
+
+    from tests.conftest import VISIONPIPE
+
+    data = write_digit_images(tmp_path / "data", classes=(0, 1), per_class=20)
+    upload_folder(data, f"{gcs_emulator}/src")
+    base = f"{gcs_emulator}/artifacts"
+    for command in (
+        ["prepare", "--data", f"{gcs_emulator}/src", "--output", f"{base}/dataset"],
+        [
+            "train",
+            "--dataset",
+            f"{base}/dataset",
+            "--output",
+            f"{base}/model",
+            "--set",
+            "epochs=2",
+            "--set",
+            "width=4",
+        ],
+        [
+            "evaluate",
+            "--dataset",
+            f"{base}/dataset",
+            "--model",
+            f"{base}/model",
+            "--output",
+            str(tmp_path / "evaluation"),
+            "--set",
+            "min_accuracy=0",
+        ],
+    ):
+        done = subprocess.run([VISIONPIPE, *command], capture_output=True, text=True)
+        assert done.returncode == 0, (command[0], done.stderr[-2000:])
+    names = {u.rsplit("/artifacts/", 1)[1] for u in storage.list_files(base)}
+    assert {
+        "dataset/stats.json",
+        "dataset/classes.json",
+        "dataset/config.json",
+        "model/model.keras",
+        "model/config.json",
+        "model/history.csv",
+    } <= names
+    assert any(n.startswith("dataset/tfrecords/train-") for n in names)
+    assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["count"] == 6
+    missing = subprocess.run(
+        [VISIONPIPE, "train", "--dataset", f"{base}/nothing", "--output", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and "has no config.json" in missing.stderr

@@ -34,6 +34,23 @@ def add_stage_io(parser: argparse.ArgumentParser, inputs: tuple[str, ...], outpu
     add_config_arguments(parser)
 
 
+def run_with_storage(run: Callable, config, inputs: list[str], output: str):
+    """`run(config, *inputs, output)` where any of them may be gs:// folders.
+
+    gs:// inputs (complete stage outputs: they hold config.json) are copied to a
+    temporary folder; a gs:// output is written locally and uploaded when the
+    stage has finished, config.json last, so a reader never takes a partial one.
+    """
+    import contextlib
+
+    from components.common import storage
+
+    with contextlib.ExitStack() as stack:
+        local = [stack.enter_context(storage.local_folder(i, "config.json")) for i in inputs]
+        target = stack.enter_context(storage.output_folder(output))
+        return run(config, *local, target)
+
+
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's C++ start-up chatter out of the user's terminal."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

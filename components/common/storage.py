@@ -8,8 +8,10 @@ by `STORAGE_EMULATOR_HOST`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,3 +122,55 @@ def relative(uri: str, root: str) -> str:
     """`uri` relative to `root` with forward slashes (both local or both gs://)."""
     root = str(root).rstrip("/")
     return str(uri)[len(root) + 1 :] if str(uri).startswith(root + "/") else str(uri)
+
+
+def upload_tree(local: str | Path, uri: str, last: tuple[str, ...] = ()) -> int:
+    """Copy a local folder to a local path or gs:// prefix; the names in `last` go last.
+
+    A reader that waits for the last file (e.g. stats.json) sees a complete folder.
+    """
+    local = Path(local)
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.relative_to(local).as_posix() in last)
+    for path in files:
+        copy_file(path, f"{uri.rstrip('/')}/{path.relative_to(local).as_posix()}")
+    return len(files)
+
+
+def download_tree(uri: str, local: str | Path) -> Path:
+    """Copy every object under a gs:// prefix into a local folder (kept structure)."""
+    local = Path(local)
+    prefix = uri.rstrip("/")
+    count = 0
+    for remote in list_files(prefix):
+        target = local / relative(remote, prefix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(read_bytes(remote))
+        count += 1
+    if count == 0:
+        raise UserError(f"nothing found under {uri}; pass the gs:// folder a stage wrote")
+    return local
+
+
+@contextlib.contextmanager
+def local_folder(uri: str | Path, marker: str):
+    """A local path for a stage input folder: itself, or a temporary copy of a gs:// one."""
+    if not is_gcs(str(uri)):
+        yield Path(uri)
+        return
+    if not exists(f"{str(uri).rstrip('/')}/{marker}"):
+        raise UserError(f"{uri} has no {marker}; is it a complete output of a visionpipe stage?")
+    with tempfile.TemporaryDirectory(prefix="visionpipe-") as tmp:
+        yield download_tree(str(uri), tmp)
+
+
+@contextlib.contextmanager
+def output_folder(uri: str | Path, last: tuple[str, ...] = ("config.json",)):
+    """A local path to write a stage's output to; for gs:// it is uploaded when complete."""
+    if not is_gcs(str(uri)):
+        yield Path(uri)
+        return
+    with tempfile.TemporaryDirectory(prefix="visionpipe-") as tmp:
+        staged = Path(tmp) / "out"
+        yield staged
+        upload_tree(staged, str(uri), last)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from components.common.cli import add_stage_io, stage_main
+from components.common.cli import add_stage_io, run_with_storage, stage_main
 from components.common.config import stage_config
 
 DESCRIPTION = "Evaluate a trained model on the test split and decide whether to bless it."
@@ -18,7 +18,8 @@ def execute(args: argparse.Namespace) -> int:
     from components.evaluate.config import EvaluateConfig
     from components.evaluate.core import run
 
-    run(stage_config(EvaluateConfig, args.config, args.set), args.dataset, args.model, args.output)
+    config = stage_config(EvaluateConfig, args.config, args.set)
+    run_with_storage(run, config, [args.dataset, args.model], args.output)
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from components.common.cli import add_stage_io, stage_main
+from components.common.cli import add_stage_io, run_with_storage, stage_main
 from components.common.config import stage_config
 
 DESCRIPTION = "Export a trained model to SavedModel, TFLite and ONNX, verified against Keras."
@@ -18,7 +18,8 @@ def execute(args: argparse.Namespace) -> int:
     from components.export.config import ExportConfig
     from components.export.core import run
 
-    run(stage_config(ExportConfig, args.config, args.set), args.dataset, args.model, args.output)
+    config = stage_config(ExportConfig, args.config, args.set)
+    run_with_storage(run, config, [args.dataset, args.model], args.output)
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from components.common.cli import add_config_arguments, stage_main
+from components.common.cli import add_config_arguments, run_with_storage, stage_main
 from components.common.config import stage_config
 
 DESCRIPTION = "Validate, de-duplicate, split and shard a labelled image source."
@@ -24,7 +24,8 @@ def execute(args: argparse.Namespace) -> int:
     from components.prepare.config import PrepareConfig
     from components.prepare.core import run
 
-    run(stage_config(PrepareConfig, args.config, args.set), args.data, args.output)
+    config = stage_config(PrepareConfig, args.config, args.set)
+    run_with_storage(lambda c, out: run(c, args.data, out), config, [], args.output)
     return 0
 
 

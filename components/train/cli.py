@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from components.common.cli import add_stage_io, stage_main
+from components.common.cli import add_stage_io, run_with_storage, stage_main
 from components.common.config import stage_config
 
 DESCRIPTION = "Train an image classifier on a prepared dataset."
@@ -19,7 +19,7 @@ def execute(args: argparse.Namespace) -> int:
     from components.train.core import run
 
     config = stage_config(TrainConfig, args.config, args.set)
-    run(config, args.dataset, args.output)
+    run_with_storage(run, config, [args.dataset], args.output)
     return 0
 
 
