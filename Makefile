@@ -7,6 +7,11 @@ STAMP := $(VENV)/.installed
 OUTPUT ?= runs
 ARGS ?=
 PYTEST_ARGS ?=
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+GIT_REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+IMAGE ?= visionpipe/visionpipe-cpu
+BASE_IMAGE ?= python:3.11-slim-bookworm
+CA_BUNDLE ?=
 
 .DEFAULT_GOAL := help
 
@@ -54,6 +59,18 @@ test: $(STAMP) ## lint, then every test (unit, integration, e2e; slow ones inclu
 test-fast: $(STAMP) ## the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+image: ## build the CPU stage image (BASE_IMAGE=..., CA_BUNDLE=path behind a TLS-intercepting proxy)
+	@rm -f docker/ca/ca.crt
+	$(if $(CA_BUNDLE),cp $(CA_BUNDLE) docker/ca/ca.crt)
+	docker build -f docker/Dockerfile \
+		--build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$(VERSION) \
+		--build-arg GIT_REVISION=$(GIT_REVISION) \
+		-t $(IMAGE):$(VERSION) -t $(IMAGE):$(GIT_REVISION) . ; \
+		status=$$?; rm -f docker/ca/ca.crt; exit $$status
+
+base-image: ## an offline Debian bookworm base for `make image BASE_IMAGE=visionpipe/base:bookworm`
+	docker/make-base-image.sh visionpipe/base:bookworm
+
 system-deps: ## optional, Debian/Ubuntu as root: Chromium for the report-rendering test
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
@@ -63,4 +80,4 @@ clean: ## remove run outputs and build files (keeps .venv)
 distclean: clean ## also remove .venv
 	rm -rf $(VENV)
 
-.PHONY: help venv run prepare train evaluate export compile lint format test test-fast system-deps clean distclean
+.PHONY: image base-image help venv run prepare train evaluate export compile lint format test test-fast system-deps clean distclean

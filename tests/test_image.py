@@ -1,0 +1,74 @@
+"""The CPU stage image runs the stages (needs a Docker engine and `make image`; skipped otherwise)."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+IMAGE = "visionpipe/visionpipe-cpu:0.1.0"
+
+
+def image_available() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker command"
+    info = subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True)
+    if info.returncode != 0:
+        return f"no {IMAGE} image (run `make image`) or no running Docker engine"
+    return None
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(image_available() is not None, reason=str(image_available())),
+]
+
+
+def test_image_labels_user_and_prepare_stage(tmp_path):
+    meta = json.loads(
+        subprocess.run(
+            ["docker", "image", "inspect", IMAGE], capture_output=True, text=True, check=True
+        ).stdout
+    )[0]
+    assert meta["Config"]["User"] == "visionpipe"
+    assert meta["Config"]["Labels"]["org.opencontainers.image.version"] == "0.1.0"
+    tmp_path.chmod(0o777)
+    done = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "-v",
+            f"{tmp_path}:/out",
+            IMAGE,
+            "visionpipe",
+            "prepare",
+            "--data",
+            "builtin:digits",
+            "--output",
+            "/out/dataset",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    stats = json.loads((tmp_path / "dataset" / "stats.json").read_text())
+    assert stats["counts"]["total"] == 1797
+    bad = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            IMAGE,
+            "visionpipe",
+            "prepare",
+            "--data",
+            "/nope",
+            "--output",
+            "/tmp/x",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "does not exist" in bad.stderr
