@@ -11,6 +11,24 @@ from pipelines import components as c
 PIPELINE_NAME = "visionpipe"
 
 
+# (cpu, memory) limits per task; training also gets one GPU
+RESOURCES = {
+    "prepare": ("2", "4G"),
+    "train": ("8", "32G"),
+    "evaluate": ("2", "8G"),
+    "export": ("2", "8G"),
+    "push": ("1", "2G"),
+}
+
+
+def configure(task, name: str, cache: bool = False):
+    """Display name, resources and caching of one task (only prepare is worth caching)."""
+    cpu, memory = RESOURCES[name]
+    task.set_display_name(name).set_caching_options(cache)
+    task.set_cpu_limit(cpu).set_memory_limit(memory)
+    return task
+
+
 @dsl.pipeline(
     name=PIPELINE_NAME,
     description="Labelled images in; a verified, exported image classifier out.",
@@ -23,39 +41,27 @@ def visionpipe_pipeline(
     export_config: dict = {},
     push_config: dict = {},
 ):
-    prepare_task = c.prepare(data=data, config=prepare_config).set_display_name("prepare")
-    prepare_task.set_cpu_limit("2").set_memory_limit("4G")
-
-    train_task = c.train(dataset=prepare_task.outputs["dataset"], config=train_config)
-    train_task.set_display_name("train").set_caching_options(False)
-    train_task.set_cpu_limit("8").set_memory_limit("32G")
+    prepare_task = configure(c.prepare(data=data, config=prepare_config), "prepare", cache=True)
+    dataset = prepare_task.outputs["dataset"]
+    train_task = configure(c.train(dataset=dataset, config=train_config), "train")
     train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit("1")
-
-    evaluate_task = c.evaluate(
-        dataset=prepare_task.outputs["dataset"],
-        model=train_task.outputs["model"],
-        config=evaluate_config,
+    model = train_task.outputs["model"]
+    evaluate_task = configure(
+        c.evaluate(dataset=dataset, model=model, config=evaluate_config), "evaluate"
     )
-    evaluate_task.set_display_name("evaluate").set_caching_options(False)
-    evaluate_task.set_cpu_limit("2").set_memory_limit("8G")
-
     # a single bool return is named "Output"; kfp.local resolves the condition by that name
     with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712
-        export_task = c.export(
-            dataset=prepare_task.outputs["dataset"],
-            model=train_task.outputs["model"],
-            config=export_config,
+        export_task = configure(
+            c.export(dataset=dataset, model=model, config=export_config), "export"
         )
-        export_task.set_display_name("export").set_caching_options(False)
-        export_task.set_cpu_limit("2").set_memory_limit("8G")
-
-        push_task = c.push(
-            exported=export_task.outputs["exported"],
-            evaluation=evaluate_task.outputs["evaluation"],
-            config=push_config,
+        configure(
+            c.push(
+                exported=export_task.outputs["exported"],
+                evaluation=evaluate_task.outputs["evaluation"],
+                config=push_config,
+            ),
+            "push",
         )
-        push_task.set_display_name("push").set_caching_options(False)
-        push_task.set_cpu_limit("1").set_memory_limit("2G")
 
 
 def compile_pipeline(path: str) -> str:

@@ -151,3 +151,12 @@ def test_data_error_inside_the_pipeline_is_one_line_and_exit_2(tmp_path):
     assert last.startswith("visionpipe: error: 5 of 35 images") and "max_rejected_fraction" in last
     summary = json.loads((tmp_path / "runs" / "bad" / "summary.json").read_text())
     assert summary["status"] == "failed"
+
+
+def test_compiled_caching_and_limits(compiled):
+    tasks = compiled["root"]["dag"]["tasks"]
+    assert tasks["prepare"]["cachingOptions"].get("enableCache") is True
+    for name in ("train", "evaluate"):
+        assert not tasks[name]["cachingOptions"].get("enableCache")
+    train = compiled["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert train["cpuLimit"] == 8.0 and train["memoryLimit"] == 32.0
