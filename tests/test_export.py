@@ -39,13 +39,15 @@ def test_export_folder_contract(exported):
 
 def test_every_format_agrees_with_keras_on_the_test_split(exported):
     parity = json.loads((exported / "parity.json").read_text())
-    for name in ("tflite_dynamic", "tflite_int8"):
+    for name in ("tflite_fp16", "tflite_dynamic", "tflite_int8"):
         assert parity[name]["count"] == 270 and parity[name]["passed"]
-        assert parity[name]["accuracy_drop"] <= 0.01  # full-int8 loses at most one point
-    for name in ("tflite", "tflite_fp16", "onnx"):
-        assert parity[name]["count"] == 270
+        assert parity[name]["accuracy_drop"] <= 0.01  # quantized: at most one point lost
+        assert parity[name]["top1_agreement"] >= 0.98  # a near-tie may flip on this 8-epoch model
+    assert parity["tflite_fp16"]["max_abs_diff"] < 5e-3
+    for name in ("tflite", "onnx"):  # float32: the same function, so the same answers
+        assert parity[name]["count"] == 270 and parity[name]["passed"]
         assert parity[name]["top1_agreement"] >= 0.999
-        assert parity[name]["max_abs_diff"] < (5e-3 if name == "tflite_fp16" else 1e-4)
+        assert parity[name]["max_abs_diff"] < 1e-4
         assert parity[name]["accuracy"] == pytest.approx(parity["keras"]["accuracy"], abs=0.005)
     benchmark = json.loads((exported / "benchmark.json").read_text())
     assert set(benchmark) == set(parity)

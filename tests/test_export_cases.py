@@ -40,9 +40,9 @@ def test_mixed_float16_model_exports_to_every_format(tmp_path, digits_dataset):
         folder = fit_and_save(model, digits_dataset, tmp_path / "model")
     finally:
         keras.config.set_dtype_policy("float32")
-    # a 2-epoch model has near-ties that float16 weights can flip; the quantized formats'
-    # bars are tested on a trained model (test_export.py); here: does every format export
-    config = ExportConfig(benchmark_runs=3, min_float_agreement=0.99, max_int8_accuracy_drop=0.05)
+    # a 2-epoch model has thin margins: the quantized formats' one-point bar is tested on a
+    # trained model (test_export.py); here the question is whether every format exports
+    config = ExportConfig(benchmark_runs=3, max_quantized_accuracy_drop=0.05)
     result = run(config, digits_dataset, folder, tmp_path / "export")
     for name in ("tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx"):
         assert result["parity"][name]["passed"], (name, result["parity"][name])

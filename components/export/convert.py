@@ -71,7 +71,10 @@ TFLITE_VARIANTS = {  # format name -> (file, quantization)
     "tflite_dynamic": ("model_dynamic_int8.tflite", "dynamic"),
     "tflite_int8": ("model_int8.tflite", "int8"),
 }
-INTEGER_FORMATS = ("tflite_dynamic", "tflite_int8")  # judged by accuracy, not agreement
+# Quantized formats are judged by the accuracy they lose, not by agreement: rounding
+# weights to float16 or int8 may flip a near-tie (seen: 1 of 270 for float16 on an
+# 8-epoch model), which is not a conversion error. Their agreement is still reported.
+QUANTIZED_FORMATS = ("tflite_fp16", "tflite_dynamic", "tflite_int8")
 
 
 def write_tflite(

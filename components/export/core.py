@@ -40,11 +40,11 @@ def representative_batches(dataset: Path, size: int, count: int, seed: int = 0):
 
 def check(name: str, result: dict[str, Any], keras_accuracy: float, config: ExportConfig) -> None:
     """Mark a format passed or failed: agreement for float formats, accuracy for integer ones."""
-    if name in convert.INTEGER_FORMATS:
+    if name in convert.QUANTIZED_FORMATS:
         drop = keras_accuracy - result["accuracy"]
         result["accuracy_drop"] = round(drop, 6)
-        result["max_accuracy_drop"] = config.max_int8_accuracy_drop
-        result["passed"] = drop <= config.max_int8_accuracy_drop + 1e-9
+        result["max_accuracy_drop"] = config.max_quantized_accuracy_drop
+        result["passed"] = drop <= config.max_quantized_accuracy_drop + 1e-9
     else:
         result["min_top1_agreement"] = config.min_float_agreement
         result["passed"] = result["top1_agreement"] >= config.min_float_agreement
@@ -126,7 +126,7 @@ def describe_failure(name: str, result: dict[str, Any]) -> str:
     if "accuracy_drop" in result:
         return (
             f"{name} loses {result['accuracy_drop']:.4f} accuracy "
-            f"(> max_int8_accuracy_drop {result['max_accuracy_drop']})"
+            f"(> max_quantized_accuracy_drop {result['max_accuracy_drop']})"
         )
     return (
         f"{name} agrees on {result['top1_agreement']:.4f} "
