@@ -106,3 +106,15 @@ def test_int8_tflite_takes_and_returns_uint8(tmp_path, digits_dataset, trained_m
     assert interpreter.get_input_details()[0]["dtype"] == np.uint8
     assert interpreter.get_output_details()[0]["dtype"] == np.uint8
     assert result["parity"]["tflite_int8"]["accuracy_drop"] <= 0.01
+
+
+def test_quantized_gate_allows_one_image_on_a_tiny_test_split():
+    from components.export.core import check
+
+    config = ExportConfig()  # 1 point
+    small = {"accuracy": 17 / 18, "top1_agreement": 17 / 18, "count": 18}
+    check("tflite_int8", small, 1.0, config)
+    assert small["passed"] and small["max_accuracy_drop"] == round(1 / 18, 6)
+    large = {"accuracy": 0.985, "top1_agreement": 0.985, "count": 270}
+    check("tflite_int8", large, 1.0, config)  # 4 of 270 lost: 1.5 points > 1 point
+    assert not large["passed"] and large["max_accuracy_drop"] == 0.01
