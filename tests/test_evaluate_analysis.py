@@ -161,6 +161,14 @@ def test_a_model_that_always_swaps_two_classes_puts_that_pair_on_top(
     pairs = result["metrics"]["most_confused_pairs"]
     support = result["metrics"]["per_class"]
     assert {(p["true"], p["predicted"]) for p in pairs[:2]} == {("3", "8"), ("8", "3")}
-    # all of them, but for the odd 3 or 8 the trained model itself got wrong
-    assert pairs[0]["count"] >= support[pairs[0]["true"]]["support"] - 2
+    # exactly the 3s and 8s the trained model itself gets right (how many that is depends
+    # on the 8-epoch fixture, so it is measured, not assumed)
+    from components.common.records import load_split_arrays
+
+    images, labels, _ = load_split_arrays(digits_dataset, "test", 32)
+    base_predicted = base.predict(images.astype("float32"), verbose=0).argmax(axis=1)
+    right = {d: int(((labels == d) & (base_predicted == d)).sum()) for d in (3, 8)}
+    counts = {(p["true"], p["predicted"]): p["count"] for p in pairs}
+    assert counts[("3", "8")] == right[3] and counts[("8", "3")] == right[8]
+    assert right[3] >= support["3"]["support"] // 2 and right[8] >= support["8"]["support"] // 2
     assert result["metrics"]["per_class"]["3"]["recall"] <= 0.1
