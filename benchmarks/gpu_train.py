@@ -139,7 +139,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(
         json.dumps(
-            {"backend": keras.backend.backend(), "keras": keras.__version__, "device": device_description()}
+            {
+                "backend": keras.backend.backend(),
+                "keras": keras.__version__,
+                "device": device_description(),
+            }
         ),
         flush=True,
     )
