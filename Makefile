@@ -18,10 +18,13 @@ CA_BUNDLE ?=
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# tf-keras (the legacy ImageDataGenerator that benchmarks/ compares against) declares
+# `tensorflow`, which would install a second TensorFlow over tensorflow-cpu: no deps.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt tf-keras
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create .venv and install the pinned project (done by run/test too)

@@ -44,16 +44,18 @@ def test_training_learns_the_digits(trained_model):
 def test_each_preset_runs_eagerly_and_inside_tf_data(name):
     import tensorflow as tf
 
-    layer = augment.build(name, seed=1)
+    augmenter = augment.build(name, seed=1)
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("float32")
-    if layer is None:
+    labels = np.eye(3, dtype="float32")[[0, 1, 2, 0]]
+    if augmenter is None:
         assert name == "none"
         return
-    eager = np.asarray(layer(images, training=True))
+    eager, eager_labels = (np.asarray(t) for t in augmenter(images, labels))
     assert eager.shape == images.shape and np.isfinite(eager).all()
-    ds = tf.data.Dataset.from_tensor_slices(images).batch(2)
-    ds = ds.map(lambda x: layer(x, training=True))
-    batches = [b.numpy() for b in ds]
+    np.testing.assert_allclose(eager_labels.sum(axis=1), 1.0, rtol=1e-5)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
+    ds = ds.map(augmenter)
+    batches = [x.numpy() for x, _ in ds]
     assert sum(len(b) for b in batches) == 4 and all(np.isfinite(b).all() for b in batches)
     assert not np.allclose(np.concatenate(batches), images)  # it really changes the images
 

@@ -161,7 +161,7 @@ def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
             raise refuse(f"a list of {_describe(item)}")
         items = [_coerce(section, key, v, item) for v in value]
         return tuple(items) if origin is tuple else items
-    if origin is dict:
+    if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise refuse("a mapping")
         return dict(value)

@@ -1,18 +1,64 @@
-"""Augmentation presets: Keras preprocessing layers, run in tf.data, never inside the model.
+"""Augmentation: Keras preprocessing layers, run in tf.data on the CPU, never inside the model.
 
-Each preset is a factory returning the list of layers; `build` wraps them in a
-Sequential that `data.training_dataset` maps over batches (on the CPU). Factors
-follow Keras conventions: rotation as a fraction of a full turn, translation
-and zoom as fractions of the image side.
+A policy is either a named preset or `custom`: a list of Keras layer names
+with their arguments, from the config:
+
+    augmentation: custom
+    augmentation_layers:
+      - RandomFlip: {mode: horizontal}
+      - RandomShear: {x_factor: 0.1, y_factor: 0.1}
+      - RandomErasing: {factor: 0.5}
+      - MixUp: {alpha: 0.2}
+
+Image layers change pixels; MixUp and CutMix also blend the one-hot labels of
+two images in the batch, so they run on (images, labels) after the image
+layers (label smoothing still applies, in the loss). Factors follow Keras
+conventions: rotation as a fraction of a full turn, translation and zoom as
+fractions of the image side. Every layer that takes `value_range` gets 0..255
+(our pixels) and every layer that takes a `seed` gets one derived from the
+run's seed, unless the config names them.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 import keras
 
+from components.common.errors import UserError
+
 PRESETS: dict[str, Callable[[int], list]] = {}
+
+# The layers a custom policy may name: label-preserving image transforms...
+IMAGE_LAYERS = (
+    "RandomFlip",
+    "RandomRotation",
+    "RandomZoom",
+    "RandomTranslation",
+    "RandomContrast",
+    "RandomBrightness",
+    "RandomShear",
+    "RandAugment",
+    "RandomErasing",
+    "AugMix",
+    "RandomColorJitter",
+    "RandomSaturation",
+    "RandomHue",
+    "RandomSharpness",
+    "RandomGrayscale",
+    "RandomGaussianBlur",
+    "RandomPerspective",
+    "RandomElasticTransform",
+    "RandomInvert",
+    "RandomPosterization",
+    "Solarization",
+    "Equalization",
+    "AutoContrast",
+)
+# ...and the ones that mix two images and their labels.
+MIXING_LAYERS = ("MixUp", "CutMix")
 
 
 def preset(name: str):
@@ -56,8 +102,9 @@ def _medium(seed: int) -> list:
         keras.layers.RandomRotation(0.1, seed=seed + 1),
         keras.layers.RandomZoom((-0.2, 0.2), seed=seed + 2),
         keras.layers.RandomTranslation(0.1, 0.1, seed=seed + 3),
-        keras.layers.RandomContrast(0.2, seed=seed + 4),
-        keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed + 5),
+        keras.layers.RandomShear(0.1, 0.1, seed=seed + 4),
+        keras.layers.RandomContrast(0.2, seed=seed + 5),
+        keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed + 6),
     ]
 
 
@@ -69,10 +116,84 @@ def _heavy(seed: int) -> list:
         keras.layers.RandomErasing(
             factor=0.5, scale=(0.02, 0.2), value_range=(0, 255), seed=seed + 2
         ),
+        keras.layers.CutMix(factor=1.0, seed=seed + 3),
     ]
 
 
-def build(name: str, seed: int) -> keras.Sequential | None:
-    """The preset as one layer to call with `training=True`; None for `none`."""
-    layers = PRESETS[name](seed)
-    return keras.Sequential(layers, name=f"augment_{name}") if layers else None
+def parse_custom(entries: list, seed: int) -> list:
+    """Config entries (`Name` or `{Name: {arg: value}}`) -> constructed layers.
+
+    Raises UserError naming the entry when the name is unknown or Keras refuses
+    the arguments, so a bad policy fails at config time, not mid-training.
+    """
+    layers = []
+    allowed = (*IMAGE_LAYERS, *MIXING_LAYERS)
+    for index, entry in enumerate(entries):
+        where = f"train config augmentation_layers[{index}]"
+        if isinstance(entry, str):
+            name, kwargs = entry, {}
+        elif isinstance(entry, dict) and len(entry) == 1:
+            ((name, kwargs),) = entry.items()
+            kwargs = dict(kwargs or {})
+        else:
+            raise UserError(
+                f"{where}={entry!r} is invalid; expected a layer name or a one-key mapping "
+                "{LayerName: {argument: value}}"
+            )
+        if name not in allowed:
+            raise UserError(
+                f"{where}: unknown augmentation layer {name!r}; expected one of {', '.join(allowed)}"
+            )
+        cls = getattr(keras.layers, name)
+        parameters = inspect.signature(cls.__init__).parameters
+        if "value_range" in parameters:
+            kwargs.setdefault("value_range", (0, 255))
+        if "seed" in parameters:
+            kwargs.setdefault("seed", seed + index)
+        try:
+            layers.append(cls(**kwargs))
+        except (TypeError, ValueError) as error:
+            raise UserError(
+                f"{where}: keras.layers.{name}({_args(kwargs)}) failed: {error}"
+            ) from None
+    return layers
+
+
+def _args(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+class Augmenter:
+    """Image layers, then label-mixing layers; call on a batch of (images, one-hot labels)."""
+
+    def __init__(self, layers: list, name: str):
+        self.name = name
+        self.image_layers = [layer for layer in layers if not is_mixing(layer)]
+        self.mixing_layers = [layer for layer in layers if is_mixing(layer)]
+        self.images_only = (
+            keras.Sequential(self.image_layers, name=f"augment_{name}")
+            if self.image_layers
+            else None
+        )
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [type(layer).__name__ for layer in (*self.image_layers, *self.mixing_layers)]
+
+    def __call__(self, images, labels):
+        if self.images_only is not None:
+            images = self.images_only(images, training=True)
+        for layer in self.mixing_layers:
+            mixed = layer({"images": images, "labels": labels}, training=True)
+            images, labels = mixed["images"], mixed["labels"]
+        return images, labels
+
+
+def is_mixing(layer) -> bool:
+    return type(layer).__name__ in MIXING_LAYERS
+
+
+def build(name: str, seed: int, custom: list | None = None) -> Augmenter | None:
+    """The policy as an `Augmenter`; None when it has no layers."""
+    layers = parse_custom(custom or [], seed) if name == "custom" else PRESETS[name](seed)
+    return Augmenter(layers, name) if layers else None

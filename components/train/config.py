@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from components.common.config import StageConfig
@@ -18,6 +18,8 @@ class TrainConfig(StageConfig):
     width: int = 16  # small_cnn: filters of the first block (then 2x, 4x); 16 gives 73k weights
     weights: str = "none"  # backbones only: none | imagenet | path or gs:// to a weights file
     augmentation: str = "safe"  # preset; "safe" has no flips, so digits and text stay themselves
+    # with augmentation: custom, the Keras layers to apply, e.g. [{RandomFlip: {mode: horizontal}}]
+    augmentation_layers: list[dict | str] = field(default_factory=list)
     epochs: int = 40
     batch_size: int = 32  # 40 steps per epoch on the 1,257 digits train images
     optimizer: Literal["adam", "adamw", "sgd", "lion"] = "adamw"
@@ -26,6 +28,24 @@ class TrainConfig(StageConfig):
     label_smoothing: float = 0.05
     dropout: float = 0.3
     use_class_weights: bool = False  # weights from prepare's stats.json, for imbalanced data
+    lr_schedule: Literal["plateau", "cosine", "constant"] = "plateau"
+    warmup_epochs: int = 0  # linear warm-up to learning_rate (cosine and constant schedules)
+    clip_norm: float = 0.0  # clip the global gradient norm to this; 0 = off
+    gradient_accumulation_steps: int = 1  # apply the summed gradients of N batches at once
+    ema: bool = False  # keep an exponential moving average of the weights; it is what is saved
+    ema_momentum: float = 0.99
+    # stage 2 for pretrained backbones: unfreeze the top N backbone layers (0 = all),
+    # BatchNorm stays frozen, learning rate x fine_tune_learning_rate_factor
+    fine_tune_epochs: int = 0
+    fine_tune_layers: int = 0
+    fine_tune_learning_rate_factor: float = 0.1
+    teacher: str = ""  # a trained model folder: distil its soft targets into this model
+    distillation_temperature: float = 4.0
+    distillation_alpha: float = 0.3  # weight of the label loss; the rest is the teacher's
+    # auto: MirroredStrategy over all GPUs when there are several; mirrored: also over CPUs
+    distribute: Literal["auto", "none", "mirrored"] = "auto"
+    # auto: bit-for-bit repeatable on CPU (op determinism), free-running on GPUs
+    deterministic: Literal["auto", "on", "off"] = "auto"
     early_stopping_patience: int = 12
     reduce_lr_patience: int = 5
     shuffle_buffer: int = 4096
@@ -41,8 +61,19 @@ class TrainConfig(StageConfig):
             self.model in known_models(), "model", f"expected one of {', '.join(known_models())}"
         )
         self.check(
-            self.augmentation in PRESETS, "augmentation", f"expected one of {', '.join(PRESETS)}"
+            self.augmentation in (*PRESETS, "custom"),
+            "augmentation",
+            f"expected one of {', '.join(PRESETS)}, custom",
         )
+        self.check(
+            (self.augmentation == "custom") == bool(self.augmentation_layers),
+            "augmentation_layers",
+            "a list of layers goes with augmentation: custom, and custom needs one",
+        )
+        if self.augmentation_layers:
+            from components.train.augment import parse_custom
+
+            parse_custom(self.augmentation_layers, self.seed)  # names and arguments, now
         self.check(self.epochs >= 1, "epochs", "expected >= 1")
         self.check(4 <= self.width <= 512, "width", "expected 4..512")
         self.check(1 <= self.batch_size <= 4096, "batch_size", "expected 1..4096")
@@ -53,9 +84,43 @@ class TrainConfig(StageConfig):
         self.check(self.early_stopping_patience >= 1, "early_stopping_patience", "expected >= 1")
         self.check(self.reduce_lr_patience >= 1, "reduce_lr_patience", "expected >= 1")
         self.check(self.shuffle_buffer >= 1, "shuffle_buffer", "expected >= 1")
-        if self.model == "small_cnn":
+        self.check(
+            0 <= self.warmup_epochs < self.epochs, "warmup_epochs", "expected 0 <= value < epochs"
+        )
+        self.check(self.clip_norm >= 0, "clip_norm", "expected >= 0 (0 = off)")
+        self.check(
+            1 <= self.gradient_accumulation_steps <= 1024,
+            "gradient_accumulation_steps",
+            "expected 1..1024",
+        )
+        self.check(0 < self.ema_momentum < 1, "ema_momentum", "expected 0 < value < 1")
+        self.check(self.fine_tune_epochs >= 0, "fine_tune_epochs", "expected >= 0")
+        self.check(self.fine_tune_layers >= 0, "fine_tune_layers", "expected >= 0 (0 = all)")
+        self.check(
+            0.01 <= self.fine_tune_learning_rate_factor <= 0.1,
+            "fine_tune_learning_rate_factor",
+            "expected 0.01..0.1 (a 10-100x lower learning rate for stage 2)",
+        )
+        if self.fine_tune_epochs:
+            from components.train.models import is_pretrained
+
+            self.check(
+                is_pretrained(self.model, self.weights),
+                "fine_tune_epochs",
+                "stage 2 unfreezes a pretrained backbone; from-scratch models (small_cnn, "
+                "resnet_mini, or weights: none) train in one stage, so use 0",
+            )
+        self.check(
+            self.distillation_temperature >= 1,
+            "distillation_temperature",
+            "expected >= 1",
+        )
+        self.check(0 <= self.distillation_alpha <= 1, "distillation_alpha", "expected 0..1")
+        from components.train.models import FROM_SCRATCH
+
+        if self.model in FROM_SCRATCH:
             self.check(
                 self.weights == "none",
                 "weights",
-                "the from-scratch small_cnn has no pretrained weights; use none",
+                f"the from-scratch {self.model} has no pretrained weights; use none",
             )

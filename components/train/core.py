@@ -17,57 +17,122 @@ from components.train.precision import resolve_policy
 STAGE = "train"
 
 
-def make_optimizer(config: TrainConfig):
+def learning_rate(config: TrainConfig, rate: float, epochs: int, steps_per_epoch: int):
+    """A float (plateau: ReduceLROnPlateau adjusts it) or a schedule over optimizer steps."""
     import keras
 
-    rate = config.learning_rate
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(rate)
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
-    if config.optimizer == "lion":
-        return keras.optimizers.Lion(rate, weight_decay=config.weight_decay or None)
-    return keras.optimizers.SGD(
-        rate, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None
+    if config.lr_schedule == "plateau":
+        return rate
+    warmup = config.warmup_epochs * steps_per_epoch
+    total = max(1, epochs * steps_per_epoch)
+    if config.lr_schedule == "constant":
+        if not warmup:
+            return rate
+        return keras.optimizers.schedules.PolynomialDecay(  # linear ramp, then flat
+            rate / 100, warmup, end_learning_rate=rate, power=1.0
+        )
+    if not warmup:
+        return keras.optimizers.schedules.CosineDecay(rate, total, alpha=0.01)
+    return keras.optimizers.schedules.CosineDecay(
+        rate / 100, max(1, total - warmup), alpha=0.01, warmup_target=rate, warmup_steps=warmup
     )
 
 
-def compile_model(model, config: TrainConfig, num_classes: int) -> None:
+def make_optimizer(config: TrainConfig, rate, accumulation: int | None = None):
+    import keras
+
+    common = {
+        "global_clipnorm": config.clip_norm or None,
+        "use_ema": config.ema,
+        "ema_momentum": config.ema_momentum,
+    }
+    steps = config.gradient_accumulation_steps if accumulation is None else accumulation
+    if steps > 1:
+        common["gradient_accumulation_steps"] = steps
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(rate, **common)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay, **common)
+    if config.optimizer == "lion":
+        return keras.optimizers.Lion(rate, weight_decay=config.weight_decay or None, **common)
+    return keras.optimizers.SGD(
+        rate, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None, **common
+    )
+
+
+def compile_model(model, config: TrainConfig, num_classes: int, rate=None) -> None:
     import keras
 
     metrics = ["accuracy"]
     if num_classes > 10:
         metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5_accuracy"))
     model.compile(
-        optimizer=make_optimizer(config),
+        optimizer=make_optimizer(config, config.learning_rate if rate is None else rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=metrics,
     )
 
 
-def callbacks(config: TrainConfig, work: Path) -> list:
+def callbacks(config: TrainConfig, work: Path, backup: Path) -> list:
     import keras
 
-    return [
+    found = [
         # CSVLogger before the backup: a kill between the two repeats an epoch's row
         # (read_history keeps the last), never loses one
         keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
-        # double_checkpoint: a kill while the backup is written leaves the previous one
+        # double_checkpoint: a kill while the backup is written leaves the previous one.
+        # Before SwapEMAWeights: the backup holds the raw weights and the optimizer's average
         keras.callbacks.BackupAndRestore(
-            str(work / "backup"), delete_checkpoint=True, double_checkpoint=True
+            str(backup), delete_checkpoint=True, double_checkpoint=True
         ),
+    ]
+    if config.ema:
+        # validation, the best checkpoint and EarlyStopping see the averaged weights
+        found.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    found += [
         keras.callbacks.ModelCheckpoint(
-            str(work / "checkpoints" / "best.keras"), monitor="val_loss", save_best_only=True
+            str(work / "checkpoints" / "best.weights.h5"),
+            monitor="val_loss",
+            save_best_only=True,
+            save_weights_only=True,
         ),
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True
         ),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-6
-        ),
         keras.callbacks.TensorBoard(str(work / "tensorboard"), write_graph=False, profile_batch=0),
         keras.callbacks.TerminateOnNaN(),
     ]
+    if config.lr_schedule == "plateau":
+        found.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-6
+            )
+        )
+    return found
+
+
+def distribution_strategy(choice: str):
+    """MirroredStrategy over the GPUs (auto: when there are several; mirrored: also over
+    several logical CPUs, as the tests do); the default strategy otherwise."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if choice == "auto" and len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    if choice == "mirrored":
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
+
+
+def make_deterministic(choice: str) -> bool:
+    """Op determinism: the same seed gives the same weights, bit for bit (CPU by default)."""
+    import tensorflow as tf
+
+    on = choice == "on" or (choice == "auto" and not tf.config.list_physical_devices("GPU"))
+    if on:
+        tf.config.experimental.enable_op_determinism()
+    return on
 
 
 def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[str, Any]:
@@ -75,7 +140,13 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
     import keras
 
     from components.train import augment, data
-    from components.train.models import batchnorm_momentum, build_model
+    from components.train.models import (
+        batchnorm_momentum,
+        build_model,
+        is_pretrained,
+        set_backbone_trainable,
+        trainable_count,
+    )
 
     record = StageRecord(STAGE, config, {"dataset": str(dataset)})
     dataset = Path(dataset)
@@ -84,9 +155,11 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
     classes = read_json(dataset / "classes.json")
     size, num_classes = int(stats["image_size"]), len(classes)
     keras.utils.set_random_seed(config.seed)
+    deterministic = make_deterministic(config.deterministic)
     policy = resolve_policy(config.precision)
+    strategy = distribution_strategy(config.distribute)
 
-    augmenter = augment.build(config.augmentation, config.seed)
+    augmenter = augment.build(config.augmentation, config.seed, config.augmentation_layers)
     train_ds = data.split_dataset(
         dataset,
         "train",
@@ -108,62 +181,144 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
     )
     n_train = int(stats["counts"]["per_split"]["train"])
     steps_per_epoch = max(1, -(-n_train // config.batch_size))
-    # the policy applies to the layers built now; the output layer stays float32
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        model = build_model(
-            config.model,
-            size,
-            num_classes,
-            config.dropout,
-            config.weights,
-            config.width,
-            batchnorm_momentum(steps_per_epoch),
-        )
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
-    compile_model(model, config, num_classes)  # Keras adds loss scaling for mixed_float16
+    two_stage = is_pretrained(config.model, config.weights)
+    with strategy.scope():
+        # the policy applies to the layers built now; the output layer stays float32
+        previous_policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(policy)
+        try:
+            model = build_model(
+                config.model,
+                size,
+                num_classes,
+                config.dropout,
+                config.weights,
+                config.width,
+                batchnorm_momentum(steps_per_epoch),
+            )
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+        trainable = {"stage1": set_backbone_trainable(model, None) if two_stage else None}
+        trainable["stage1"] = trainable["stage1"] or trainable_count(model)
+        fitted = model
+        teacher_accuracy = None
+        if config.teacher:
+            from components.train.distill import Distiller, load_teacher
+
+            teacher = load_teacher(config.teacher, size, classes)
+            fitted = Distiller(
+                model, teacher, config.distillation_temperature, config.distillation_alpha
+            )
+            fitted(keras.ops.zeros((1, size, size, 3)))  # built, as BackupAndRestore needs
+        rate = learning_rate(config, config.learning_rate, config.epochs, steps_per_epoch)
+        compile_model(fitted, config, num_classes, rate)  # loss scaling for mixed_float16
+    if config.teacher:
+        teacher.compile(metrics=["accuracy"], loss="categorical_crossentropy")
+        teacher_accuracy = float(teacher.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
     progress.log(
         STAGE,
-        f"{model.name}: {model.count_params():,} weights, input {size}x{size}, "
-        f"{num_classes} classes, augmentation {config.augmentation!r}, precision {policy}",
+        f"{model.name}: {model.count_params():,} weights ({trainable['stage1']:,} trainable), "
+        f"input {size}x{size}, {num_classes} classes, augmentation {config.augmentation!r}, "
+        f"precision {policy}, {strategy.num_replicas_in_sync} replica(s)"
+        + (", backbone frozen for stage 1" if two_stage else "")
+        + (f", distilling from {config.teacher}" if config.teacher else ""),
     )
 
     class_weight = None
     if config.use_class_weights:
         class_weight = {i: float(stats["class_weights"][c]) for i, c in enumerate(classes)}
 
-    # the work folder and its backup outlive a killed run: the same command resumes
+    def fit(initial_epoch: int, epochs: int, work: Path, backup: Path) -> None:
+        fitted.fit(
+            train_ds,
+            validation_data=val_ds,
+            initial_epoch=initial_epoch,
+            epochs=epochs,
+            class_weight=class_weight,
+            callbacks=callbacks(config, work, backup),
+            shuffle=False,  # tf.data shuffles; saying so silences Keras' warning
+            verbose=1 if sys.stderr.isatty() else 2,
+        )
+
+    # the work folder and its backups outlive a killed run: the same command resumes
     resume_key = hashlib.sha256(
         json.dumps(
             [config.to_dict(), str(dataset.resolve()), stats["counts"]], sort_keys=True
         ).encode()
     ).hexdigest()
     with atomic_dir(output, resume_key=resume_key) as work:
-        with progress.step(STAGE, f"fitting up to {config.epochs} epochs"):
-            model.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=config.epochs,
-                class_weight=class_weight,
-                callbacks=callbacks(config, work),
-                shuffle=False,  # tf.data shuffles; saying so silences Keras' warning
-                verbose=1 if sys.stderr.isatty() else 2,
+        stage1_done = work / "stage1.json"
+        if stage1_done.exists():  # killed during stage 2: stage 1's result is kept
+            stage1 = read_json(stage1_done)
+            model.load_weights(work / "stage1.weights.h5")
+            progress.log(STAGE, f"stage 1 already done ({stage1['epochs_run']} epochs); resuming")
+        else:
+            label = "fitting the head on the frozen backbone" if two_stage else "fitting"
+            with progress.step(STAGE, f"{label}, up to {config.epochs} epochs"):
+                fit(0, config.epochs, work, work / "backup")
+            stage1 = {
+                "epochs_run": len(read_history(work / "history.csv")),
+                "val_loss": float(fitted.evaluate(val_ds, verbose=0, return_dict=True)["loss"]),
+            }
+            if config.fine_tune_epochs:
+                model.save_weights(work / "stage1.weights.h5")
+                write_json(stage1_done, stage1)
+        fine_tune = None
+        if config.fine_tune_epochs:
+            start = stage1["epochs_run"]
+            with strategy.scope():
+                trainable["stage2"] = set_backbone_trainable(model, config.fine_tune_layers)
+                low = config.learning_rate * config.fine_tune_learning_rate_factor
+                rate = learning_rate(config, low, config.fine_tune_epochs, steps_per_epoch)
+                compile_model(fitted, config, num_classes, rate)
+            progress.log(
+                STAGE,
+                f"stage 2: {trainable['stage2']:,} trainable weights (BatchNorm frozen), "
+                f"learning rate {low:g}",
             )
+            with progress.step(STAGE, f"fine-tuning, up to {config.fine_tune_epochs} epochs"):
+                fit(start, start + config.fine_tune_epochs, work, work / "backup_stage2")
+            stage2_loss = float(fitted.evaluate(val_ds, verbose=0, return_dict=True)["loss"])
+            kept = stage2_loss <= stage1["val_loss"]
+            if not kept:  # fine-tuning made it worse on val: keep the frozen-backbone model
+                model.load_weights(work / "stage1.weights.h5")
+            fine_tune = {
+                "start_epoch": start + 1,
+                "val_loss_before": round(stage1["val_loss"], 6),
+                "val_loss_after": round(stage2_loss, 6),
+                "kept": kept,
+            }
         # EarlyStopping restored the best epoch's weights; measure them on val once more
-        values = model.evaluate(val_ds, verbose=0, return_dict=True)
+        values = fitted.evaluate(val_ds, verbose=0, return_dict=True)
         metrics = {f"val_{k}": round(float(v), 6) for k, v in values.items()}
         history = read_history(work / "history.csv")
         write_history(work / "history.csv", history)
         best = min(range(len(history)), key=lambda i: history[i]["val_loss"]) if history else 0
-        metrics.update({"best_epoch": best + 1, "epochs_run": len(history)})
+        metrics.update(
+            {
+                "best_epoch": best + 1,
+                "epochs_run": len(history),
+                "trainable_weights": trainable,
+                "replicas": strategy.num_replicas_in_sync,
+                "deterministic": deterministic,
+            }
+        )
+        if fine_tune:
+            metrics["fine_tune"] = fine_tune
+        if teacher_accuracy is not None:
+            metrics["teacher_val_accuracy"] = round(teacher_accuracy, 6)
         model.save(work / "model.keras")
-        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+        for leftover in ("checkpoints", "stage1.weights.h5", "stage1.json"):
+            path = work / leftover
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(
+                missing_ok=True
+            )
         write_json(work / "metrics.json", metrics)
         write_json(work / "classes.json", classes)
-        plot_history(history, work / "history.png")
-        write_augmentation_preview(work / "augmentation_preview.png", dataset, size, augmenter)
+        plot_history(history, work / "history.png", fine_tune and fine_tune["start_epoch"])
+        write_augmentation_preview(
+            work / "augmentation_preview.png", dataset, size, augmenter, num_classes
+        )
         record.write(work, image_size=size, classes=classes, metrics=metrics, precision=policy)
     progress.log(
         STAGE,
@@ -188,7 +343,13 @@ def read_history(path: Path) -> list[dict[str, float]]:
 
 
 def write_augmentation_preview(
-    path: Path, dataset: Path, size: int, augmenter, count: int = 8, variants: int = 3
+    path: Path,
+    dataset: Path,
+    size: int,
+    augmenter,
+    num_classes: int,
+    count: int = 8,
+    variants: int = 3,
 ) -> None:
     """Originals (first row) and augmented versions, so a person can judge the policy."""
     import matplotlib
@@ -200,10 +361,11 @@ def write_augmentation_preview(
     from components.common.html import figure_png
     from components.common.records import load_split_arrays
 
-    images, _, _ = load_split_arrays(dataset, "val", size)
+    images, labels, _ = load_split_arrays(dataset, "val", size)
     images = images[:count].astype(np.float32)
+    one_hot = np.eye(num_classes, dtype=np.float32)[labels[:count]]
     rows = [images] + [
-        np.asarray(augmenter(images, training=True)) if augmenter is not None else images
+        np.asarray(augmenter(images, one_hot)[0]) if augmenter is not None else images
         for _ in range(variants)
     ]
     fig, axes = plt.subplots(
@@ -229,7 +391,9 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
         writer.writerows({**row, "epoch": int(row["epoch"])} for row in history)
 
 
-def plot_history(history: list[dict[str, float]], path: Path) -> None:
+def plot_history(
+    history: list[dict[str, float]], path: Path, fine_tune_start: int | None = None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,6 +408,8 @@ def plot_history(history: list[dict[str, float]], path: Path) -> None:
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         ax.plot(epochs, [h.get(metric) for h in history], label=f"train {metric}")
         ax.plot(epochs, [h.get(f"val_{metric}") for h in history], label=f"val {metric}")
+        if fine_tune_start:
+            ax.axvline(fine_tune_start - 0.5, color="grey", linestyle=":", label="fine-tuning")
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend()

@@ -1,7 +1,7 @@
 """tf.data input pipelines over the prepared TFRecord shards.
 
   shards -> parallel read -> parse + decode PNG -> cache -> shuffle -> batch
-         -> augment (Keras layers, on the CPU) -> one-hot -> prefetch
+         -> one-hot -> augment (Keras layers, on the CPU; MixUp/CutMix mix labels) -> prefetch
 
 Images stay uint8 until the batch is augmented, so the cache holds the
 dataset at one byte per pixel.
@@ -45,9 +45,10 @@ def split_dataset(
 
     def to_model_input(images, labels):
         images = tf.cast(images, tf.float32)  # (B, S, S, 3) in 0..255
-        if augment is not None:
-            images = augment(images, training=True)
-        return images, tf.one_hot(labels, num_classes)
+        labels = tf.one_hot(labels, num_classes)
+        if augment is not None:  # an augment.Augmenter: MixUp / CutMix also blend labels
+            images, labels = augment(images, labels)
+        return images, labels
 
     ds = ds.map(to_model_input, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)

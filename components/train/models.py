@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable
 
 import keras
+import numpy as np
 
 from components.common.storage import read_bytes
 
@@ -127,6 +128,44 @@ def small_cnn(
     return keras.Model(inputs, head(x, num_classes, dropout), name="small_cnn")
 
 
+@from_scratch("resnet_mini")
+def resnet_mini(
+    image_size: int, num_classes: int, dropout: float, width: int = 32, bn_momentum: float = 0.9
+) -> keras.Model:
+    """A small ResNet: a stem, then three stages of two residual blocks (width, 2x, 4x)."""
+
+    def conv_bn(x, filters, stride, name, relu=True):
+        x = keras.layers.Conv2D(
+            filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
+        )(x)
+        x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
+        return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+    def block(x, filters, stride, name):
+        shortcut = x
+        y = conv_bn(x, filters, stride, f"{name}_a")
+        y = conv_bn(y, filters, 1, f"{name}_b", relu=False)
+        if stride != 1 or shortcut.shape[-1] != filters:
+            shortcut = keras.layers.Conv2D(
+                filters, 1, strides=stride, use_bias=False, name=f"{name}_proj"
+            )(shortcut)
+            shortcut = keras.layers.BatchNormalization(
+                momentum=bn_momentum, name=f"{name}_proj_bn"
+            )(shortcut)
+        return keras.layers.ReLU(name=f"{name}_out")(
+            keras.layers.Add(name=f"{name}_add")([y, shortcut])
+        )
+
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255.0, name="to_0_1")(inputs)
+    x = conv_bn(x, width, 1, "stem")
+    for stage, filters in enumerate((width, 2 * width, 4 * width)):
+        for index in range(2):
+            stride = 2 if stage > 0 and index == 0 else 1
+            x = block(x, filters, stride, f"stage{stage}_block{index}")
+    return keras.Model(inputs, head(x, num_classes, dropout), name="resnet_mini")
+
+
 def backbone_model(
     name: str,
     image_size: int,
@@ -164,8 +203,38 @@ def backbone_model(
     x = inputs
     for layer in preprocessing(kind):
         x = layer(x)
-    x = backbone(x)
+    # pretrained: BatchNorm (and the backbone's own dropout) stay in inference mode in
+    # both stages, so fine-tuning on a small set cannot wreck the learned statistics
+    x = backbone(x, training=False) if weights != "none" else backbone(x)
     return keras.Model(inputs, head(x, num_classes, dropout), name=f"{name}_classifier")
+
+
+def is_pretrained(name: str, weights: str) -> bool:
+    """Models that train in two stages: a keras.applications backbone with learned weights."""
+    return name in BACKBONES and weights != "none"
+
+
+def set_backbone_trainable(model: keras.Model, top_layers: int | None) -> int:
+    """Freeze the backbone (top_layers None), or unfreeze its top N layers (0: all).
+
+    BatchNormalization layers stay frozen either way. Returns the number of
+    trainable weights (scalars) of the whole model afterwards.
+    """
+    backbone = model.get_layer("backbone")
+    if top_layers is None:
+        backbone.trainable = False
+    else:
+        backbone.trainable = True
+        layers = backbone.layers
+        cut = 0 if top_layers == 0 else max(0, len(layers) - top_layers)
+        for index, layer in enumerate(layers):
+            frozen = index < cut or isinstance(layer, keras.layers.BatchNormalization)
+            layer.trainable = not frozen
+    return trainable_count(model)
+
+
+def trainable_count(model: keras.Model) -> int:
+    return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
 
 
 def build_model(
