@@ -5,7 +5,9 @@
   visionpipe train     --dataset DIR --output DIR              [--config FILE] [--set key=value ...]
   visionpipe evaluate  --dataset DIR --model DIR --output DIR  [--config FILE] [--set key=value ...]
   visionpipe export    --dataset DIR --model DIR --output DIR  [--config FILE] [--set key=value ...]
-  visionpipe compile   [--output FILE]
+  visionpipe compile   [--output FILE] [--cluster FILE] [--scheduled]
+  visionpipe submit    --host URL [--experiment E] [--data SRC] [--config FILE] [--set ...] [--wait]
+  visionpipe schedule  --host URL --cron "0 0 3 * * *" [--experiment E] [--data SRC] [--config FILE]
   visionpipe predict   --model FILE IMAGE... [--top-k K] [--json]
 
 Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 anything else.
@@ -69,6 +71,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     compile_ = commands.add_parser("compile", help="write the Kubeflow pipeline YAML")
     compile_.add_argument("--output", default="build/visionpipe.yaml", help="YAML file to write")
+    add_cluster_arguments(compile_)
+    compile_.add_argument(
+        "--scheduled",
+        action="store_true",
+        help="key prepare's cache on each run's scheduled time (for recurring runs)",
+    )
+
+    submit = commands.add_parser("submit", help="upload the pipeline and start a run on KFP")
+    add_server_arguments(submit)
+    submit.add_argument("--run-name", help="display name of the run")
+    submit.add_argument("--wait", action="store_true", help="follow the run; exit 1 if it fails")
+    submit.add_argument(
+        "--timeout", type=int, default=24 * 3600, help="seconds --wait waits (default: a day)"
+    )
+
+    schedule = commands.add_parser("schedule", help="create a recurring run on KFP")
+    add_server_arguments(schedule)
+    schedule.add_argument(
+        "--cron",
+        required=True,
+        help="KFP cron: 6 fields, seconds first (e.g. '0 0 3 * * *' = 03:00 daily)",
+    )
+    schedule.add_argument("--name", default="visionpipe retraining", help="recurring run name")
+    schedule.add_argument(
+        "--catchup", action="store_true", help="run the missed intervals after a pause"
+    )
 
     predict = commands.add_parser("predict", help="classify image files with an exported model")
     predict.add_argument(
@@ -80,6 +108,31 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cluster",
+        metavar="FILE",
+        help="YAML with a kubernetes: section (GPUs, node selectors, tolerations, pull "
+        "secrets, service account, pipeline_root, retries); see docs/cluster.md",
+    )
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example")
+    parser.add_argument("--experiment", default="visionpipe", help="experiment name")
+    parser.add_argument("--namespace", help="Kubeflow profile namespace (multi-user)")
+    parser.add_argument(
+        "--data", default="builtin:digits", help="data source as the cluster sees it (gs://...)"
+    )
+    parser.add_argument("--preset", choices=sorted(presets()), help="a named whole-run config")
+    add_config_arguments(parser)
+    add_cluster_arguments(parser)
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument("--token", help="bearer token (default: $KF_PIPELINES_TOKEN)")
+    auth.add_argument("--in-cluster", action="store_true", help="the pod's service-account token")
+    auth.add_argument("--google", action="store_true", help="Google default credentials")
 
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -166,6 +219,36 @@ def command_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_submit(args: argparse.Namespace) -> int:
+    from pipelines import submit as kfp_submit
+    from pipelines.cluster import load_cluster_settings
+
+    if args.command == "schedule":
+        kfp_submit.validate_cron(args.cron)  # before anything else: a bad cron costs nothing
+    settings = load_cluster_settings(args.cluster)
+    params = kfp_submit.pipeline_params(run_configs(args.config, args.set, args.preset), args.data)
+    auth = kfp_submit.Auth(token=args.token, in_cluster=args.in_cluster, google=args.google)
+    client = kfp_submit.make_client(args.host, auth, args.namespace)
+    common = {
+        "pipeline_root": settings.pipeline_root or None,
+        "service_account": settings.service_account or None,
+        "settings": settings,
+    }
+    if args.command == "schedule":
+        created = kfp_submit.schedule(
+            client, params, args.experiment, args.cron, args.name, catchup=args.catchup, **common
+        )
+        print(json.dumps(created, indent=2))
+        return 0
+    created = kfp_submit.submit(client, params, args.experiment, args.run_name, **common)
+    print(json.dumps(created, indent=2))
+    if args.wait:
+        state = kfp_submit.wait(client, created["run_id"], args.timeout)
+        print(f"run {created['run_id']} ended {state}")
+        return 0 if state in kfp_submit.TERMINAL_OK else 1
+    return 0
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -175,10 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in STAGE_CLIS:
         return STAGE_CLIS[args.command].execute(args)
     if args.command == "compile":
+        from pipelines.cluster import load_cluster_settings
         from pipelines.pipeline import compile_pipeline
 
-        print(compile_pipeline(args.output))
+        settings = load_cluster_settings(args.cluster)
+        print(compile_pipeline(args.output, settings, scheduled=args.scheduled))
         return 0
+    if args.command in ("submit", "schedule"):
+        return command_submit(args)
     if args.command == "predict":
         return command_predict(args)
     raise UserError(f"unknown command {args.command!r}")

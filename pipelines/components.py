@@ -25,6 +25,7 @@ from pipelines.images import CPU_IMAGE, GPU_IMAGE
 def prepare(
     data: str,
     config: dict,
+    cache_key: str,
     dataset: Output[Dataset],
     data_metrics: Output[Metrics],
     data_report: Output[HTML],
@@ -35,6 +36,8 @@ def prepare(
     Args:
         data: folder of class sub-folders, gs:// prefix, or builtin:digits.
         config: prepare config (see components/prepare/config.py); {} for defaults.
+        cache_key: not read; part of the cache key, so a new value (a scheduled run's
+            time) makes KFP run prepare again instead of reusing a cached dataset.
         dataset: the prepared dataset folder (classes.json, splits/, tfrecords/, stats.json).
         data_metrics: image counts per split, rejected and duplicate counts.
         data_report: the HTML data report.

@@ -7,6 +7,7 @@ annotations at definition time and needs real types, not strings.
 from kfp import dsl
 
 from pipelines import components as c
+from pipelines.cluster import ClusterSettings, apply_task_settings
 
 PIPELINE_NAME = "visionpipe"
 
@@ -21,54 +22,93 @@ RESOURCES = {
 }
 
 
-def configure(task, name: str, cache: bool = False):
-    """Display name, resources and caching of one task (only prepare is worth caching)."""
+def configure(task, name: str, settings: ClusterSettings | None, cache: bool = False):
+    """Display name, resources, caching and, when compiling for a cluster, the kfp-kubernetes
+    settings and retries of one task (only prepare is worth caching)."""
     cpu, memory = RESOURCES[name]
+    if settings is not None:
+        override = settings.resources.get(name, {})
+        cpu, memory = str(override.get("cpu", cpu)), str(override.get("memory", memory))
     task.set_display_name(name).set_caching_options(cache)
     task.set_cpu_limit(cpu).set_memory_limit(memory)
+    gpus = settings.gpu_count if settings else 1
+    if name == "train" and gpus:
+        resource = settings.gpu_resource if settings else "nvidia.com/gpu"
+        task.set_accelerator_type(resource).set_accelerator_limit(str(gpus))
+    if settings is not None:
+        apply_task_settings(task, name, settings)
     return task
 
 
-@dsl.pipeline(
-    name=PIPELINE_NAME,
-    description="Labelled images in; a verified, exported image classifier out.",
-)
-def visionpipe_pipeline(
-    data: str = "builtin:digits",
-    prepare_config: dict = {},
-    train_config: dict = {},
-    evaluate_config: dict = {},
-    export_config: dict = {},
-    push_config: dict = {},
-):
-    prepare_task = configure(c.prepare(data=data, config=prepare_config), "prepare", cache=True)
-    dataset = prepare_task.outputs["dataset"]
-    train_task = configure(c.train(dataset=dataset, config=train_config), "train")
-    train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit("1")
-    model = train_task.outputs["model"]
-    evaluate_task = configure(
-        c.evaluate(dataset=dataset, model=model, config=evaluate_config), "evaluate"
+def make_pipeline(settings: ClusterSettings | None = None, scheduled: bool = False):
+    """The pipeline function; KFP builds its graph right here, at decoration time.
+
+    settings: cluster settings to bake in (None for kfp.local runs, which ignore them).
+    scheduled: prepare's cache key is each run's scheduled time, so a recurring run
+    never reuses a stale cached dataset.
+    """
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Labelled images in; a verified, exported image classifier out.",
+        pipeline_root=(settings.pipeline_root or None) if settings else None,
     )
-    # a single bool return is named "Output"; kfp.local resolves the condition by that name
-    with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712
-        export_task = configure(
-            c.export(dataset=dataset, model=model, config=export_config), "export"
+    def visionpipe_pipeline(
+        data: str = "builtin:digits",
+        prepare_config: dict = {},
+        train_config: dict = {},
+        evaluate_config: dict = {},
+        export_config: dict = {},
+        push_config: dict = {},
+        cache_key: str = "",
+    ):
+        # prepare is cached on its inputs: a new cache_key re-reads the data
+        key = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER if scheduled else cache_key
+        prepare_task = configure(
+            c.prepare(data=data, config=prepare_config, cache_key=key),
+            "prepare",
+            settings,
+            cache=True,
         )
-        configure(
-            c.push(
-                exported=export_task.outputs["exported"],
-                evaluation=evaluate_task.outputs["evaluation"],
-                config=push_config,
-            ),
-            "push",
+        dataset = prepare_task.outputs["dataset"]
+        train_task = configure(c.train(dataset=dataset, config=train_config), "train", settings)
+        model = train_task.outputs["model"]
+        evaluate_task = configure(
+            c.evaluate(dataset=dataset, model=model, config=evaluate_config), "evaluate", settings
         )
+        # a single bool return is named "Output"; kfp.local resolves the condition by that name
+        with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712
+            export_task = configure(
+                c.export(dataset=dataset, model=model, config=export_config), "export", settings
+            )
+            configure(
+                c.push(
+                    exported=export_task.outputs["exported"],
+                    evaluation=evaluate_task.outputs["evaluation"],
+                    config=push_config,
+                ),
+                "push",
+                settings,
+            )
+
+    return visionpipe_pipeline
 
 
-def compile_pipeline(path: str) -> str:
+visionpipe_pipeline = make_pipeline()  # for kfp.local
+
+
+def compile_pipeline(
+    path: str, settings: ClusterSettings | None = None, scheduled: bool = False
+) -> str:
+    """Write the pipeline YAML with the cluster `settings` (defaults when None).
+
+    scheduled: prepare's cache key is each run's scheduled time, so a recurring run
+    never reuses a stale cached dataset."""
     from pathlib import Path
 
     from kfp import compiler
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(visionpipe_pipeline, package_path=path)
+    pipeline = make_pipeline(settings or ClusterSettings(), scheduled)
+    compiler.Compiler().compile(pipeline, package_path=path)
     return path

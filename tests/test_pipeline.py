@@ -22,7 +22,7 @@ def compiled(tmp_path_factory):
     path = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
     done = visionpipe("compile", "--output", str(path))
     assert done.returncode == 0, done.stderr
-    return yaml.safe_load(path.read_text())
+    return next(yaml.safe_load_all(path.read_text()))  # the spec; then the platform spec
 
 
 def test_compiled_tasks_and_edges(compiled):

@@ -62,7 +62,27 @@ def test_each_preset_runs_eagerly_and_inside_tf_data(name):
 
 def test_safe_preset_never_flips():
     names = [type(layer).__name__ for layer in augment.PRESETS["safe"](0)]
-    assert "RandomFlip" not in names and "RandomRotation" in names
+    assert "RandomFlip" not in names and names == ["RandomAffine"]
+
+
+def test_random_affine_geometry():
+    """Fixed draws (a range of one value) must move pixels exactly as the ranges say."""
+    image = np.zeros((1, 33, 33, 3), "float32")
+    image[0, 16, 24] = 255.0  # 8 px right of the centre (16, 16)
+
+    def apply(**factors):
+        layer = augment.RandomAffine(interpolation="nearest", seed=0, **factors)
+        out = np.asarray(layer(image, training=True))[0, :, :, 0]
+        return tuple(np.round(np.argwhere(out > 128).mean(axis=0)).astype(int))  # centroid
+
+    assert apply() == (16, 24)  # no ranges: identity
+    assert apply(translation=(0.25, 0.25)) == (16 + 8, 24 + 8)  # 0.25 * 33 = 8.25 px
+    assert apply(rotation=(0.25, 0.25)) in {(8, 16), (24, 16)}  # a quarter turn
+    assert abs(np.subtract(apply(zoom=(-0.5, -0.5)), (16, 32))).max() <= 1  # 2x in: 2x as far
+    assert apply(zoom=(1.0, 1.0)) == (16, 20)  # zoom out 2x: half as far
+    np.testing.assert_array_equal(
+        np.asarray(augment.RandomAffine(0.1)(image, training=False)), image
+    )
 
 
 def test_small_cnn_shape_and_output_dtype():

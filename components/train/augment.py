@@ -33,6 +33,7 @@ PRESETS: dict[str, Callable[[int], list]] = {}
 
 # The layers a custom policy may name: label-preserving image transforms...
 IMAGE_LAYERS = (
+    "RandomAffine",
     "RandomFlip",
     "RandomRotation",
     "RandomZoom",
@@ -61,6 +62,91 @@ IMAGE_LAYERS = (
 MIXING_LAYERS = ("MixUp", "CutMix")
 
 
+class RandomAffine(keras.layers.Layer):
+    """Rotation, translation and zoom drawn per image and applied as ONE affine warp.
+
+    The same ranges as RandomRotation + RandomTranslation + RandomZoom (rotation as a
+    fraction of a full turn, translation and zoom as fractions of the side; a number
+    f means -f..f, a pair is the range), but one interpolation instead of three:
+    sharper images and a third of the cost in tf.data (benchmarks/train_throughput.py).
+    """
+
+    def __init__(
+        self,
+        rotation=0.0,
+        translation=0.0,
+        zoom=0.0,
+        fill_mode="constant",
+        fill_value=0.0,
+        interpolation="bilinear",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.rotation, self.translation, self.zoom = (
+            _range(rotation, "rotation"),
+            _range(translation, "translation"),
+            _range(zoom, "zoom"),
+        )
+        if self.zoom[0] <= -1:
+            raise ValueError(f"zoom must stay above -1, got {zoom!r}")
+        self.fill_mode, self.fill_value, self.interpolation = fill_mode, fill_value, interpolation
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+        self.supports_jit = False
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        ops = keras.ops
+        shape = ops.shape(images)
+        batch = shape[0]
+        height, width = ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
+
+        def draw(bounds):
+            return keras.random.uniform((batch,), bounds[0], bounds[1], seed=self.generator)
+
+        angle = draw(self.rotation) * 2.0 * 3.141592653589793
+        tx, ty = draw(self.translation) * width, draw(self.translation) * height
+        scale = 1.0 / (1.0 + draw(self.zoom))  # zoom > 0 shows more of the scene (smaller)
+        # output pixel -> input pixel: p_in = c + R(-angle) / scale * (p_out - c - t)
+        cos, sin = ops.cos(angle) / scale, ops.sin(angle) / scale
+        cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+        ox, oy = cx + tx, cy + ty
+        transform = ops.stack(
+            [
+                cos,
+                sin,
+                cx - (cos * ox + sin * oy),
+                -sin,
+                cos,
+                cy - (-sin * ox + cos * oy),
+                ops.zeros_like(cos),
+                ops.zeros_like(cos),
+            ],
+            axis=1,
+        )
+        return keras.ops.image.affine_transform(
+            images,
+            transform,
+            interpolation=self.interpolation,
+            fill_mode=self.fill_mode,
+            fill_value=self.fill_value,
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _range(value, name: str) -> tuple[float, float]:
+    if isinstance(value, int | float):
+        return (-float(value), float(value))
+    low, high = (float(v) for v in value)
+    if low > high:
+        raise ValueError(f"{name} range must be (low, high) with low <= high, got {value!r}")
+    return (low, high)
+
+
 def preset(name: str):
     def register(factory):
         if name in PRESETS:
@@ -78,12 +164,10 @@ def _none(seed: int) -> list:
 
 @preset("safe")
 def _safe(seed: int) -> list:
-    """No flips, small rotations: label-preserving for digits, text and traffic signs."""
-    return [
-        keras.layers.RandomRotation(0.03, fill_mode="constant", seed=seed),  # about +-11 degrees
-        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed + 1),
-        keras.layers.RandomZoom((-0.1, 0.1), fill_mode="constant", seed=seed + 2),
-    ]
+    """No flips, small rotations: label-preserving for digits, text and traffic signs.
+
+    Rotation +-0.03 turn (about 11 degrees), shift and zoom +-10%, in one warp."""
+    return [RandomAffine(rotation=0.03, translation=0.1, zoom=0.1, seed=seed)]
 
 
 @preset("light")
@@ -144,7 +228,7 @@ def parse_custom(entries: list, seed: int) -> list:
             raise UserError(
                 f"{where}: unknown augmentation layer {name!r}; expected one of {', '.join(allowed)}"
             )
-        cls = getattr(keras.layers, name)
+        cls = RandomAffine if name == "RandomAffine" else getattr(keras.layers, name)
         parameters = inspect.signature(cls.__init__).parameters
         if "value_range" in parameters:
             kwargs.setdefault("value_range", (0, 255))

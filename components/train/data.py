@@ -30,10 +30,14 @@ def split_dataset(
     seed: int = 0,
     cache: bool = True,
     count: int | None = None,
+    limit: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 images 0..255 (B, S, S, 3), one-hot labels (B, K))."""
     files = shard_files(dataset_dir, split)
     ds = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 8) or None)
+    if limit is not None:  # the first `limit` examples only (benchmarks)
+        ds = ds.take(limit)
+        count = None if count is None else min(count, limit)
     ds = ds.map(parse_fn(image_size), num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache()

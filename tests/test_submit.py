@@ -1,0 +1,206 @@
+"""`visionpipe submit / schedule / compile --cluster` against a recording KFP API server.
+
+The real kfp.Client makes every HTTP call; tests/kfp_server.py answers them
+(a KFP cluster cannot run here) and records them for the assertions.
+"""
+
+import json
+
+import pytest
+import yaml
+
+from pipelines.cli import main
+from tests.kfp_server import KfpServer
+
+CLUSTER = {
+    "kubernetes": {
+        "gpu_count": 2,
+        "gpu_node_selector": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
+        "node_selector": {"pool": "ml"},
+        "image_pull_secrets": ["regcred"],
+        "service_account": "visionpipe-runner",
+        "pipeline_root": "gs://bucket/visionpipe",
+        "resources": {"train": {"cpu": "6", "memory": "24G"}},
+        "retries": 3,
+        "shm_size": "4Gi",
+    }
+}
+
+
+@pytest.fixture
+def cluster_file(tmp_path):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(CLUSTER))
+    return str(path)
+
+
+def spec_of(package: str) -> tuple[dict, dict]:
+    docs = list(yaml.safe_load_all(package))
+    return docs[0], (docs[1] if len(docs) > 1 else {})
+
+
+def test_submit_uploads_the_compiled_pipeline_and_starts_a_run(cluster_file, capsys):
+    with KfpServer() as server:
+        code = main(
+            [
+                "submit",
+                "--host",
+                server.url,
+                "--experiment",
+                "digits-nightly",
+                "--data",
+                "gs://bucket/images",
+                "--set",
+                "train.epochs=3",
+                "--cluster",
+                cluster_file,
+                "--token",
+                "s3cret",
+                "--wait",
+            ]
+        )
+        assert code == 0
+        assert all(r.headers["authorization"] == "Bearer s3cret" for r in server.requests)
+        (upload,) = server.calls("POST", r"/pipelines/upload$")
+        assert upload.query["name"] == ["visionpipe"]
+        spec, platform = spec_of(upload.files["uploadfile"].decode())
+        assert spec["pipelineInfo"]["name"] == "visionpipe"
+        assert spec["defaultPipelineRoot"] == "gs://bucket/visionpipe"
+        assert set(spec["root"]["dag"]["tasks"]) == {"prepare", "train", "evaluate", "condition-1"}
+        train_k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+        assert train_k8s["imagePullSecret"][0]["secretName"] == "regcred"
+
+        (experiment,) = server.calls("POST", r"/experiments$")
+        assert experiment.json["display_name"] == "digits-nightly"
+        (run,) = server.calls("POST", r"/runs$")
+        assert run.json["experiment_id"] == experiment_id(server)
+        assert run.json["service_account"] == "visionpipe-runner"
+        assert run.json["pipeline_version_reference"]["pipeline_id"] == upload_id(server)
+        runtime = run.json["runtime_config"]
+        assert runtime["pipeline_root"] == "gs://bucket/visionpipe"
+        params = runtime["parameters"]
+        assert params["data"] == "gs://bucket/images"
+        assert params["train_config"]["epochs"] == 3
+        assert params["cache_key"] == ""
+        assert server.calls("GET", r"/runs/run-\d+$")  # --wait polled the run
+        out = capsys.readouterr().out
+        assert "ended SUCCEEDED" in out
+
+        # the same pipeline again: a new version of it, not a second pipeline
+        assert main(["submit", "--host", server.url, "--token", "s3cret"]) == 0
+        assert len(server.calls("POST", r"/pipelines/upload$")) == 1
+        (version,) = server.calls("POST", r"/pipelines/upload_version$")
+        assert version.query["pipelineid"] == [upload_id(server)]
+        second_run = server.calls("POST", r"/runs$")[-1]
+        assert (
+            second_run.json["pipeline_version_reference"]["pipeline_version_id"]
+            == server.versions[upload_id(server)][-1]["pipeline_version_id"]
+        )
+
+
+def upload_id(server) -> str:
+    return next(iter(server.pipelines))
+
+
+def experiment_id(server) -> str:
+    return next(iter(server.experiments))
+
+
+def test_submit_wait_exits_nonzero_when_the_run_fails():
+    with KfpServer(final_run_state="FAILED") as server:
+        assert main(["submit", "--host", server.url, "--wait"]) == 1
+
+
+def test_schedule_creates_a_recurring_run_that_busts_the_cache(cluster_file):
+    with KfpServer() as server:
+        code = main(
+            [
+                "schedule",
+                "--host",
+                server.url,
+                "--cron",
+                "0 30 2 * * 1-5",
+                "--name",
+                "weekday retrain",
+                "--data",
+                "gs://bucket/images",
+                "--cluster",
+                cluster_file,
+            ]
+        )
+        assert code == 0
+        (recurring,) = server.calls("POST", r"/recurringruns$")
+        body = recurring.json
+        assert body["display_name"] == "weekday retrain"
+        assert body["trigger"]["cron_schedule"]["cron"] == "0 30 2 * * 1-5"
+        assert int(body["max_concurrency"]) == 1
+        assert body["no_catchup"] is True
+        assert body["mode"] == "ENABLE"
+        assert body["service_account"] == "visionpipe-runner"
+        assert body["runtime_config"]["parameters"]["data"] == "gs://bucket/images"
+        assert body["experiment_id"] == experiment_id(server)
+        # the uploaded spec keys prepare's cache on each run's scheduled time
+        (upload,) = server.calls("POST", r"/pipelines/upload$")
+        spec, _ = spec_of(upload.files["uploadfile"].decode())
+        key = spec["root"]["dag"]["tasks"]["prepare"]["inputs"]["parameters"]["cache_key"]
+        assert key["runtimeValue"]["constant"] == "{{$.pipeline_job_schedule_time_utc}}"
+
+
+@pytest.mark.parametrize(
+    ("cron", "message"),
+    [
+        ("0 3 * * *", "has 5 fields"),
+        ("0 0 25 * * *", "hour 25 is outside 0-23"),
+        ("every day", "expected 6 space-separated fields"),
+    ],
+)
+def test_bad_cron_is_refused_with_exit_2_before_any_request(cron, message, capsys):
+    with KfpServer() as server:
+        code = main(["schedule", "--host", server.url, "--cron", cron])
+        assert code == 2
+        assert message in capsys.readouterr().err
+        assert server.requests == []
+
+
+def test_compile_bakes_the_cluster_settings_in(tmp_path, cluster_file):
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "--output", str(out), "--cluster", cluster_file]) == 0
+    spec, platform = spec_of(out.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    for task in [*tasks.values(), *inner.values()]:
+        if "componentRef" in task and task["componentRef"]["name"].startswith("comp-condition"):
+            continue
+        assert task["retryPolicy"]["maxRetryCount"] == 3
+        assert task["retryPolicy"]["backoffDuration"] == "30s"
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert train["accelerator"]["resourceCount"] == "2"
+    assert train["cpuLimit"] == 6 and train["memoryLimit"] == 24
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert executors["exec-train"]["nodeSelector"]["labels"] == {
+        "pool": "ml",
+        "cloud.google.com/gke-accelerator": "nvidia-l4",
+    }
+    assert executors["exec-prepare"]["nodeSelector"]["labels"] == {"pool": "ml"}
+    assert "tolerations" not in executors["exec-prepare"]
+    assert executors["exec-train"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert executors["exec-train"]["emptyDirMounts"][0] == {
+        "medium": "Memory",
+        "mountPath": "/dev/shm",
+        "sizeLimit": "4Gi",
+        "volumeName": "dshm",
+    }
+    assert spec["defaultPipelineRoot"] == "gs://bucket/visionpipe"
+    # a manual run's cache key is the cache_key parameter
+    key = tasks["prepare"]["inputs"]["parameters"]["cache_key"]
+    assert key["componentInputParameter"] == "cache_key"
+
+
+def test_bad_cluster_settings_are_refused(tmp_path, capsys):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(json.dumps({"kubernetes": {"gpu_count": 1, "pipeline_root": "/local"}}))
+    assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--cluster", str(path)]) == 2
+    assert "pipeline_root" in capsys.readouterr().err
+    path.write_text(json.dumps({"kubernetes": {"gpus": 1}}))
+    assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--cluster", str(path)]) == 2
+    assert "unknown kubernetes config key 'gpus'" in capsys.readouterr().err
