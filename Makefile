@@ -10,6 +10,7 @@ PYTEST_ARGS ?=
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 GIT_REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 IMAGE ?= visionpipe/visionpipe-cpu
+GPU_IMAGE ?= visionpipe/visionpipe-gpu
 BASE_IMAGE ?= python:3.11-slim-bookworm
 CA_BUNDLE ?=
 
@@ -55,21 +56,34 @@ format: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix components pipelines tests benchmarks
 	$(BIN)/ruff format components pipelines tests benchmarks
 
-test: $(STAMP) ## lint, then every test (unit, integration, e2e; slow ones included)
+test: $(STAMP) ## lint, k8s-check, then every test (unit, integration, e2e; slow ones included)
 	$(MAKE) --no-print-directory lint
+	@if command -v kubectl >/dev/null; then $(MAKE) --no-print-directory k8s-check; \
+	else echo "test: kubectl not installed; k8s-check skipped (tests/test_k8s.py says so too)"; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+k8s-check: $(STAMP) ## render every k8s/ overlay (kubectl kustomize) and validate it against the API schema
+	$(BIN)/python -m pipelines.k8s_check
 
 test-fast: $(STAMP) ## the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-image: ## build the CPU stage image (BASE_IMAGE=..., CA_BUNDLE=path behind a TLS-intercepting proxy)
+# $(call build_image,FLAVOR,NAME): docker/Dockerfile tagged <version> and <git revision>
+define build_image
 	@rm -f docker/ca/ca.crt
 	$(if $(CA_BUNDLE),cp $(CA_BUNDLE) docker/ca/ca.crt)
-	docker build -f docker/Dockerfile \
+	docker build -f docker/Dockerfile --build-arg FLAVOR=$(1) \
 		--build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$(VERSION) \
 		--build-arg GIT_REVISION=$(GIT_REVISION) \
-		-t $(IMAGE):$(VERSION) -t $(IMAGE):$(GIT_REVISION) . ; \
+		-t $(2):$(VERSION) -t $(2):$(GIT_REVISION) . ; \
 		status=$$?; rm -f docker/ca/ca.crt; exit $$status
+endef
+
+image: ## build the CPU stage image (BASE_IMAGE=..., CA_BUNDLE=path behind a TLS-intercepting proxy)
+	$(call build_image,cpu,$(IMAGE))
+
+images: image ## build the CPU and the GPU (CUDA) training images, tagged <version> and <git revision>
+	$(call build_image,gpu,$(GPU_IMAGE))
 
 base-image: ## an offline Debian bookworm base for `make image BASE_IMAGE=visionpipe/base:bookworm`
 	docker/make-base-image.sh visionpipe/base:bookworm
@@ -83,4 +97,4 @@ clean: ## remove run outputs and build files (keeps .venv)
 distclean: clean ## also remove .venv
 	rm -rf $(VENV)
 
-.PHONY: image base-image help venv run prepare train evaluate export compile lint format test test-fast system-deps clean distclean
+.PHONY: image images base-image k8s-check help venv run prepare train evaluate export compile lint format test test-fast system-deps clean distclean

@@ -28,3 +28,23 @@ def test_every_model_and_preset_is_documented():
     for name in known_models():
         family = name.rstrip("0123456789SMB")
         assert name in text or family in text, name
+
+
+def test_ci_calls_the_makefile_targets_the_readme_documents():
+    import re
+
+    import yaml
+
+    root = DOCS.parent
+    targets = set(re.findall(r"^([a-zA-Z0-9_-]+):", (root / "Makefile").read_text(), re.M))
+    readme = (root / "README.md").read_text()
+    workflow = yaml.safe_load((root / ".github" / "workflows" / "ci.yml").read_text())
+    runs = [
+        step["run"] for job in workflow["jobs"].values() for step in job["steps"] if "run" in step
+    ]
+    called = set(re.findall(r"\bmake ([a-z0-9-]+)", "\n".join(runs)))
+    called_by_ci_run = set(re.findall(r"\bmake ([a-z0-9-]+)", (root / ".ci" / "run").read_text()))
+    assert "test" in called and "test" in called_by_ci_run
+    for target in called | called_by_ci_run:
+        assert target in targets, target
+        assert f"make {target}" in readme, f"README does not document make {target}"

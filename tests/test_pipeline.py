@@ -160,3 +160,20 @@ def test_compiled_caching_and_limits(compiled):
         assert not tasks[name]["cachingOptions"].get("enableCache")
     train = compiled["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
     assert train["cpuLimit"] == 8.0 and train["memoryLimit"] == 32.0
+
+
+def test_compiled_images_are_the_ones_make_images_tags(compiled):
+    """pipelines/images.py and the Makefile's `images` target name the same references."""
+    import re
+
+    import components
+
+    makefile = Path(__file__).parent.parent.joinpath("Makefile").read_text()
+    cpu = re.search(r"^IMAGE \?= (\S+)", makefile, re.M)[1]
+    gpu = re.search(r"^GPU_IMAGE \?= (\S+)", makefile, re.M)[1]
+    version = components.__version__
+    assert re.search(r'^version = "(.+)"', Path("pyproject.toml").read_text(), re.M)[1] == version
+    executors = compiled["deploymentSpec"]["executors"]
+    assert executors["exec-train"]["container"]["image"] == f"{gpu}:{version}"
+    for name in ("exec-prepare", "exec-evaluate", "exec-export", "exec-push"):
+        assert executors[name]["container"]["image"] == f"{cpu}:{version}"

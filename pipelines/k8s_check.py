@@ -1,0 +1,155 @@
+"""`make k8s-check`: render every kustomize overlay and validate what comes out.
+
+    python -m pipelines.k8s_check [k8s/overlays/dev k8s/overlays/prod ...]
+
+For each overlay: `kubectl kustomize` renders it (a rendering error fails the
+check); every object is validated against the Kubernetes API schema as the
+`kubernetes` Python client's models define it (unknown fields, wrong types,
+missing required fields, at every depth); and the visionpipe configs inside
+ConfigMaps (run.yaml, cluster.yaml) and the command the CronJob runs are
+checked by visionpipe's own parsers. Exit 0 when all is valid, 2 with one line
+per problem otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PRIMITIVES = {"str": str, "int": int, "bool": bool, "float": (int, float)}
+
+
+def render(overlay: Path) -> list[dict]:
+    done = subprocess.run(
+        ["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=False
+    )
+    if done.returncode:
+        raise ValueError(f"kubectl kustomize {overlay} failed: {done.stderr.strip()}")
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def model_for(obj: dict) -> str:
+    """apiVersion + kind -> the client's model class name (batch/v1 CronJob -> V1CronJob)."""
+    version = obj.get("apiVersion", "").rsplit("/", 1)[-1]
+    return version[:1].upper() + version[1:] + obj.get("kind", "")
+
+
+def validate(value: Any, type_name: str, where: str) -> list[str]:
+    """Problems of `value` against the client's type string (`V1PodSpec`, `list[V1Container]`,
+    `dict(str, str)`, `str`, ...)."""
+    from kubernetes import client
+
+    if value is None:
+        return []
+    if type_name == "object":
+        return []
+    if type_name == "datetime":
+        return [] if isinstance(value, str) else [f"{where}: expected a timestamp string"]
+    match = re.fullmatch(r"list\[(.+)\]", type_name)
+    if match:
+        if not isinstance(value, list):
+            return [f"{where}: expected a list, got {type(value).__name__}"]
+        return [p for i, v in enumerate(value) for p in validate(v, match[1], f"{where}[{i}]")]
+    match = re.fullmatch(r"dict\(str, (.+)\)", type_name)
+    if match:
+        if not isinstance(value, dict):
+            return [f"{where}: expected a mapping, got {type(value).__name__}"]
+        return [p for k, v in value.items() for p in validate(v, match[1], f"{where}.{k}")]
+    if type_name in PRIMITIVES:
+        expected = PRIMITIVES[type_name]
+        if isinstance(value, bool) and type_name != "bool":
+            return [f"{where}: expected {type_name}, got a boolean"]
+        if not isinstance(value, expected):
+            return [f"{where}: expected {type_name}, got {type(value).__name__} {value!r}"]
+        return []
+    model = getattr(client.models, type_name, None)
+    if model is None:
+        return [f"{where}: unknown schema type {type_name}"]
+    if not isinstance(value, dict):
+        return [f"{where}: expected a {type_name} mapping, got {type(value).__name__}"]
+    by_json = {json_name: py for py, json_name in model.attribute_map.items()}
+    problems = [
+        f"{where}.{key}: unknown field for {type_name}" for key in value if key not in by_json
+    ]
+    try:  # the model's constructor refuses missing required fields and bad enum values
+        model(**{by_json[k]: v for k, v in value.items() if k in by_json})
+    except ValueError as error:
+        problems.append(f"{where}: {error}")
+    for key, item in value.items():
+        if key in by_json:
+            problems += validate(item, model.openapi_types[by_json[key]], f"{where}.{key}")
+    return problems
+
+
+def check_visionpipe_parts(obj: dict, where: str) -> list[str]:
+    """The configs in our ConfigMap and the CronJob's command, read by visionpipe itself."""
+    from components.common.errors import UserError
+    from pipelines.cli import build_parser, run_configs
+    from pipelines.cluster import load_cluster_settings
+
+    problems = []
+    if obj.get("kind") == "ConfigMap":
+        for name, text in (obj.get("data") or {}).items():
+            if not name.endswith(".yaml"):
+                continue
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+                handle.write(text)
+            try:
+                if name == "cluster.yaml":
+                    load_cluster_settings(handle.name)
+                else:
+                    run_configs(handle.name, [])
+            except UserError as error:
+                problems.append(f"{where} data.{name}: {error}")
+            finally:
+                Path(handle.name).unlink()
+    if obj.get("kind") == "CronJob":
+        pod = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        for container in pod.get("containers", []):
+            script = " ".join(container.get("command", [])[-1:])
+            if "visionpipe" not in script:
+                continue
+            words = shlex.split(script.replace("exec ", "", 1))
+            args = [w if not w.startswith("$") else "value" for w in words[1:]]
+            try:
+                build_parser().parse_args(args)
+            except SystemExit:
+                problems.append(f"{where}: the command {script!r} is not a valid visionpipe call")
+    return problems
+
+
+def check(overlays: list[Path]) -> list[str]:
+    problems: list[str] = []
+    for overlay in overlays:
+        try:
+            objects = render(overlay)
+        except ValueError as error:
+            problems.append(str(error))
+            continue
+        for obj in objects:
+            where = f"{overlay.name}: {obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+            problems += validate(obj, model_for(obj), where)
+            problems += check_visionpipe_parts(obj, where)
+        print(f"k8s-check: {overlay}: {len(objects)} objects rendered and validated")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = argv if argv is not None else sys.argv[1:]
+    overlays = [Path(n) for n in names] or sorted((ROOT / "k8s" / "overlays").iterdir())
+    problems = check(overlays)
+    for problem in problems:
+        print(f"k8s-check: {problem}", file=sys.stderr)
+    return 2 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

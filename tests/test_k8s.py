@@ -1,0 +1,104 @@
+"""k8s/: every kustomize overlay renders and validates against the Kubernetes API schema.
+
+A cluster cannot run here; `kubectl kustomize` (no cluster needed) renders, and the
+`kubernetes` client's models are the schema.
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines import k8s_check
+
+OVERLAYS = sorted((Path(__file__).parent.parent / "k8s" / "overlays").iterdir())
+needs_kubectl = pytest.mark.skipif(
+    shutil.which("kubectl") is None,
+    reason="kubectl is not installed here (it renders the kustomize overlays)",
+)
+
+
+@needs_kubectl
+def test_every_overlay_renders_and_validates():
+    assert {o.name for o in OVERLAYS} == {"dev", "prod"}
+    assert k8s_check.check(OVERLAYS) == []
+
+
+@needs_kubectl
+def test_prod_overlay_content():
+    objects = {o["kind"]: o for o in k8s_check.render(Path("k8s/overlays/prod"))}
+    assert set(objects) == {
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "CronJob",
+    }
+    assert objects["Namespace"]["metadata"]["name"] == "visionpipe-prod"
+    assert all(
+        o["metadata"].get("namespace") == "visionpipe-prod"
+        for kind, o in objects.items()
+        if kind != "Namespace"
+    )
+    annotations = objects["ServiceAccount"]["metadata"]["annotations"]
+    assert annotations["iam.gke.io/gcp-service-account"].startswith("visionpipe-prod@")
+    assert objects["RoleBinding"]["subjects"][0]["namespace"] == "visionpipe-prod"
+    job = objects["CronJob"]["spec"]
+    assert job["concurrencyPolicy"] == "Forbid"
+    pod = job["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "visionpipe-runner"
+    container = pod["containers"][0]
+    assert container["image"] == "visionpipe/visionpipe-cpu:0.1.0"
+    assert "visionpipe submit --in-cluster" in container["command"][-1]
+    config_map = objects["ConfigMap"]
+    assert container["envFrom"][0]["configMapRef"]["name"] == config_map["metadata"]["name"]
+    cluster = yaml.safe_load(config_map["data"]["cluster.yaml"])["kubernetes"]
+    assert cluster["gpu_count"] == 1 and cluster["pipeline_root"].startswith("gs://")
+
+
+def test_validator_finds_problems_at_any_depth():
+    cron_job = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "x"},
+        "spec": {
+            "schedule": "0 3 * * *",
+            "concurrencyPolicy": "Forbid",
+            "jobTemplate": {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {"image": "i", "resources": {"limits": {"cpu": 2}}, "bogus": 1}
+                            ],
+                            "restartPolicy": "Never",
+                        }
+                    }
+                }
+            },
+        },
+    }
+    problems = k8s_check.validate(cron_job, k8s_check.model_for(cron_job), "CronJob/x")
+    text = "\n".join(problems)
+    assert "containers[0].bogus: unknown field for V1Container" in text
+    assert "`name`, must not be `None`" in text  # a container needs a name
+    assert "limits.cpu: expected str, got int 2" in text  # quantities are strings
+    assert k8s_check.model_for(cron_job) == "V1CronJob"
+
+
+@needs_kubectl
+def test_a_broken_overlay_fails_the_check(tmp_path):
+    shutil.copytree(Path("k8s"), tmp_path / "k8s")
+    cron = tmp_path / "k8s" / "base" / "cronjob.yaml"
+    cron.write_text(
+        cron.read_text().replace(
+            "restartPolicy: Never", "restartPolicy: Never\n          replicas: 2"
+        )
+    )
+    cluster = tmp_path / "k8s" / "overlays" / "dev" / "cluster.yaml"
+    cluster.write_text("kubernetes:\n  gpu_count: -1\n")
+    problems = k8s_check.check([tmp_path / "k8s" / "overlays" / "dev"])
+    assert any("spec.replicas: unknown field for V1PodSpec" in p for p in problems)
+    assert any("data.cluster.yaml" in p and "gpu_count" in p for p in problems)
