@@ -61,6 +61,16 @@ def run_pipeline(
     run_dir = Path(output).resolve() / run_id
     pipeline_root = run_dir / "kfp"
     pipeline_root.mkdir(parents=True, exist_ok=True)
+    if runner == "docker":
+        # DockerRunner mounts only the pipeline root, at the same path, into containers that
+        # run as the image's non-root user: it must be writable, and a local registry must
+        # live under it to be seen from the host
+        pipeline_root.chmod(0o777)
+        push = configs.get("push", {})
+        registry = push.get("registry", "")
+        if registry and "://" not in registry and not registry.startswith(str(pipeline_root)):
+            configs = {**configs, "push": {**push, "registry": str(pipeline_root / "registry")}}
+        data = stage_local_data(data, pipeline_root)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # the stage subprocesses import `components` from this checkout / installed package
     init_runner(runner, pipeline_root)
@@ -93,6 +103,21 @@ def run_pipeline(
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # kfp.local colours its messages
         raise StageFailed(f"pipeline run {run_id}: {message} (the task's log is above)")
     return summary
+
+
+def stage_local_data(data: str, pipeline_root: Path) -> str:
+    """Containers see only the pipeline root: copy a local source folder (or a manifest's
+    folder) under it. builtin: and gs:// sources pass through."""
+    import shutil
+
+    source = Path(data)
+    if "://" in data or data.startswith("builtin:") or not source.exists():
+        return data
+    folder = source if source.is_dir() else source.parent
+    target = pipeline_root / "input-data"
+    progress.log("run", f"copying {folder} to {target}: containers see only the pipeline root")
+    shutil.copytree(folder, target, dirs_exist_ok=True)
+    return str(target if source.is_dir() else target / source.name)
 
 
 def find_user_error(pipeline_root: Path) -> str | None:
