@@ -130,3 +130,19 @@ def test_training_under_mixed_bfloat16_on_cpu(tmp_path, digits_dataset):
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     record = json.loads((tmp_path / "model" / "config.json").read_text())
     assert record["precision"] == "mixed_bfloat16"
+
+
+def test_robustness_checks_each_part_of_the_policy_and_skips_label_mixing():
+    from components.evaluate.robustness import transforms_for
+
+    safe = transforms_for("safe", 0)
+    assert sorted(safe) == [
+        "RandomAffine(rotation=(-0.03, 0.03))",
+        "RandomAffine(translation=(-0.1, 0.1))",
+        "RandomAffine(zoom=(-0.1, 0.1))",
+        "horizontal_flip",
+    ]
+    custom = transforms_for("custom", 0, ["RandomShear", {"MixUp": {"alpha": 0.2}}])
+    assert sorted(custom) == ["RandomShear", "horizontal_flip"]
+    image = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3)).astype("float32")
+    assert all(t(image).shape == image.shape for t in safe.values())

@@ -154,14 +154,14 @@ def run(
     slices = analysis.slice_metrics(
         rows, labels, predicted, ignore={"uri", "label", "sha256", "width", "height"}
     )
-    augmentation = _training_augmentation(model_dir)
+    augmentation, custom_layers = _training_augmentation(model_dir)
     with progress.step(STAGE, f"robustness under {augmentation!r} transforms and a flip"):
         robust = robustness.robustness(
             lambda x: np.asarray(model.predict(x, verbose=0, batch_size=config.batch_size)),
             images,
             labels,
             classes,
-            robustness.transforms_for(augmentation, seed=0),
+            robustness.transforms_for(augmentation, seed=0, custom=custom_layers),
             config.robustness_flag_drop,
             config.batch_size,
         )
@@ -230,9 +230,11 @@ def run(
     }
 
 
-def _training_augmentation(model_dir: str | Path) -> str:
-    """The augmentation preset the model was trained with (`none` when unknown)."""
+def _training_augmentation(model_dir: str | Path) -> tuple[str, list]:
+    """The augmentation policy the model was trained with (`none` when unknown) and,
+    for `custom`, its layer list."""
     path = Path(str(model_dir)) / "config.json"
     if path.exists():
-        return str(read_json(path).get("config", {}).get("augmentation", "none"))
-    return "none"
+        config = read_json(path).get("config", {})
+        return str(config.get("augmentation", "none")), list(config.get("augmentation_layers", []))
+    return "none", []

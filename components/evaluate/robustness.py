@@ -15,21 +15,32 @@ import numpy as np
 Transform = Callable[[np.ndarray], np.ndarray]
 
 
-def transforms_for(augmentation: str, seed: int) -> dict[str, Transform]:
-    """Each layer of the training preset on its own, plus a deterministic horizontal flip."""
-    from components.train.augment import PRESETS
+def transforms_for(
+    augmentation: str, seed: int, custom: list | None = None
+) -> dict[str, Transform]:
+    """Each transform of the training policy on its own, plus a deterministic horizontal flip.
 
+    A RandomAffine is split into its rotation, shift and zoom; MixUp and CutMix are left
+    out (they blend two images and their labels, so no single label is expected)."""
+    from components.train.augment import PRESETS, RandomAffine, is_mixing, parse_custom
+
+    if augmentation == "custom":
+        layers = parse_custom(custom or [], seed)
+    else:
+        layers = PRESETS.get(augmentation, PRESETS["none"])(seed)
     found: dict[str, Transform] = {"horizontal_flip": lambda x: x[:, :, ::-1, :]}
-    for layer in PRESETS.get(augmentation, PRESETS["none"])(seed):
-        name = _layer_label(layer)
-        found[name] = lambda x, layer=layer: np.asarray(layer(x, training=True))
+    for layer in layers:
+        if is_mixing(layer):
+            continue
+        for part in layer.parts() if isinstance(layer, RandomAffine) else [layer]:
+            found[_layer_label(part)] = lambda x, part=part: np.asarray(part(x, training=True))
     return found
 
 
 def _layer_label(layer) -> str:
     config = layer.get_config()
-    for key in ("factor", "mode", "height_factor"):
-        if key in config:
+    for key in ("factor", "mode", "height_factor", "rotation", "translation", "zoom"):
+        if key in config and config[key] not in ((0.0, 0.0), 0, 0.0):
             return f"{type(layer).__name__}({key}={config[key]})"
     return type(layer).__name__
 

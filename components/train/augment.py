@@ -137,6 +137,31 @@ class RandomAffine(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "rotation": self.rotation,
+            "translation": self.translation,
+            "zoom": self.zoom,
+            "fill_mode": self.fill_mode,
+            "fill_value": self.fill_value,
+            "interpolation": self.interpolation,
+            "seed": self.seed,
+        }
+
+    def parts(self) -> list[RandomAffine]:
+        """One layer per non-empty range (rotation, translation, zoom), for per-transform
+        robustness checks."""
+        found = []
+        for key in ("rotation", "translation", "zoom"):
+            if getattr(self, key) != (0.0, 0.0):
+                config = {**self.get_config(), "rotation": 0.0, "translation": 0.0, "zoom": 0.0}
+                config.pop("name", None)
+                config.pop("trainable", None)
+                config.pop("dtype", None)
+                found.append(RandomAffine(**{**config, key: getattr(self, key)}))
+        return found
+
 
 def _range(value, name: str) -> tuple[float, float]:
     if isinstance(value, int | float):
