@@ -145,10 +145,13 @@ def test_resnet_mini_is_residual_and_ends_in_our_head():
 
 
 @pytest.mark.slow
-def test_two_stage_run_freezes_then_unfreezes_with_batchnorm_frozen(tmp_path, digits_dataset):
+def test_two_stage_run_freezes_then_unfreezes_with_batchnorm_frozen(
+    tmp_path, digits_dataset, monkeypatch
+):
     """A backbone with learned weights (a file this test writes, as ImageNet weights cannot
     be downloaded here) trains its head first, then the top layers; BatchNorm statistics
-    from the weights file come through both stages unchanged."""
+    from the weights file come through both stages unchanged. A run that dies as stage 2
+    starts resumes there: stage 1 is not trained again (one history row each)."""
     from components.train.core import run
 
     backbone = keras.applications.MobileNetV3Small(
@@ -164,11 +167,28 @@ def test_two_stage_run_freezes_then_unfreezes_with_batchnorm_frozen(tmp_path, di
         fine_tune_layers=20,
         augmentation="none",
     )
-    metrics = run(config, digits_dataset, tmp_path / "model")
+    # first attempt dies as stage 2 starts (the on-disk state a kill there leaves)
+    from components.train import models
+
+    real = models.set_backbone_trainable
+
+    def dies_in_stage_2(model, top_layers):
+        if top_layers is not None:
+            raise KeyboardInterrupt("killed")
+        return real(model, top_layers)
+
+    monkeypatch.setattr(models, "set_backbone_trainable", dies_in_stage_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, digits_dataset, tmp_path / "model")
+    assert (tmp_path / ".model.partial" / "stage1.json").exists()
+    monkeypatch.setattr(models, "set_backbone_trainable", real)
+    metrics = run(config, digits_dataset, tmp_path / "model")  # resumes at stage 2
     head_only = 576 * 10 + 10  # the Dense head on MobileNetV3Small's 576 features
     assert metrics["trainable_weights"]["stage1"] == head_only
     assert head_only < metrics["trainable_weights"]["stage2"] < 0.5 * backbone.count_params()
     assert metrics["epochs_run"] == 2 and metrics["fine_tune"]["start_epoch"] == 2
+    rows = (tmp_path / "model" / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"]
     assert not (tmp_path / "model" / "stage1.weights.h5").exists()
 
     trained = keras.saving.load_model(tmp_path / "model" / "model.keras", compile=False)
@@ -188,9 +208,12 @@ def test_two_stage_run_freezes_then_unfreezes_with_batchnorm_frozen(tmp_path, di
         np.asarray(first_conv.kernel), np.asarray(trained_backbone.get_layer("conv").kernel)
     )
     last_conv = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)][-1]
-    assert not np.array_equal(
+    top_changed = not np.array_equal(
         np.asarray(last_conv.kernel), np.asarray(trained_backbone.get_layer(last_conv.name).kernel)
     )
+    # stage 2 trained the top layers; its weights are kept only if val loss did not get worse
+    # (near-ties here: a random backbone at 32 px), else the stage-1 model (frozen) is saved
+    assert top_changed == metrics["fine_tune"]["kept"], metrics["fine_tune"]
 
 
 @pytest.mark.slow
