@@ -96,15 +96,12 @@ def pipeline_vs_memory(
     batch = config.batch_size
     augmenter = augment.build(config.augmentation, config.seed)
     count = int(stats["counts"]["per_split"]["train"])
+    # steps: a shorter epoch for slow models, still whole passes over a cached subset
     train = data.split_dataset(
         dataset, "train", size, classes, batch, shuffle_buffer=config.shuffle_buffer,
         augment=augmenter, seed=config.seed, count=count,
+        limit=steps * batch if steps else None,
     )  # fmt: skip
-    if steps:  # a shorter epoch for slow models: still whole passes over a cached subset
-        train = data.split_dataset(
-            dataset, "train", size, classes, batch, shuffle_buffer=config.shuffle_buffer,
-            augment=augmenter, seed=config.seed, count=count, limit=steps * batch,
-        )  # fmt: skip
     batches = list(train.as_numpy_iterator())
     full = [b for b in batches if len(b[0]) == batch]  # the array run has full batches only
     x = np.concatenate([b[0] for b in full])

@@ -147,6 +147,22 @@ def version_name() -> str:
     return "-".join(x for x in (f"v{components.__version__}", revision, stamp) if x)
 
 
+def publish(
+    client, experiment: str, pipeline_name: str, settings, scheduled: bool = False
+) -> dict[str, str]:
+    """Compile, upload (a new version when the pipeline exists), find or create the
+    experiment: the ids a run or a recurring run is created with, and the version name."""
+    package = compiled_package(settings, scheduled)
+    version = version_name()
+    pipeline_id, version_id = upload(client, package, pipeline_name, version)
+    return {
+        "pipeline_id": pipeline_id,
+        "version_id": version_id,
+        "experiment_id": client.create_experiment(experiment).experiment_id,
+        "version_name": version,
+    }
+
+
 def submit(
     client,
     params: dict[str, Any],
@@ -157,24 +173,18 @@ def submit(
     service_account: str | None = None,
     settings=None,
 ) -> dict[str, str]:
-    package = compiled_package(settings)
-    pipeline_id, version_id = upload(client, package, pipeline_name, version_name())
-    experiment_id = client.create_experiment(experiment).experiment_id
+    ids = publish(client, experiment, pipeline_name, settings)
+    version = ids.pop("version_name")
     run = client.run_pipeline(
-        experiment_id,
-        run_name or f"{pipeline_name} {version_name()}",
+        ids["experiment_id"],
+        run_name or f"{pipeline_name} {version}",
         params=params,
-        pipeline_id=pipeline_id,
-        version_id=version_id,
+        pipeline_id=ids["pipeline_id"],
+        version_id=ids["version_id"],
         pipeline_root=pipeline_root,
         service_account=service_account,
     )
-    return {
-        "run_id": run.run_id,
-        "pipeline_id": pipeline_id,
-        "version_id": version_id,
-        "experiment_id": experiment_id,
-    }
+    return {"run_id": run.run_id, **ids}
 
 
 def wait(client, run_id: str, timeout: int, poll: int = 10) -> str:
@@ -199,28 +209,19 @@ def schedule(
     # compiled so that prepare's cache key is each run's scheduled time: a recurring run
     # re-reads the data instead of reusing the first run's cached dataset. (Parameter
     # macros such as [[ScheduledTime]] are not expanded for v2 pipelines.)
-    package = compiled_package(settings, scheduled=True)
-    pipeline_id, version_id = upload(client, package, pipeline_name, version_name())
-    experiment_id = client.create_experiment(experiment).experiment_id
-    kwargs: dict[str, Any] = {}
-    if service_account:
-        kwargs["service_account"] = service_account
+    ids = publish(client, experiment, pipeline_name, settings, scheduled=True)
+    ids.pop("version_name")
     recurring = client.create_recurring_run(
-        experiment_id,
+        ids["experiment_id"],
         name,
         cron_expression=cron,
         max_concurrency=1,
         no_catchup=not catchup,
         params=params,
-        pipeline_id=pipeline_id,
-        version_id=version_id,
+        pipeline_id=ids["pipeline_id"],
+        version_id=ids["version_id"],
         enabled=True,
         pipeline_root=pipeline_root,
-        **kwargs,
+        service_account=service_account,
     )
-    return {
-        "recurring_run_id": recurring.recurring_run_id,
-        "pipeline_id": pipeline_id,
-        "version_id": version_id,
-        "experiment_id": experiment_id,
-    }
+    return {"recurring_run_id": recurring.recurring_run_id, **ids}

@@ -129,21 +129,13 @@ class KfpServer:
             self.versions[pid].append(version)
             return 200, version
         if p == f"{API}/pipelines" and r.method == "GET":
-            found = list(self.pipelines.values())
-            wanted = _filter_value(q, "name") or _filter_value(q, "display_name")
-            if wanted is not None:
-                found = [x for x in found if x["display_name"] == wanted]
-            return 200, {"pipelines": found, "total_size": len(found)}
+            return 200, _listed("pipelines", self.pipelines, q)
         m = re.fullmatch(rf"{API}/pipelines/([^/]+)/versions", p)
         if m and r.method == "GET":
             versions = sorted(self.versions.get(m[1], []), key=lambda v: v["seq"], reverse=True)
             return 200, {"pipeline_versions": versions, "total_size": len(versions)}
         if p == f"{API}/experiments" and r.method == "GET":
-            found = list(self.experiments.values())
-            wanted = _filter_value(q, "display_name") or _filter_value(q, "name")
-            if wanted is not None:
-                found = [x for x in found if x["display_name"] == wanted]
-            return 200, {"experiments": found, "total_size": len(found)}
+            return 200, _listed("experiments", self.experiments, q)
         if p == f"{API}/experiments" and r.method == "POST":
             eid = self._new_id("experiment")
             self.experiments[eid] = {**r.json, "experiment_id": eid, "created_at": NOW}
@@ -173,6 +165,15 @@ class KfpServer:
             "seq": self._ids,
             "package": (files.get("uploadfile") or b"").decode(),
         }
+
+
+def _listed(kind: str, items: dict[str, dict], query: dict[str, list[str]]) -> dict:
+    """A list response, narrowed by the display-name filter the client sends."""
+    found = list(items.values())
+    wanted = _filter_value(query, "display_name") or _filter_value(query, "name")
+    if wanted is not None:
+        found = [x for x in found if x["display_name"] == wanted]
+    return {kind: found, "total_size": len(found)}
 
 
 def _filter_value(query: dict[str, list[str]], key: str) -> str | None:

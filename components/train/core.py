@@ -198,8 +198,9 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
             )
         finally:
             keras.config.set_dtype_policy(previous_policy)
-        trainable = {"stage1": set_backbone_trainable(model, None) if two_stage else None}
-        trainable["stage1"] = trainable["stage1"] or trainable_count(model)
+        trainable = {
+            "stage1": set_backbone_trainable(model, None) if two_stage else trainable_count(model)
+        }
         fitted = model
         teacher_accuracy = None
         if config.teacher:
