@@ -8,7 +8,7 @@
   visionpipe compile   [--output FILE] [--cluster FILE] [--scheduled]
   visionpipe submit    --host URL [--experiment E] [--data SRC] [--config FILE] [--set ...] [--wait]
   visionpipe schedule  --host URL --cron "0 0 3 * * *" [--experiment E] [--data SRC] [--config FILE]
-  visionpipe predict   --model FILE IMAGE... [--top-k K] [--json]
+  visionpipe predict   --model FILE IMAGE... [--top-k K] [--json] [--meta NAME=VALUE ...] [--metadata FILE]
 
 Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 anything else.
 """
@@ -107,6 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
+    predict.add_argument(
+        "--meta",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a metadata column's value for every image (models trained with metadata_columns)",
+    )
+    predict.add_argument(
+        "--metadata",
+        metavar="FILE",
+        help="CSV/JSONL with an image column and the model's metadata columns, a row per image",
+    )
     return parser
 
 
@@ -209,7 +220,7 @@ def command_predict(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {args.top_k}")
-    results = predict_files(args.model, args.images, args.top_k)
+    results = predict_files(args.model, args.images, args.top_k, args.meta, args.metadata)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

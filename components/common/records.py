@@ -36,20 +36,24 @@ def shard_files(dataset_dir: str | Path, split: str) -> list[str]:
     return files
 
 
-def parse_fn(image_size: int):
-    """A tf.data map function: serialized Example -> (uint8 image (H, W, 3), int32 label)."""
+def parse_fn(image_size: int, with_uri: bool = False):
+    """A tf.data map function: serialized Example -> (uint8 image (H, W, 3), int32 label),
+    and the uri (a string scalar) third when `with_uri`."""
     import tensorflow as tf
 
     spec = {
         "image": tf.io.FixedLenFeature([], tf.string),
         "label": tf.io.FixedLenFeature([], tf.int64),
     }
+    if with_uri:
+        spec["uri"] = tf.io.FixedLenFeature([], tf.string)
 
     def parse(serialized):
         parsed = tf.io.parse_single_example(serialized, spec)
         image = tf.io.decode_png(parsed["image"], channels=3)  # (H, W, 3) uint8
         image = tf.ensure_shape(image, [image_size, image_size, 3])
-        return image, tf.cast(parsed["label"], tf.int32)
+        label = tf.cast(parsed["label"], tf.int32)
+        return (image, label, parsed["uri"]) if with_uri else (image, label)
 
     return parse
 

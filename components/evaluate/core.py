@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from components.common import progress
+from components.common import metadata, progress
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
 from components.common.errors import UserError
 from components.evaluate import report
@@ -44,16 +44,32 @@ def load_model(model_dir: str | Path):
     return keras.models.load_model(path, compile=False)
 
 
-def predict_probs(model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    probs = np.asarray(
-        model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0), dtype=np.float64
-    )
+def predict_probs(
+    model, images: np.ndarray, batch_size: int, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Class probabilities; `rows` is the metadata input of a two-input model."""
+    inputs = metadata.model_inputs(images.astype(np.float32), rows)
+    probs = np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0), dtype=np.float64)
     return probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 within ~1e-7
 
 
-def read_rows(dataset: Path, split: str) -> list[dict[str, str]]:
-    with open(dataset / "splits" / f"{split}.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
+def metadata_rows(
+    model, model_dir, dataset: Path, splits: dict[str, list[str]]
+) -> dict[str, np.ndarray | None]:
+    """Each split's encoded metadata (by the encoder saved with the model), in `uris` order;
+    None for each when the model takes images only."""
+    if not metadata.takes_metadata(model):
+        return {split: None for split in splits}
+    encoder = metadata.load(model_dir)
+    if encoder is None:
+        raise UserError(
+            f"model {model_dir} takes a metadata input but has no {metadata.FILE} beside it; "
+            "keep the train stage's output folder together"
+        )
+    return {
+        split: metadata.split_matrix(encoder, dataset, split, uris)[1]
+        for split, uris in splits.items()
+    }
 
 
 def run(
@@ -76,14 +92,19 @@ def run(
     with progress.step(STAGE, "predicting the test and train splits"):
         images, labels, uris = load_split_arrays(dataset, "test", size)
         train_images, train_labels, train_uris = load_split_arrays(dataset, "train", size)
-        probs = predict_probs(model, images, config.batch_size)
-        train_probs = predict_probs(model, train_images, config.batch_size)
+        rows = metadata_rows(model, model_dir, dataset, {"test": uris, "train": train_uris})
+        probs = predict_probs(model, images, config.batch_size, rows["test"])
+        train_probs = predict_probs(model, train_images, config.batch_size, rows["train"])
         embed = analysis.embedding_model(model)
-        test_emb = np.asarray(
-            embed.predict(images.astype(np.float32), verbose=0, batch_size=config.batch_size)
-        )
-        train_emb = np.asarray(
-            embed.predict(train_images.astype(np.float32), verbose=0, batch_size=config.batch_size)
+        test_emb, train_emb = (
+            np.asarray(
+                embed.predict(
+                    metadata.model_inputs(split_images.astype(np.float32), split_rows),
+                    verbose=0,
+                    batch_size=config.batch_size,
+                )
+            )
+            for split_images, split_rows in ((images, rows["test"]), (train_images, rows["train"]))
         )
     predicted = probs.argmax(axis=1)
     metrics = classification_metrics(probs, labels, classes, config.top_k, config.calibration_bins)
@@ -100,7 +121,10 @@ def run(
                     f"baseline model {config.baseline_model!r} predicts "
                     f"{baseline_model.output_shape[-1]} classes, not {len(classes)}"
                 )
-            base_probs = predict_probs(baseline_model, images, config.batch_size)
+            base_rows = metadata_rows(
+                baseline_model, config.baseline_model, dataset, {"test": uris}
+            )["test"]
+            base_probs = predict_probs(baseline_model, images, config.batch_size, base_rows)
             baseline = classification_metrics(
                 base_probs, labels, classes, config.top_k, config.calibration_bins
             )
@@ -150,20 +174,21 @@ def run(
     ]
     label_errors.sort(key=lambda e: -e["p_suggested"])
     gallery = analysis.gallery(probs, labels, classes, config.gallery_per_class)
-    rows = read_rows(dataset, "test")
     slices = analysis.slice_metrics(
-        rows, labels, predicted, ignore={"uri", "label", "sha256", "width", "height"}
+        metadata.read_rows(dataset, "test"),
+        labels,
+        predicted,
+        ignore={"uri", "label", "sha256", "width", "height"},
     )
     augmentation, custom_layers = _training_augmentation(model_dir)
     with progress.step(STAGE, f"robustness under {augmentation!r} transforms and a flip"):
         robust = robustness.robustness(
-            lambda x: np.asarray(model.predict(x, verbose=0, batch_size=config.batch_size)),
+            lambda x: predict_probs(model, x, config.batch_size, rows["test"]),
             images,
             labels,
             classes,
             robustness.transforms_for(augmentation, seed=0, custom=custom_layers),
             config.robustness_flag_drop,
-            config.batch_size,
         )
     metrics["slices"] = slices
     metrics["robustness"] = robust

@@ -52,17 +52,14 @@ def robustness(
     classes: list[str],
     transforms: dict[str, Transform],
     flag_drop: float,
-    batch_size: int = 256,
 ) -> dict[str, Any]:
-    """Accuracy (overall and per class) under each transform; flags classes that collapse."""
+    """Accuracy (overall and per class) under each transform; flags classes that collapse.
 
-    def accuracy_per_class(batch_images: np.ndarray) -> tuple[float, np.ndarray]:
-        predicted = np.concatenate(
-            [
-                predict(batch_images[i : i + batch_size]).argmax(axis=1)
-                for i in range(0, len(batch_images), batch_size)
-            ]
-        )
+    `predict` takes all the (transformed) images at once, in their order, so a
+    model with a metadata input can pair each image with its own row."""
+
+    def accuracy_per_class(all_images: np.ndarray) -> tuple[float, np.ndarray]:
+        predicted = predict(all_images).argmax(axis=1) if len(all_images) else labels
         correct = predicted == labels
         per_class = np.array(
             [

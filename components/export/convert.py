@@ -5,7 +5,10 @@ size, (B, H, W, 3), named `image`; float32 class probabilities out, (B, K).
 Resizing to the training size S (bilinear) and normalisation live inside it;
 augmentation never does (it runs in tf.data). An S x S input passes the resize
 unchanged, so images resized as in preparation (what `visionpipe predict`
-feeds) give exactly the Keras model's outputs.
+feeds) give exactly the Keras model's outputs. A model trained with metadata
+columns has a second input, `metadata`: float32 (B, M), the vector that
+`metadata.json` (written beside every format, and packed into the .tflite and
+.onnx files) encodes.
 """
 
 from __future__ import annotations
@@ -21,33 +24,56 @@ class ExportFailed(RuntimeError):
     """A format could not be produced or does not match the Keras model."""
 
 
-def input_spec():
+def metadata_size(model) -> int:
+    """M of the model's (B, M) metadata input; 0 for an image-only model."""
+    return int(model.inputs[1].shape[-1]) if len(model.inputs) > 1 else 0
+
+
+def input_specs(model) -> list:
+    """The serving signature: `image`, and `metadata` for a two-input model."""
     import tensorflow as tf
 
-    return tf.TensorSpec([None, None, None, 3], tf.float32, name="image")
+    specs = [tf.TensorSpec([None, None, None, 3], tf.float32, name="image")]
+    if metadata_size(model):
+        specs.append(tf.TensorSpec([None, metadata_size(model)], tf.float32, name="metadata"))
+    return specs
 
 
 def serving_model(model, image_size: int):
     """`model` behind a bilinear resize to its input size: takes images of any size."""
     import keras
 
-    inputs = keras.Input((None, None, 3), name="image")
+    image = keras.Input((None, None, 3), name="image")
     resized = keras.layers.Resizing(
         image_size, image_size, interpolation="bilinear", name="resize_to_model"
-    )(inputs)
-    return keras.Model(inputs, model(resized), name="serving")
+    )(image)
+    if not metadata_size(model):
+        return keras.Model(image, model(resized), name="serving")
+    rows = keras.Input((metadata_size(model),), name="metadata")
+    return keras.Model([image, rows], model([resized, rows]), name="serving")
 
 
-def serving_function(model, image_size: int):
-    import tensorflow as tf
+def endpoint(served):
+    """The serving call with named arguments (they name the signature's inputs)."""
+    if len(served.inputs) > 1:
 
-    served = serving_model(model, image_size)
+        def serve_both(image, metadata):
+            return {"probabilities": served([image, metadata], training=False)}
 
-    @tf.function(input_signature=[input_spec()])
+        return serve_both
+
     def serve(image):
         return {"probabilities": served(image, training=False)}
 
     return serve
+
+
+def serving_function(model, image_size: int):
+    """A tf.function over `input_specs(model)` returning {"probabilities": (B, K)}."""
+    import tensorflow as tf
+
+    served = serving_model(model, image_size)
+    return tf.function(endpoint(served), input_signature=input_specs(model))
 
 
 def write_saved_model(model, image_size: int, path: Path) -> None:
@@ -57,11 +83,7 @@ def write_saved_model(model, image_size: int, path: Path) -> None:
     served = serving_model(model, image_size)
     archive = keras.export.ExportArchive()
     archive.track(served)
-    archive.add_endpoint(
-        name="serve",
-        fn=lambda image: {"probabilities": served(image, training=False)},
-        input_signature=[input_spec()],
-    )
+    archive.add_endpoint(name="serve", fn=endpoint(served), input_signature=input_specs(model))
     archive.write_out(str(path), verbose=False)
 
 
@@ -97,7 +119,10 @@ def write_tflite(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif quantization == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([batch] for batch in representative())
+        # batches of the image, or {"image", "metadata"} for a two-input model
+        converter.representative_dataset = lambda: (
+            batch if isinstance(batch, dict) else [batch] for batch in representative()
+        )
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
@@ -116,8 +141,10 @@ def write_tflite(
     path.write_bytes(flatbuffer)
 
 
-def attach_labels(tflite_path: Path, classes: list[str], image_size: int) -> None:
-    """Pack labels.txt into the .tflite file as an associated file.
+def attach_labels(
+    tflite_path: Path, classes: list[str], image_size: int, encoder: dict | None = None
+) -> None:
+    """Pack labels.txt (and metadata.json, the metadata encoder) into the .tflite file.
 
     This is the TFLite Support convention: a zip archive appended to the
     flatbuffer. Runtimes ignore the trailing bytes; `zipfile` (and TFLite
@@ -128,6 +155,8 @@ def attach_labels(tflite_path: Path, classes: list[str], image_size: int) -> Non
     with zipfile.ZipFile(tflite_path, "a", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr("labels.txt", "".join(f"{name}\n" for name in classes))
         archive.writestr("model_info.json", json.dumps({"image_size": image_size}))
+        if encoder is not None:
+            archive.writestr("metadata.json", json.dumps(encoder))
 
 
 def read_attached(tflite_path: Path, name: str) -> str | None:
@@ -203,14 +232,23 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
-def write_onnx(model, image_size: int, path: Path, opset: int, classes: list[str]) -> None:
+def write_onnx(
+    model,
+    image_size: int,
+    path: Path,
+    opset: int,
+    classes: list[str],
+    encoder: dict | None = None,
+) -> None:
     """ONNX through tf2onnx with a dynamic batch dimension; class names in the metadata."""
     import onnx
     import tf2onnx
 
     serve = serving_function(model, image_size)
     try:
-        proto, _ = tf2onnx.convert.from_function(serve, input_signature=[input_spec()], opset=opset)
+        proto, _ = tf2onnx.convert.from_function(
+            serve, input_signature=input_specs(model), opset=opset
+        )
     except ValueError as error:
         raise UserError(f"export.onnx_opset={opset} cannot express this model: {error}") from None
     entry = proto.metadata_props.add()
@@ -224,4 +262,12 @@ def write_onnx(model, image_size: int, path: Path, opset: int, classes: list[str
     )
     entry = proto.metadata_props.add()
     entry.key, entry.value = "image_size", str(image_size)
+    if encoder is not None:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = (
+            "metadata_input",
+            f"metadata: float32 (batch, {len(encoder['features'])}) encoded as metadata.json says",
+        )
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "metadata_encoder", json.dumps(encoder)
     onnx.save(proto, str(path))

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from components.common import progress
+from components.common import metadata, progress
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
 from components.export import convert, runtimes
 from components.export.config import ExportConfig
@@ -29,13 +29,19 @@ def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def representative_batches(dataset: Path, size: int, count: int, seed: int = 0):
-    """A callable yielding float32 (1, S, S, 3) train images for int8 calibration."""
+def representative_batches(dataset: Path, size: int, count: int, encoder=None, seed: int = 0):
+    """A callable yielding float32 (1, S, S, 3) train images for int8 calibration
+    ({"image", "metadata" (1, M)} with a metadata encoder)."""
     from components.common.records import load_split_arrays
 
-    images, _, _ = load_split_arrays(dataset, "train", size)
+    images, _, uris = load_split_arrays(dataset, "train", size)
     picks = np.random.default_rng(seed).permutation(len(images))[:count]
-    return lambda: (images[i : i + 1].astype(np.float32) for i in picks)
+    if encoder is None:
+        return lambda: (images[i : i + 1].astype(np.float32) for i in picks)
+    _, rows = metadata.split_matrix(encoder, dataset, "train", uris)
+    return lambda: (
+        {"image": images[i : i + 1].astype(np.float32), "metadata": rows[i : i + 1]} for i in picks
+    )
 
 
 def check(name: str, result: dict[str, Any], keras_accuracy: float, config: ExportConfig) -> None:
@@ -58,17 +64,22 @@ def run(
 ) -> dict[str, Any]:
     """Export the model in `model_dir`; fail if any format does not match Keras."""
     from components.common.records import load_split_arrays
-    from components.evaluate.core import load_model
+    from components.evaluate.core import load_model, metadata_rows
 
     dataset, model_dir = Path(dataset), Path(model_dir)
     record = StageRecord(STAGE, config, {"dataset": str(dataset), "model": str(model_dir)})
     classes = read_json(dataset / "classes.json")
     size = int(read_json(dataset / "stats.json")["image_size"])
     model = convert.inference_model(load_model(model_dir))
-    images, labels, _ = load_split_arrays(dataset, "test", size)
+    images, labels, uris = load_split_arrays(dataset, "test", size)
+    rows = metadata_rows(model, model_dir, dataset, {"test": uris})["test"]
+    encoder = metadata.load(model_dir) if rows is not None else None
+    spec = encoder.to_dict() if encoder else None
 
     with atomic_dir(output) as work:
         (work / "labels.txt").write_text("".join(f"{name}\n" for name in classes))
+        if encoder:  # how to build the metadata input, beside every format
+            encoder.save(work)
         predictors: dict[str, runtimes.Predictor] = {"keras": runtimes.keras_predictor(model)}
         saved_model = work / FILES["saved_model"]
         with progress.step(STAGE, "SavedModel"):
@@ -78,23 +89,27 @@ def run(
                 continue
             representative = None
             if quantization == "int8":
-                representative = representative_batches(dataset, size, config.representative_images)
+                representative = representative_batches(
+                    dataset, size, config.representative_images, encoder
+                )
             with progress.step(STAGE, f"TFLite {quantization} (builtin ops)"):
                 convert.write_tflite(saved_model, work / file, quantization, representative)
-                convert.attach_labels(work / file, classes, size)
+                convert.attach_labels(work / file, classes, size, spec)
             predictors[name] = runtimes.tflite_predictor(work / file)
         if "onnx" in config.formats:
             with progress.step(STAGE, f"ONNX (opset {config.onnx_opset})"):
-                convert.write_onnx(model, size, work / FILES["onnx"], config.onnx_opset, classes)
+                convert.write_onnx(
+                    model, size, work / FILES["onnx"], config.onnx_opset, classes, spec
+                )
             predictors["onnx"] = runtimes.onnx_predictor(work / FILES["onnx"])
 
         with progress.step(STAGE, f"verifying every format on {len(labels)} test images"):
-            reference = runtimes.predict_all(predictors["keras"], images, config.batch_size)
+            reference = runtimes.predict_all(predictors["keras"], images, config.batch_size, rows)
             keras_accuracy = float((reference.argmax(1) == labels).mean()) if len(labels) else 0
             report: dict[str, Any] = {"keras": {"accuracy": keras_accuracy, "count": len(labels)}}
             for name, predictor in predictors.items():
                 if name != "keras":
-                    candidate = runtimes.predict_all(predictor, images, config.batch_size)
+                    candidate = runtimes.predict_all(predictor, images, config.batch_size, rows)
                     report[name] = parity(reference, candidate, labels)
                     check(name, report[name], keras_accuracy, config)
         write_json(work / "parity.json", report)
@@ -104,8 +119,15 @@ def run(
             for name, predictor in predictors.items() if len(images) else ():
                 path = work / FILES[name] if name in FILES else model_dir / "model.keras"
                 benchmark[name] = {
-                    **latency(predictor, images[0], config.benchmark_runs),
-                    "batch32_images_per_s": throughput(predictor, images[:32]),
+                    **latency(
+                        predictor,
+                        images[0],
+                        config.benchmark_runs,
+                        None if rows is None else rows[0],
+                    ),
+                    "batch32_images_per_s": throughput(
+                        predictor, images[:32], rows=None if rows is None else rows[:32]
+                    ),
                     "size_bytes": folder_size(path),
                 }
         write_json(work / "benchmark.json", benchmark)

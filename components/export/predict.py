@@ -77,15 +77,23 @@ def open_model(model_path: Path):
     if suffix == ".keras":
         import keras
 
+        from components.train.models import image_size_of as model_side
+
         model = keras.models.load_model(model_path, compile=False)
-        return runtimes.keras_predictor(model), int(model.input_shape[1])
+        return runtimes.keras_predictor(model), int(model_side(model))
     if model_path.is_dir() and (model_path / "saved_model.pb").exists():
         import tensorflow as tf
 
         serve = tf.saved_model.load(str(model_path)).signatures["serving_default"]
+        two_inputs = "metadata" in serve.structured_input_signature[1]
 
-        def predict(images):
-            return serve(image=tf.constant(images, tf.float32))["probabilities"].numpy()
+        def predict(images, metadata=None):
+            feed = {"image": tf.constant(images, tf.float32)}
+            if two_inputs:
+                if metadata is None:
+                    raise runtimes.missing_metadata(-1)
+                feed["metadata"] = tf.constant(metadata, tf.float32)
+            return serve(**feed)["probabilities"].numpy()
 
         return predict, image_size_of(model_path)
     raise UserError(
@@ -94,17 +102,136 @@ def open_model(model_path: Path):
     )
 
 
-def predict_files(model: str, images: list[str], top_k: int = 3) -> list[dict]:
+def load_encoder(model_path: Path):
+    """The metadata encoder of a model trained with metadata columns (None otherwise):
+    metadata.json beside the file or SavedModel folder, or packed inside a .tflite / .onnx."""
+    from components.common.metadata import MetadataEncoder, load
+
+    found = load(model_path.parent)
+    if found is not None:
+        return found
+    if model_path.suffix == ".tflite":
+        from components.export.convert import read_attached
+
+        packed = read_attached(model_path, "metadata.json")
+        if packed:
+            return MetadataEncoder.from_dict(json.loads(packed))
+    if model_path.suffix == ".onnx":
+        import onnx
+
+        meta = {
+            p.key: p.value
+            for p in onnx.load(str(model_path), load_external_data=False).metadata_props
+        }
+        if "metadata_encoder" in meta:
+            return MetadataEncoder.from_dict(json.loads(meta["metadata_encoder"]))
+    return None
+
+
+def read_metadata_file(path: str) -> dict[str, dict[str, str]]:
+    """Rows of a CSV or JSONL file keyed by their `image` (or `uri`) column: as written,
+    as an absolute path (relative ones resolve against the file's folder, as prepare
+    resolves a manifest's), and by file name, so the manifest given to prepare works."""
+    import csv
+    from collections import Counter
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--metadata file {path!r} does not exist; pass a CSV or JSONL file")
+    text = file.read_text(encoding="utf-8-sig")
+    if file.suffix.lower() == ".jsonl":
+        try:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as error:
+            raise UserError(f"--metadata file {path!r} is not JSON lines: {error}") from None
+        rows = [{k: "" if v is None else str(v) for k, v in row.items()} for row in rows]
+    else:
+        rows = list(csv.DictReader(text.splitlines()))
+    key = next((k for k in ("image", "uri") if rows and k in rows[0]), None)
+    if key is None:
+        raise UserError(
+            f"--metadata file {path!r} needs an image column naming each image file "
+            "as given on the command line (or its file name)"
+        )
+    table: dict[str, dict[str, str]] = {}
+    names = Counter(Path(row[key]).name for row in rows)
+    for row in rows:
+        keys = [row[key], str((file.parent / row[key]).resolve())]
+        if names[Path(row[key]).name] == 1:  # a file name shared by two rows names neither
+            keys.append(Path(row[key]).name)
+        for name in keys:
+            table.setdefault(name, row)
+    return table
+
+
+def metadata_for(
+    encoder, images: list[str], pairs: list[str] | None, file: str | None
+) -> np.ndarray:
+    """Encoded (N, M) metadata for the images, from --meta name=value and/or --metadata FILE."""
+    columns = [c.name for c in encoder.columns]
+    given: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or name.strip() not in columns:
+            raise UserError(
+                f"--meta {pair!r}: expected name=value with name one of {', '.join(columns)}"
+            )
+        given[name.strip()] = value.strip()
+    table = read_metadata_file(file) if file else {}
+    rows = []
+    for image in images:
+        row = dict(given)
+        if table:
+            match = next(
+                (
+                    table[k]
+                    for k in (image, str(Path(image).resolve()), Path(image).name)
+                    if k in table
+                ),
+                None,
+            )
+            if match is None and not given:
+                raise UserError(
+                    f"--metadata file {file!r} has no row for image {image!r} "
+                    "(matched by the path as given, or its file name)"
+                )
+            row.update({c: match[c] for c in columns if match and c in match})
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise UserError(
+                f"this model also takes metadata columns {', '.join(columns)}; image {image!r} "
+                f"has no value for {', '.join(missing)}: pass --meta NAME=VALUE (an empty "
+                "value means unknown) or --metadata FILE with those columns"
+            )
+        rows.append(row)
+    return encoder.encode(rows)
+
+
+def predict_files(
+    model: str,
+    images: list[str],
+    top_k: int = 3,
+    meta: list[str] | None = None,
+    metadata_file: str | None = None,
+) -> list[dict]:
     model_path = Path(model)
     predictor, size = open_model(model_path)
     labels = load_labels(model_path)  # labels.txt sits beside the file or SavedModel folder
+    encoder = load_encoder(model_path)
+    if encoder is None and (meta or metadata_file):
+        raise UserError(
+            f"model {model!r} takes images only (no metadata.json with it); "
+            "drop --meta / --metadata"
+        )
+    rows = metadata_for(encoder, images, meta, metadata_file) if encoder else None
     results = []
-    for path in images:
+    for index, path in enumerate(images):
         try:
             array = load_for_model(path, size)
         except (ImageRejected, FileNotFoundError, IsADirectoryError) as error:
             raise UserError(f"cannot use image {path!r}: {error}") from None
-        probs = predictor(array[None].astype(np.float32))[0]
+        row = None if rows is None else rows[index : index + 1]
+        probs = predictor(array[None].astype(np.float32), row)[0]
         order = np.argsort(-probs)[: min(top_k, len(labels))]
         results.append(
             {

@@ -6,15 +6,26 @@ from collections.abc import Callable
 
 import numpy as np
 
-Predictor = Callable[[np.ndarray], np.ndarray]  # float32 (B, S, S, 3) 0..255 -> (B, K) probs
+# (float32 images (B, S, S, 3) in 0..255, metadata (B, M) or None) -> (B, K) probabilities;
+# the metadata argument is for models trained with metadata columns and ignored otherwise
+Predictor = Callable[..., np.ndarray]
 
 
 def keras_predictor(model) -> Predictor:
-    def predict(images: np.ndarray) -> np.ndarray:
+    from components.common.metadata import model_inputs, takes_metadata
+
+    two_inputs = takes_metadata(model)
+
+    def predict(images: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
         # predict_on_batch runs Keras' compiled predict function: the fair Keras baseline
-        return np.asarray(model.predict_on_batch(images), dtype=np.float32)
+        inputs = model_inputs(images, metadata if two_inputs else None)
+        return np.asarray(model.predict_on_batch(inputs), dtype=np.float32)
 
     return predict
+
+
+def missing_metadata(width: int) -> ValueError:
+    return ValueError(f"this model takes a metadata input of {width} values per image; pass it")
 
 
 def tflite_predictor(path: str, threads: int | None = None) -> Predictor:
@@ -27,23 +38,35 @@ def tflite_predictor(path: str, threads: int | None = None) -> Predictor:
 
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     interpreter.allocate_tensors()
-    (input_detail,) = interpreter.get_input_details()
+    details = interpreter.get_input_details()
+    # the image is the 4-D input; a model trained with metadata has a 2-D one too
+    image_detail = next(d for d in details if len(d["shape"]) == 4)
+    metadata_detail = next((d for d in details if len(d["shape"]) == 2), None)
     (output_detail,) = interpreter.get_output_details()
-    in_scale, in_zero = input_detail["quantization"]
     out_scale, out_zero = output_detail["quantization"]
-    in_type = input_detail["dtype"]
-    state = {"shape": None}
+    state = {"shapes": None}
 
-    def predict(images: np.ndarray) -> np.ndarray:
-        if state["shape"] != images.shape:
-            interpreter.resize_tensor_input(input_detail["index"], list(images.shape))
+    def feed(detail, values: np.ndarray) -> None:
+        scale, zero = detail["quantization"]
+        kind = detail["dtype"]
+        if np.issubdtype(kind, np.integer) and scale:
+            info = np.iinfo(kind)
+            values = np.round(values / scale + zero).clip(info.min, info.max)
+        interpreter.set_tensor(detail["index"], values.astype(kind))
+
+    def predict(images: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
+        if metadata_detail is not None and metadata is None:
+            raise missing_metadata(int(metadata_detail["shape"][-1]))
+        shapes = (images.shape, None if metadata_detail is None else metadata.shape)
+        if state["shapes"] != shapes:
+            interpreter.resize_tensor_input(image_detail["index"], list(images.shape))
+            if metadata_detail is not None:
+                interpreter.resize_tensor_input(metadata_detail["index"], list(metadata.shape))
             interpreter.allocate_tensors()
-            state["shape"] = images.shape
-        if np.issubdtype(in_type, np.integer) and in_scale:
-            info = np.iinfo(in_type)
-            quantized = np.round(images / in_scale + in_zero).clip(info.min, info.max)
-            images = quantized.astype(in_type)
-        interpreter.set_tensor(input_detail["index"], images.astype(in_type))
+            state["shapes"] = shapes
+        feed(image_detail, images)
+        if metadata_detail is not None:
+            feed(metadata_detail, metadata)
         interpreter.invoke()
         output = np.array(interpreter.get_tensor(output_detail["index"]))
         if np.issubdtype(output.dtype, np.integer) and out_scale:
@@ -60,18 +83,30 @@ def onnx_predictor(path: str, threads: int | None = None) -> Predictor:
     if threads:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    inputs = session.get_inputs()
+    image_name = next(i.name for i in inputs if len(i.shape) == 4)
+    metadata_input = next((i for i in inputs if len(i.shape) == 2), None)
 
-    def predict(images: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(None, {name: images.astype(np.float32)})[0], dtype=np.float32)
+    def predict(images: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
+        feed = {image_name: images.astype(np.float32)}
+        if metadata_input is not None:
+            if metadata is None:
+                raise missing_metadata(int(metadata_input.shape[-1]))
+            feed[metadata_input.name] = metadata.astype(np.float32)
+        return np.asarray(session.run(None, feed)[0], dtype=np.float32)
 
     return predict
 
 
-def predict_all(predictor: Predictor, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Probabilities for a whole uint8 image array, in batches."""
+def predict_all(
+    predictor: Predictor, images: np.ndarray, batch_size: int, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Probabilities for a whole uint8 image array (and its metadata rows), in batches."""
     outputs = [
-        predictor(images[i : i + batch_size].astype(np.float32))
+        predictor(
+            images[i : i + batch_size].astype(np.float32),
+            None if rows is None else rows[i : i + batch_size],
+        )
         for i in range(0, len(images), batch_size)
     ]
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)

@@ -22,15 +22,18 @@ def parity(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> 
     }
 
 
-def latency(predictor: Predictor, image: np.ndarray, runs: int) -> dict[str, float]:
+def latency(
+    predictor: Predictor, image: np.ndarray, runs: int, row: np.ndarray | None = None
+) -> dict[str, float]:
     """Batch-1 latency in milliseconds (median and p90) after two warm-up calls."""
     batch = image[None].astype(np.float32)
+    rows = None if row is None else row[None]
     for _ in range(2):
-        predictor(batch)
+        predictor(batch, rows)
     samples = []
     for _ in range(runs):
         start = time.perf_counter()
-        predictor(batch)
+        predictor(batch, rows)
         samples.append((time.perf_counter() - start) * 1000.0)
     return {
         "median_ms": round(float(np.median(samples)), 4),
@@ -40,14 +43,19 @@ def latency(predictor: Predictor, image: np.ndarray, runs: int) -> dict[str, flo
 
 
 def throughput(
-    predictor: Predictor, images: np.ndarray, batch_size: int = 32, rounds: int = 3
+    predictor: Predictor,
+    images: np.ndarray,
+    batch_size: int = 32,
+    rounds: int = 3,
+    rows: np.ndarray | None = None,
 ) -> float:
     """Images per second at a fixed batch size (best of `rounds` calls on one batch)."""
     batch = np.resize(images, (batch_size, *images.shape[1:])).astype(np.float32)
-    predictor(batch)  # warm-up; also sizes the interpreter for this batch
+    meta = None if rows is None else np.resize(rows, (batch_size, *rows.shape[1:]))
+    predictor(batch, meta)  # warm-up; also sizes the interpreter for this batch
     best = float("inf")
     for _ in range(rounds):
         start = time.perf_counter()
-        predictor(batch)
+        predictor(batch, meta)
         best = min(best, time.perf_counter() - start)
     return round(batch_size / best, 2)

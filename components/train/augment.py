@@ -289,13 +289,25 @@ class Augmenter:
     def layer_names(self) -> list[str]:
         return [type(layer).__name__ for layer in (*self.image_layers, *self.mixing_layers)]
 
-    def __call__(self, images, labels):
+    def __call__(self, images, labels, metadata=None):
+        """(images, labels), or (images, labels, metadata) when metadata is given.
+
+        MixUp and CutMix blend each row with one other row of the batch by a
+        weight; metadata rides along with the labels, so a mixed image gets the
+        same blend of both rows' metadata as of their labels."""
         if self.images_only is not None:
             images = self.images_only(images, training=True)
         for layer in self.mixing_layers:
-            mixed = layer({"images": images, "labels": labels}, training=True)
-            images, labels = mixed["images"], mixed["labels"]
-        return images, labels
+            if metadata is None:
+                mixed = layer({"images": images, "labels": labels}, training=True)
+                images, labels = mixed["images"], mixed["labels"]
+                continue
+            classes = labels.shape[-1]
+            both = keras.ops.concatenate([labels, keras.ops.cast(metadata, labels.dtype)], -1)
+            mixed = layer({"images": images, "labels": both}, training=True)
+            images = mixed["images"]
+            labels, metadata = mixed["labels"][..., :classes], mixed["labels"][..., classes:]
+        return (images, labels) if metadata is None else (images, labels, metadata)
 
 
 def is_mixing(layer) -> bool:

@@ -39,6 +39,9 @@ class TrainConfig(StageConfig):
     fine_tune_epochs: int = 0
     fine_tune_layers: int = 0
     fine_tune_learning_rate_factor: float = 0.1
+    # manifest columns fed as a second model input, e.g. [camera, exposure, site:categorical];
+    # numeric or categorical is inferred from the train split unless `name:kind` says
+    metadata_columns: list[str] = field(default_factory=list)
     teacher: str = ""  # a trained model folder: distil its soft targets into this model
     distillation_temperature: float = 4.0
     distillation_alpha: float = 0.3  # weight of the label loss; the rest is the teacher's
@@ -74,6 +77,18 @@ class TrainConfig(StageConfig):
             from components.train.augment import parse_custom
 
             parse_custom(self.augmentation_layers, self.seed)  # names and arguments, now
+        if self.metadata_columns:
+            from components.common.metadata import parse_spec
+
+            names = []
+            for entry in self.metadata_columns:
+                try:
+                    names.append(parse_spec(entry)[0])
+                except ValueError as error:
+                    self.check(False, "metadata_columns", f"column names of the manifest: {error}")
+            self.check(
+                len(set(names)) == len(names), "metadata_columns", "each column at most once"
+            )
         self.check(self.epochs >= 1, "epochs", "expected >= 1")
         self.check(4 <= self.width <= 512, "width", "expected 4..512")
         self.check(1 <= self.batch_size <= 4096, "batch_size", "expected 1..4096")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from components.common import progress
+from components.common import metadata, progress
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
 from components.train.config import TrainConfig
 from components.train.precision import resolve_policy
@@ -159,6 +159,15 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
     policy = resolve_policy(config.precision)
     strategy = distribution_strategy(config.distribute)
 
+    encoder, train_meta, val_meta = None, None, None
+    if config.metadata_columns:
+        encoder = metadata.MetadataEncoder.fit(
+            metadata.read_rows(dataset, "train"),
+            config.metadata_columns,
+            where=f"{dataset}/splits/train.csv",
+        )
+        train_meta = metadata.split_matrix(encoder, dataset, "train")
+        val_meta = metadata.split_matrix(encoder, dataset, "val")
     augmenter = augment.build(config.augmentation, config.seed, config.augmentation_layers)
     train_ds = data.split_dataset(
         dataset,
@@ -170,6 +179,7 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
         augment=augmenter,
         seed=config.seed,
         count=stats["counts"]["per_split"]["train"],
+        metadata=train_meta,
     )
     val_ds = data.split_dataset(
         dataset,
@@ -178,6 +188,7 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
         num_classes,
         config.batch_size,
         count=stats["counts"]["per_split"]["val"],
+        metadata=val_meta,
     )
     n_train = int(stats["counts"]["per_split"]["train"])
     steps_per_epoch = max(1, -(-n_train // config.batch_size))
@@ -195,6 +206,7 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
                 config.weights,
                 config.width,
                 batchnorm_momentum(steps_per_epoch),
+                encoder.size if encoder else 0,
             )
         finally:
             keras.config.set_dtype_policy(previous_policy)
@@ -206,21 +218,32 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
         if config.teacher:
             from components.train.distill import Distiller, load_teacher
 
-            teacher = load_teacher(config.teacher, size, classes)
+            teacher = load_teacher(config.teacher, size, classes, encoder)
             fitted = Distiller(
                 model, teacher, config.distillation_temperature, config.distillation_alpha
             )
-            fitted(keras.ops.zeros((1, size, size, 3)))  # built, as BackupAndRestore needs
+            fitted(  # built, as BackupAndRestore needs
+                metadata.model_inputs(
+                    keras.ops.zeros((1, size, size, 3)),
+                    keras.ops.zeros((1, encoder.size)) if encoder else None,
+                )
+            )
         rate = learning_rate(config, config.learning_rate, config.epochs, steps_per_epoch)
         compile_model(fitted, config, num_classes, rate)  # loss scaling for mixed_float16
     if config.teacher:
         teacher.compile(metrics=["accuracy"], loss="categorical_crossentropy")
-        teacher_accuracy = float(teacher.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
+        teacher_val = val_ds
+        if encoder and not metadata.takes_metadata(teacher):  # an image-only teacher
+            teacher_val = val_ds.map(lambda x, y: (x["image"], y))
+        teacher_accuracy = float(
+            teacher.evaluate(teacher_val, verbose=0, return_dict=True)["accuracy"]
+        )
     progress.log(
         STAGE,
         f"{model.name}: {model.count_params():,} weights ({trainable['stage1']:,} trainable), "
         f"input {size}x{size}, {num_classes} classes, augmentation {config.augmentation!r}, "
         f"precision {policy}, {strategy.num_replicas_in_sync} replica(s)"
+        + (f", metadata {', '.join(encoder.features)}" if encoder else "")
         + (", backbone frozen for stage 1" if two_stage else "")
         + (f", distilling from {config.teacher}" if config.teacher else ""),
     )
@@ -308,6 +331,9 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
             metrics["fine_tune"] = fine_tune
         if teacher_accuracy is not None:
             metrics["teacher_val_accuracy"] = round(teacher_accuracy, 6)
+        if encoder:
+            metrics["metadata_features"] = encoder.features
+            encoder.save(work)  # evaluate, export and predict encode with the same statistics
         model.save(work / "model.keras")
         for leftover in ("checkpoints", "stage1.weights.h5", "stage1.json"):
             path = work / leftover

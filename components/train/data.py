@@ -4,13 +4,16 @@
          -> one-hot -> augment (Keras layers, on the CPU; MixUp/CutMix mix labels) -> prefetch
 
 Images stay uint8 until the batch is augmented, so the cache holds the
-dataset at one byte per pixel.
+dataset at one byte per pixel. With metadata columns, each record's uri is
+looked up (a static hash table) in the split's encoded metadata matrix, and
+the batches are ({"image", "metadata"}, labels).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from components.common.records import parse_fn, shard_files
@@ -31,14 +34,18 @@ def split_dataset(
     cache: bool = True,
     count: int | None = None,
     limit: int | None = None,
+    metadata: tuple[list[str], np.ndarray] | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (float32 images 0..255 (B, S, S, 3), one-hot labels (B, K))."""
+    """Batches of (float32 images 0..255 (B, S, S, 3), one-hot labels (B, K)); with
+    `metadata` (uris, float32 (N, M) rows), of ({"image", "metadata" (B, M)}, labels)."""
     files = shard_files(dataset_dir, split)
     ds = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 8) or None)
     if limit is not None:  # the first `limit` examples only (benchmarks)
         ds = ds.take(limit)
         count = None if count is None else min(count, limit)
-    ds = ds.map(parse_fn(image_size), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(parse_fn(image_size, with_uri=metadata is not None), num_parallel_calls=AUTOTUNE)
+    if metadata is not None:
+        ds = ds.map(metadata_lookup(*metadata, split), num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache()
     if shuffle_buffer:
@@ -47,12 +54,36 @@ def split_dataset(
     if count is not None:  # TFRecords have unknown length; telling Keras gives it epoch sizes
         ds = ds.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
 
-    def to_model_input(images, labels):
+    def to_model_input(images, labels, rows=None):
         images = tf.cast(images, tf.float32)  # (B, S, S, 3) in 0..255
         labels = tf.one_hot(labels, num_classes)
-        if augment is not None:  # an augment.Augmenter: MixUp / CutMix also blend labels
-            images, labels = augment(images, labels)
-        return images, labels
+        if rows is None:
+            if augment is not None:  # an augment.Augmenter: MixUp / CutMix also blend labels
+                images, labels = augment(images, labels)
+            return images, labels
+        if augment is not None:  # ... and the metadata, by the same weights
+            images, labels, rows = augment(images, labels, rows)
+        return {"image": images, "metadata": rows}, labels
 
     ds = ds.map(to_model_input, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+def metadata_lookup(uris: list[str], matrix: np.ndarray, split: str):
+    """A map function (image, label, uri) -> (image, label, metadata row of that uri)."""
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(uris, tf.string), tf.range(len(uris), dtype=tf.int64)
+        ),
+        default_value=-1,
+    )
+    rows = tf.constant(matrix, tf.float32)
+
+    def attach(image, label, uri):
+        index = table.lookup(uri)
+        tf.debugging.assert_non_negative(
+            index, message=f"a {split} record has no row in splits/{split}.csv; re-run prepare"
+        )
+        return image, label, tf.gather(rows, index)
+
+    return attach

@@ -21,9 +21,13 @@ from components.common.errors import UserError
 EPSILON = 1e-7
 
 
-def load_teacher(path: str, image_size: int, classes: list[str]) -> keras.Model:
-    """A trained model folder (or its model.keras) whose input and classes match this dataset."""
+def load_teacher(path: str, image_size: int, classes: list[str], encoder=None) -> keras.Model:
+    """A trained model folder (or its model.keras) whose input and classes match this dataset.
+
+    The teacher may take images only, or images and the same metadata as the student."""
+    from components.common import metadata
     from components.common.artifacts import read_json
+    from components.train.models import image_size_of
 
     folder = Path(path)
     model_file = folder / "model.keras" if folder.is_dir() else folder
@@ -33,7 +37,7 @@ def load_teacher(path: str, image_size: int, classes: list[str]) -> keras.Model:
             "pass the output folder of an earlier `visionpipe train`"
         )
     teacher = keras.saving.load_model(model_file, compile=False)
-    side = teacher.input_shape[1]
+    side = image_size_of(teacher)
     if side is not None and side != image_size:
         raise UserError(
             f"train config teacher={path!r} takes {side}x{side} images but this dataset has "
@@ -45,6 +49,15 @@ def load_teacher(path: str, image_size: int, classes: list[str]) -> keras.Model:
             f"train config teacher={path!r} was trained on other classes "
             f"({classes_file}); distil from a teacher trained on the same prepared data"
         )
+    if metadata.takes_metadata(teacher):
+        theirs = metadata.load(model_file.parent)
+        if encoder is None or theirs is None or theirs.to_dict() != encoder.to_dict():
+            raise UserError(
+                f"train config teacher={path!r} takes metadata columns "
+                f"({', '.join(theirs.features) if theirs else 'unknown'}) that this student "
+                "does not get in the same encoding; give the student the teacher's "
+                "metadata_columns on the same prepared data, or use an image-only teacher"
+            )
     teacher.trainable = False
     return teacher
 
@@ -62,13 +75,19 @@ class Distiller(keras.Model):
     def call(self, inputs, training=False):
         return self.student(inputs, training=training)
 
+    def teacher_inputs(self, x):
+        """An image-only teacher of a student that also takes metadata sees the images."""
+        if isinstance(x, dict) and len(self.teacher.inputs) == 1:
+            return x["image"]
+        return x
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         # the compiled loss on the labels, already scaled for distribution strategies
         hard = super().compute_loss(x, y, y_pred, sample_weight, training)
         if not training:
             return hard
         t = self.temperature
-        teacher_probs = ops.cast(self.teacher(x, training=False), "float32")
+        teacher_probs = ops.cast(self.teacher(self.teacher_inputs(x), training=False), "float32")
         student_probs = ops.cast(y_pred, "float32")
         teacher_soft = ops.softmax(ops.log(teacher_probs + EPSILON) / t, axis=-1)
         student_log_soft = ops.log_softmax(ops.log(student_probs + EPSILON) / t, axis=-1)

@@ -2,8 +2,11 @@
 
 Every model takes float images in 0..255 of shape (B, S, S, 3) and carries
 its own input normalisation, so the exported graph needs nothing outside it.
-The layer named `embedding` is the penultimate representation (used by error
-analysis); the output layer `probabilities` is a float32 softmax.
+The layer named `embedding` is the image representation (GlobalAveragePooling);
+the output layer `probabilities` is a float32 softmax. A model with metadata
+columns has a second input, `metadata` (B, M) float32 (see
+components/common/metadata.py), concatenated with the image features before
+the head.
 """
 
 from __future__ import annotations
@@ -237,6 +240,25 @@ def trainable_count(model: keras.Model) -> int:
     return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
 
 
+def with_metadata(
+    model: keras.Model, metadata_size: int, num_classes: int, dropout: float
+) -> keras.Model:
+    """Two inputs (functional API): image features and a Dense view of the metadata,
+    concatenated, then Dropout -> Dense softmax. Unchanged when there is no metadata."""
+    if not metadata_size:
+        return model
+    image_features = model.get_layer("embedding").output
+    metadata = keras.Input((metadata_size,), name="metadata")
+    units = int(min(64, max(8, 2 * metadata_size)))
+    m = keras.layers.Dense(units, activation="relu", name="metadata_dense")(metadata)
+    x = keras.layers.Concatenate(name="image_and_metadata")([image_features, m])
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", dtype="float32", name="probabilities"
+    )(x)
+    return keras.Model([model.inputs[0], metadata], outputs, name=f"{model.name}_metadata")
+
+
 def build_model(
     name: str,
     image_size: int,
@@ -245,11 +267,19 @@ def build_model(
     weights: str = "none",
     width: int = 32,
     bn_momentum: float = 0.9,
+    metadata_size: int = 0,
 ) -> keras.Model:
     if name in FROM_SCRATCH:
-        return FROM_SCRATCH[name](image_size, num_classes, dropout, width, bn_momentum)
-    if name in BACKBONES:
+        model = FROM_SCRATCH[name](image_size, num_classes, dropout, width, bn_momentum)
+    elif name in BACKBONES:
         # pretrained statistics are kept as they are; only from-scratch backbones adapt
         momentum = bn_momentum if weights == "none" else None
-        return backbone_model(name, image_size, num_classes, dropout, weights, momentum)
-    raise ValueError(f"unknown model {name!r}; expected one of {', '.join(known_models())}")
+        model = backbone_model(name, image_size, num_classes, dropout, weights, momentum)
+    else:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(known_models())}")
+    return with_metadata(model, metadata_size, num_classes, dropout)
+
+
+def image_size_of(model: keras.Model) -> int | None:
+    """The side S of the model's (S, S, 3) image input (its first input)."""
+    return model.inputs[0].shape[1]

@@ -1,0 +1,308 @@
+"""Tabular metadata columns as a second model input: encoder, tf.data, train, evaluate,
+export (two-input TFLite/ONNX/SavedModel with parity) and predict, on real digits images.
+
+The dataset is built so that only the metadata can tell the classes apart: each
+row's image is a real digit drawn independently of its label, while `sensor`
+(categorical, right 90% of the time) and `reading` (numeric, label + noise,
+some empty) carry the label. A model that really uses its second input beats
+chance by far; the same model without it cannot.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from components.common.errors import UserError
+from components.common.metadata import MetadataEncoder, parse_spec
+from tests.conftest import VISIONPIPE
+
+CLASSES = ("north", "south", "east")
+
+
+# -- the encoder (no TensorFlow) --------------------------------------------------------
+
+
+def rows_of(**columns):
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def test_encoder_infers_kinds_standardizes_and_one_hots():
+    rows = rows_of(
+        reading=["1", "3", "", "5"],
+        site=["a", "b", "a", "c"],
+        code=["7", "7", "8", "9"],
+    )
+    encoder = MetadataEncoder.fit(rows, ["reading", "site", "code:categorical"])
+    kinds = {c.name: c.kind for c in encoder.columns}
+    assert kinds == {"reading": "numeric", "site": "categorical", "code": "categorical"}
+    assert encoder.features == [
+        "reading",
+        "reading=missing",  # the train split has an empty reading
+        "site=a",
+        "site=b",
+        "site=c",
+        "site=other",
+        "code=7",
+        "code=8",
+        "code=9",
+        "code=other",
+    ]
+    encoded = encoder.encode(rows_of(reading=["3", ""], site=["b", "zzz"], code=["9", ""]))
+    std = np.std([1.0, 3.0, 5.0])
+    np.testing.assert_allclose(encoded[0], [0, 0, 0, 1, 0, 0, 0, 0, 1, 0], atol=1e-6)
+    # missing reading: the mean (0) and the indicator; unseen site and empty code: "other"
+    np.testing.assert_allclose(encoded[1], [0, 1, 0, 0, 0, 1, 0, 0, 0, 1], atol=1e-6)
+    assert encoder.encode(rows_of(reading=["5"], site=["a"], code=["7"]))[0, 0] == pytest.approx(
+        2 / std, rel=1e-5
+    )
+    again = MetadataEncoder.from_dict(json.loads(json.dumps(encoder.to_dict())))
+    np.testing.assert_array_equal(again.encode(rows), encoder.encode(rows))
+
+
+def test_encoder_refuses_what_it_cannot_use():
+    rows = rows_of(reading=["1", "x"], site=["a", "b"])
+    with pytest.raises(UserError, match=r"'weather'.*its metadata columns: reading, site"):
+        MetadataEncoder.fit(rows, ["weather"])
+    with pytest.raises(UserError, match=r"declared numeric.*'x'.*reading:categorical"):
+        MetadataEncoder.fit(rows, ["reading:numeric"])
+    numeric = MetadataEncoder.fit(rows_of(reading=["1", "2"]), ["reading"])
+    with pytest.raises(UserError, match="numeric but got 'n/a'"):
+        numeric.encode(rows_of(reading=["n/a"]))
+    with pytest.raises(ValueError, match="prepare's own columns"):
+        parse_spec("label")
+    with pytest.raises(ValueError, match="numeric or categorical"):
+        parse_spec("site:ordinal")
+
+
+def test_train_config_checks_metadata_columns():
+    from components.train.config import TrainConfig
+
+    assert TrainConfig.from_dict({"metadata_columns": "site, reading:numeric"}).metadata_columns == [
+        "site",
+        "reading:numeric",
+    ]
+    with pytest.raises(UserError, match="metadata_columns.*prepare's own columns"):
+        TrainConfig.from_dict({"metadata_columns": ["sha256"]})
+    with pytest.raises(UserError, match="each column at most once"):
+        TrainConfig.from_dict({"metadata_columns": ["site", "site:categorical"]})
+
+
+def test_mixup_blends_metadata_by_the_label_weights():
+    """MixUp / CutMix mix each row with another; its metadata must get the same blend."""
+    import tensorflow as tf
+
+    from components.train import augment
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 16, 16, 3)).astype("float32")
+    labels = np.eye(4, dtype="float32")[[0, 1, 2, 3, 0, 1, 2, 3]]
+    for layer in ("MixUp", "CutMix"):
+        augmenter = augment.build("custom", seed=3, custom=[layer])
+        rows = np.concatenate([labels * 10.0, np.arange(8, dtype="float32")[:, None]], axis=1)
+        ds = tf.data.Dataset.from_tensors((images, labels, rows)).map(augmenter)
+        (mixed_images, mixed_labels, mixed_rows) = next(iter(ds))
+        mixed_labels, mixed_rows = np.asarray(mixed_labels), np.asarray(mixed_rows)
+        assert not np.allclose(mixed_labels, labels)  # rows really were mixed
+        np.testing.assert_allclose(mixed_rows[:, :4], mixed_labels * 10.0, rtol=1e-5, atol=1e-4)
+        assert mixed_images.shape == images.shape
+
+
+# -- the whole path on real images ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def metadata_manifest(tmp_path_factory):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("metadata_data")
+    (root / "img").mkdir()
+    rng = np.random.default_rng(0)
+    digits = load_digits()
+    rows = []
+    for n in range(240):
+        label = int(rng.integers(3))  # independent of the digit drawn
+        pixels = np.rint(digits.images[n] * 255 / 16).astype(np.uint8)
+        image = Image.fromarray(pixels, "L").resize((16, 16), Image.Resampling.NEAREST)
+        image.convert("RGB").save(root / "img" / f"{n:03d}.png")
+        sensor = f"s{label}" if rng.random() < 0.9 else f"s{rng.integers(3)}"
+        reading = "" if n % 17 == 0 else f"{label + rng.normal(0, 0.3):.3f}"
+        rows.append(
+            {
+                "uri": f"img/{n:03d}.png",
+                "label": CLASSES[label],
+                "sensor": sensor,
+                "reading": reading,
+                "operator": "ann" if n % 2 else "bob",
+            }
+        )
+    with open(root / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "manifest.csv"
+
+
+@pytest.fixture(scope="session")
+def metadata_run(tmp_path_factory, metadata_manifest):
+    """prepare -> train (with and without metadata) -> evaluate -> export, real stages."""
+    from components.evaluate.config import EvaluateConfig
+    from components.evaluate.core import run as evaluate
+    from components.export.config import ExportConfig
+    from components.export.core import run as export
+    from components.prepare.config import PrepareConfig
+    from components.prepare.core import run as prepare
+    from components.train.config import TrainConfig
+    from components.train.core import run as train
+
+    out = tmp_path_factory.mktemp("metadata_run")
+    prepare(PrepareConfig(image_size=16), str(metadata_manifest), out / "dataset")
+    common = {"epochs": 25, "width": 8, "early_stopping_patience": 25}
+    with_meta = train(
+        TrainConfig(metadata_columns=["sensor", "reading"], **common),
+        out / "dataset",
+        out / "model",
+    )
+    image_only = train(TrainConfig(**common), out / "dataset", out / "image_only")
+    evaluated = evaluate(
+        EvaluateConfig(min_accuracy=0.0, baseline_model=str(out / "image_only")),
+        out / "dataset",
+        out / "model",
+        out / "evaluation",
+    )
+    exported = export(
+        ExportConfig(formats=["saved_model", "tflite", "tflite_int8", "onnx"]),
+        out / "dataset",
+        out / "model",
+        out / "export",
+    )
+    return {
+        "dir": out,
+        "with_meta": with_meta,
+        "image_only": image_only,
+        "evaluated": evaluated,
+        "exported": exported,
+    }
+
+
+@pytest.mark.slow
+def test_the_second_input_carries_what_images_cannot(metadata_run):
+    model_dir = metadata_run["dir"] / "model"
+    encoder = json.loads((model_dir / "metadata.json").read_text())
+    assert encoder["features"] == [
+        "sensor=s0",
+        "sensor=s1",
+        "sensor=s2",
+        "sensor=other",
+        "reading",
+        "reading=missing",
+    ]
+    assert metadata_run["with_meta"]["metadata_features"] == encoder["features"]
+    # the labels are independent of the images: chance is 1/3
+    assert metadata_run["image_only"]["val_accuracy"] <= 0.6
+    assert metadata_run["with_meta"]["val_accuracy"] >= 0.75
+    metrics = metadata_run["evaluated"]["metrics"]
+    assert metrics["accuracy"] >= 0.75
+    assert metadata_run["evaluated"]["blessing"]["baseline"]["accuracy"] <= 0.6
+    # slices over the manifest's columns, and the robustness check ran with metadata
+    assert {"sensor", "operator"} <= set(metrics["slices"])
+    assert metrics["robustness"]["clean_accuracy"] == pytest.approx(metrics["accuracy"])
+
+
+@pytest.mark.slow
+def test_two_input_exports_match_keras(metadata_run):
+    parity = metadata_run["exported"]["parity"]
+    for name in ("tflite", "tflite_int8", "onnx"):
+        assert parity[name]["passed"], (name, parity[name])
+        assert parity[name]["count"] == 36
+    assert parity["tflite"]["max_abs_diff"] < 1e-4 and parity["onnx"]["max_abs_diff"] < 1e-4
+    export_dir = metadata_run["dir"] / "export"
+    assert json.loads((export_dir / "metadata.json").read_text())["features"][0] == "sensor=s0"
+    from components.export.convert import read_attached
+
+    assert json.loads(read_attached(export_dir / "model.tflite", "metadata.json"))["columns"]
+
+
+def predict(model, *args):
+    return subprocess.run(
+        [VISIONPIPE, "predict", "--model", str(model), "--json", *args],
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_predict_feeds_metadata_to_every_format(metadata_run, metadata_manifest):
+    """The same image gets the class its metadata says, through each exported file."""
+    export_dir = metadata_run["dir"] / "export"
+    image = str(metadata_manifest.parent / "img" / "005.png")
+    for model in (
+        export_dir / "model.onnx",
+        export_dir / "model.tflite",
+        export_dir / "saved_model",
+        metadata_run["dir"] / "model" / "model.keras",
+    ):
+        tops = []
+        for sensor, reading in (("s0", "0.0"), ("s2", "2.0")):
+            done = predict(model, image, "--meta", f"sensor={sensor}", "--meta", f"reading={reading}")
+            assert done.returncode == 0, done.stderr
+            tops.append(json.loads(done.stdout)[0]["top"][0]["label"])
+        assert tops == ["north", "east"], model
+    # the manifest given to prepare works as --metadata (paths resolve against its folder)
+    done = predict(export_dir / "model.onnx", image, "--metadata", str(metadata_manifest))
+    assert done.returncode == 0, done.stderr
+    missing = predict(export_dir / "model.onnx", image)
+    assert missing.returncode == 2
+    assert "takes metadata columns sensor, reading" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    unknown = predict(export_dir / "model.onnx", image, "--meta", "weather=rain")
+    assert unknown.returncode == 2 and "one of sensor, reading" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_metadata_student_distils_from_an_image_only_teacher(metadata_run, tmp_path):
+    """Distillation and MixUp in tf.data with a two-input student."""
+    from components.train.config import TrainConfig
+    from components.train.core import run as train
+
+    metrics = train(
+        TrainConfig(
+            epochs=2,
+            width=8,
+            metadata_columns=["sensor", "reading"],
+            teacher=str(metadata_run["dir"] / "image_only"),
+            augmentation="custom",
+            augmentation_layers=["MixUp"],
+        ),
+        metadata_run["dir"] / "dataset",
+        tmp_path / "student",
+    )
+    assert metrics["epochs_run"] == 2 and "teacher_val_accuracy" in metrics
+    assert (tmp_path / "student" / "metadata.json").is_file()
+
+
+@pytest.mark.slow
+def test_unknown_metadata_column_is_one_clear_line(metadata_run, tmp_path):
+    done = subprocess.run(
+        [
+            VISIONPIPE,
+            "train",
+            "--dataset",
+            str(metadata_run["dir"] / "dataset"),
+            "--output",
+            str(tmp_path / "m"),
+            "--set",
+            "metadata_columns=sensor,weather",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "'weather'" in done.stderr and "sensor, reading, operator" in done.stderr
+    assert "Traceback" not in done.stderr
