@@ -83,7 +83,9 @@ def test_encoder_refuses_what_it_cannot_use():
 def test_train_config_checks_metadata_columns():
     from components.train.config import TrainConfig
 
-    assert TrainConfig.from_dict({"metadata_columns": "site, reading:numeric"}).metadata_columns == [
+    assert TrainConfig.from_dict(
+        {"metadata_columns": "site, reading:numeric"}
+    ).metadata_columns == [
         "site",
         "reading:numeric",
     ]
@@ -250,7 +252,9 @@ def test_predict_feeds_metadata_to_every_format(metadata_run, metadata_manifest)
     ):
         tops = []
         for sensor, reading in (("s0", "0.0"), ("s2", "2.0")):
-            done = predict(model, image, "--meta", f"sensor={sensor}", "--meta", f"reading={reading}")
+            done = predict(
+                model, image, "--meta", f"sensor={sensor}", "--meta", f"reading={reading}"
+            )
             assert done.returncode == 0, done.stderr
             tops.append(json.loads(done.stdout)[0]["top"][0]["label"])
         assert tops == ["north", "east"], model
