@@ -229,6 +229,8 @@ def test_two_input_exports_match_keras(metadata_run):
     from components.export.convert import read_attached
 
     assert json.loads(read_attached(export_dir / "model.tflite", "metadata.json"))["columns"]
+    card = (export_dir / "model_card.md").read_text()
+    assert "Input `metadata`: float32 (batch, 6)" in card and "`sensor` (categorical)" in card
 
 
 def predict(model, *args):

@@ -52,6 +52,7 @@ def write_model_card(
         "(Pillow bilinear; `visionpipe predict` does this). "
         "`model_int8.tflite` takes uint8 pixels and gives uint8 scores (scale in the file). "
         f"Output: (batch, {len(classes)}) class probabilities in the order of `labels.txt`.",
+        *metadata_lines(folder),
         "",
         "## Training",
         "```",
@@ -103,3 +104,21 @@ def _sibling_evaluation(model_dir: Path) -> dict[str, Any] | None:
         if candidate.exists():
             return read_json(candidate)
     return None
+
+
+def metadata_lines(folder: Path) -> list[str]:
+    """The second input, for a model trained with metadata columns."""
+    from components.common.metadata import load
+
+    encoder = load(folder)
+    if encoder is None:
+        return []
+    columns = ", ".join(f"`{c.name}` ({c.kind})" for c in encoder.columns)
+    return [
+        "",
+        f"Input `metadata`: float32 (batch, {encoder.size}) built from the columns {columns} "
+        "as `metadata.json` says (also packed into the .tflite and .onnx files; "
+        "`visionpipe predict --meta NAME=VALUE` does it): "
+        + ", ".join(f"`{name}`" for name in encoder.features)
+        + ".",
+    ]
