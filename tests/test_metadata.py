@@ -1,16 +1,16 @@
 """Tabular metadata columns as a second model input: encoder, tf.data, train, evaluate,
 export (two-input TFLite/ONNX/SavedModel with parity) and predict, on real digits images.
 
-The dataset is built so that only the metadata can tell the classes apart: each
-row's image is a real digit drawn independently of its label, while `sensor`
-(categorical, right 90% of the time) and `reading` (numeric, label + noise,
-some empty) carry the label. A model that really uses its second input beats
-chance by far; the same model without it cannot.
+The dataset (benchmarks/metadata_input.py) is built so that only the metadata
+can tell the classes apart: each row's image is a real digit drawn
+independently of its label, while `sensor` (categorical, right 90% of the
+time) and `reading` (numeric, label + noise, some empty) carry the label. A
+model that really uses its second input beats chance by far; the same model
+without it cannot.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 
@@ -20,9 +20,6 @@ import pytest
 from components.common.errors import UserError
 from components.common.metadata import MetadataEncoder, parse_spec
 from tests.conftest import VISIONPIPE
-
-CLASSES = ("north", "south", "east")
-
 
 # -- the encoder (no TensorFlow) --------------------------------------------------------
 
@@ -120,77 +117,21 @@ def test_mixup_blends_metadata_by_the_label_weights():
 
 @pytest.fixture(scope="session")
 def metadata_manifest(tmp_path_factory):
-    from PIL import Image
-    from sklearn.datasets import load_digits
+    from benchmarks.metadata_input import write_manifest
 
-    root = tmp_path_factory.mktemp("metadata_data")
-    (root / "img").mkdir()
-    rng = np.random.default_rng(0)
-    digits = load_digits()
-    rows = []
-    for n in range(240):
-        label = int(rng.integers(3))  # independent of the digit drawn
-        pixels = np.rint(digits.images[n] * 255 / 16).astype(np.uint8)
-        image = Image.fromarray(pixels, "L").resize((16, 16), Image.Resampling.NEAREST)
-        image.convert("RGB").save(root / "img" / f"{n:03d}.png")
-        sensor = f"s{label}" if rng.random() < 0.9 else f"s{rng.integers(3)}"
-        reading = "" if n % 17 == 0 else f"{label + rng.normal(0, 0.3):.3f}"
-        rows.append(
-            {
-                "uri": f"img/{n:03d}.png",
-                "label": CLASSES[label],
-                "sensor": sensor,
-                "reading": reading,
-                "operator": "ann" if n % 2 else "bob",
-            }
-        )
-    with open(root / "manifest.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return root / "manifest.csv"
+    return write_manifest(tmp_path_factory.mktemp("metadata_data"))
 
 
 @pytest.fixture(scope="session")
 def metadata_run(tmp_path_factory, metadata_manifest):
-    """prepare -> train (with and without metadata) -> evaluate -> export, real stages."""
-    from components.evaluate.config import EvaluateConfig
-    from components.evaluate.core import run as evaluate
-    from components.export.config import ExportConfig
-    from components.export.core import run as export
-    from components.prepare.config import PrepareConfig
-    from components.prepare.core import run as prepare
-    from components.train.config import TrainConfig
-    from components.train.core import run as train
+    """prepare -> train (with and without metadata) -> evaluate -> export, real stages
+    (the benchmark's own function, so the benchmark stays runnable)."""
+    from benchmarks.metadata_input import run_all, summary
 
     out = tmp_path_factory.mktemp("metadata_run")
-    prepare(PrepareConfig(image_size=16), str(metadata_manifest), out / "dataset")
-    common = {"epochs": 25, "width": 8, "early_stopping_patience": 25}
-    with_meta = train(
-        TrainConfig(metadata_columns=["sensor", "reading"], **common),
-        out / "dataset",
-        out / "model",
-    )
-    image_only = train(TrainConfig(**common), out / "dataset", out / "image_only")
-    evaluated = evaluate(
-        EvaluateConfig(min_accuracy=0.0, baseline_model=str(out / "image_only")),
-        out / "dataset",
-        out / "model",
-        out / "evaluation",
-    )
-    exported = export(
-        ExportConfig(formats=["saved_model", "tflite", "tflite_int8", "onnx"]),
-        out / "dataset",
-        out / "model",
-        out / "export",
-    )
-    return {
-        "dir": out,
-        "with_meta": with_meta,
-        "image_only": image_only,
-        "evaluated": evaluated,
-        "exported": exported,
-    }
+    result = run_all(metadata_manifest, out)
+    assert summary(result)["test_count"] == 36
+    return {"dir": out, **result}
 
 
 @pytest.mark.slow
@@ -245,7 +186,7 @@ def predict(model, *args):
 def test_predict_feeds_metadata_to_every_format(metadata_run, metadata_manifest):
     """The same image gets the class its metadata says, through each exported file."""
     export_dir = metadata_run["dir"] / "export"
-    image = str(metadata_manifest.parent / "img" / "005.png")
+    image = str(metadata_manifest.parent / "img" / "0005.png")
     for model in (
         export_dir / "model.onnx",
         export_dir / "model.tflite",
