@@ -91,7 +91,7 @@ def open_model(model_path: Path):
             feed = {"image": tf.constant(images, tf.float32)}
             if two_inputs:
                 if metadata is None:
-                    raise runtimes.missing_metadata(-1)
+                    raise runtimes.missing_metadata()
                 feed["metadata"] = tf.constant(metadata, tf.float32)
             return serve(**feed)["probabilities"].numpy()
 

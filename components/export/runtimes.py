@@ -24,8 +24,9 @@ def keras_predictor(model) -> Predictor:
     return predict
 
 
-def missing_metadata(width: int) -> ValueError:
-    return ValueError(f"this model takes a metadata input of {width} values per image; pass it")
+def missing_metadata(width: int | None = None) -> ValueError:
+    size = f" of {width} values per image" if width else ""
+    return ValueError(f"this model also takes a metadata input{size}; pass it")
 
 
 def tflite_predictor(path: str, threads: int | None = None) -> Predictor:
