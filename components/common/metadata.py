@@ -21,6 +21,8 @@ evaluate, export and predict: every stage feeds the same vector.
 from __future__ import annotations
 
 import csv
+import io
+import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -189,10 +191,28 @@ def load(folder: str | Path) -> MetadataEncoder | None:
     if storage.is_gcs(path):
         if not storage.exists(path):
             return None
-        import json
-
         return MetadataEncoder.from_dict(json.loads(storage.read_bytes(path)))
     return MetadataEncoder.from_dict(read_json(path)) if Path(path).exists() else None
+
+
+def parse_rows(text: str, jsonl: bool, what: str) -> list[dict[str, str]]:
+    """Rows of a CSV (header row) or JSONL table as string dicts (JSON null -> "").
+
+    `what` names the file in the one-line error, e.g. "manifest 'labels.jsonl'"."""
+    if not jsonl:
+        return list(csv.DictReader(io.StringIO(text)))
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{what} line {number} is not JSON: {error}") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{what} line {number} is not a JSON object")
+        rows.append({k: "" if v is None else str(v) for k, v in row.items()})
+    return rows
 
 
 def read_rows(dataset: str | Path, split: str) -> list[dict[str, str]]:

@@ -11,6 +11,14 @@ from components.common.errors import UserError
 from components.common.images import ImageRejected, load_for_model
 
 
+def onnx_properties(model_path: Path) -> dict[str, str]:
+    """The metadata_props of an .onnx file (labels, image_size, metadata_encoder...)."""
+    import onnx
+
+    proto = onnx.load(str(model_path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
 def load_labels(model_path: Path) -> list[str]:
     """labels.txt beside the model, or the labels packed inside a .tflite / .onnx file."""
     folder = model_path.parent
@@ -21,12 +29,7 @@ def load_labels(model_path: Path) -> list[str]:
         if attached:
             return attached
     if model_path.suffix == ".onnx":
-        import onnx
-
-        meta = {
-            p.key: p.value
-            for p in onnx.load(str(model_path), load_external_data=False).metadata_props
-        }
+        meta = onnx_properties(model_path)
         if "labels" in meta:
             return json.loads(meta["labels"])
     if (folder / "labels.txt").exists():
@@ -52,9 +55,7 @@ def image_size_of(model_path: Path) -> int:
         if info:
             return int(json.loads(info)["image_size"])
     if model_path.suffix == ".onnx":
-        import onnx
-
-        meta = {p.key: p.value for p in onnx.load(str(model_path)).metadata_props}
+        meta = onnx_properties(model_path)
         if "image_size" in meta:
             return int(meta["image_size"])
     raise UserError(
@@ -117,12 +118,7 @@ def load_encoder(model_path: Path):
         if packed:
             return MetadataEncoder.from_dict(json.loads(packed))
     if model_path.suffix == ".onnx":
-        import onnx
-
-        meta = {
-            p.key: p.value
-            for p in onnx.load(str(model_path), load_external_data=False).metadata_props
-        }
+        meta = onnx_properties(model_path)
         if "metadata_encoder" in meta:
             return MetadataEncoder.from_dict(json.loads(meta["metadata_encoder"]))
     return None
@@ -132,21 +128,15 @@ def read_metadata_file(path: str) -> dict[str, dict[str, str]]:
     """Rows of a CSV or JSONL file keyed by their `image` (or `uri`) column: as written,
     as an absolute path (relative ones resolve against the file's folder, as prepare
     resolves a manifest's), and by file name, so the manifest given to prepare works."""
-    import csv
     from collections import Counter
+
+    from components.common.metadata import parse_rows
 
     file = Path(path)
     if not file.is_file():
         raise UserError(f"--metadata file {path!r} does not exist; pass a CSV or JSONL file")
     text = file.read_text(encoding="utf-8-sig")
-    if file.suffix.lower() == ".jsonl":
-        try:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as error:
-            raise UserError(f"--metadata file {path!r} is not JSON lines: {error}") from None
-        rows = [{k: "" if v is None else str(v) for k, v in row.items()} for row in rows]
-    else:
-        rows = list(csv.DictReader(text.splitlines()))
+    rows = parse_rows(text, file.suffix.lower() == ".jsonl", f"--metadata file {path!r}")
     key = next((k for k in ("image", "uri") if rows and k in rows[0]), None)
     if key is None:
         raise UserError(

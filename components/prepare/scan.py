@@ -11,10 +11,7 @@ after, in parallel.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 import multiprocessing
 import os
 import posixpath
@@ -33,6 +30,7 @@ from components.common.images import (
     is_image_name,
     load_rgb,
 )
+from components.common.metadata import parse_rows
 
 # spawn, not fork: the parent may hold TensorFlow's threads, which fork would break
 SPAWN = multiprocessing.get_context("spawn")
@@ -124,20 +122,7 @@ def list_manifest(source: str, root: str) -> Listing:
         text = storage.read_bytes(root).decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read manifest {source!r}: {error}") from None
-    if root.lower().endswith(".jsonl"):
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"manifest {source!r} line {number} is not JSON: {error}") from None
-            if not isinstance(row, dict):
-                raise UserError(f"manifest {source!r} line {number} is not a JSON object")
-            rows.append({k: "" if v is None else str(v) for k, v in row.items()})
-    else:
-        rows = list(csv.DictReader(io.StringIO(text)))
+    rows = parse_rows(text, root.lower().endswith(".jsonl"), f"manifest {source!r}")
     columns = list(rows[0]) if rows else []
     missing = [c for c in ("uri", "label") if c not in columns]
     if rows and missing:
