@@ -55,18 +55,18 @@ def predict_probs(
 
 def metadata_rows(
     model, model_dir, dataset: Path, splits: dict[str, list[str]]
-) -> dict[str, np.ndarray | None]:
-    """Each split's encoded metadata (by the encoder saved with the model), in `uris` order;
-    None for each when the model takes images only."""
+) -> tuple[metadata.MetadataEncoder | None, dict[str, np.ndarray | None]]:
+    """The encoder saved with the model and each split's encoded metadata, in `uris`
+    order; (None, None for each) when the model takes images only."""
     if not metadata.takes_metadata(model):
-        return {split: None for split in splits}
+        return None, {split: None for split in splits}
     encoder = metadata.load(model_dir)
     if encoder is None:
         raise UserError(
             f"model {model_dir} takes a metadata input but has no {metadata.FILE} beside it; "
             "keep the train stage's output folder together"
         )
-    return {
+    return encoder, {
         split: metadata.split_matrix(encoder, dataset, split, uris)[1]
         for split, uris in splits.items()
     }
@@ -92,7 +92,7 @@ def run(
     with progress.step(STAGE, "predicting the test and train splits"):
         images, labels, uris = load_split_arrays(dataset, "test", size)
         train_images, train_labels, train_uris = load_split_arrays(dataset, "train", size)
-        rows = metadata_rows(model, model_dir, dataset, {"test": uris, "train": train_uris})
+        _, rows = metadata_rows(model, model_dir, dataset, {"test": uris, "train": train_uris})
         probs = predict_probs(model, images, config.batch_size, rows["test"])
         train_probs = predict_probs(model, train_images, config.batch_size, rows["train"])
         embed = analysis.embedding_model(model)
@@ -121,9 +121,10 @@ def run(
                     f"baseline model {config.baseline_model!r} predicts "
                     f"{baseline_model.output_shape[-1]} classes, not {len(classes)}"
                 )
-            base_rows = metadata_rows(
+            _, base_rows = metadata_rows(
                 baseline_model, config.baseline_model, dataset, {"test": uris}
-            )["test"]
+            )
+            base_rows = base_rows["test"]
             base_probs = predict_probs(baseline_model, images, config.batch_size, base_rows)
             baseline = classification_metrics(
                 base_probs, labels, classes, config.top_k, config.calibration_bins

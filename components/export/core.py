@@ -72,8 +72,8 @@ def run(
     size = int(read_json(dataset / "stats.json")["image_size"])
     model = convert.inference_model(load_model(model_dir))
     images, labels, uris = load_split_arrays(dataset, "test", size)
-    rows = metadata_rows(model, model_dir, dataset, {"test": uris})["test"]
-    encoder = metadata.load(model_dir) if rows is not None else None
+    encoder, rows = metadata_rows(model, model_dir, dataset, {"test": uris})
+    rows = rows["test"]
     spec = encoder.to_dict() if encoder else None
 
     with atomic_dir(output) as work:

@@ -38,7 +38,7 @@ def learning_rate(config: TrainConfig, rate: float, epochs: int, steps_per_epoch
     )
 
 
-def make_optimizer(config: TrainConfig, rate, accumulation: int | None = None):
+def make_optimizer(config: TrainConfig, rate):
     import keras
 
     common = {
@@ -46,9 +46,8 @@ def make_optimizer(config: TrainConfig, rate, accumulation: int | None = None):
         "use_ema": config.ema,
         "ema_momentum": config.ema_momentum,
     }
-    steps = config.gradient_accumulation_steps if accumulation is None else accumulation
-    if steps > 1:
-        common["gradient_accumulation_steps"] = steps
+    if config.gradient_accumulation_steps > 1:
+        common["gradient_accumulation_steps"] = config.gradient_accumulation_steps
     if config.optimizer == "adam":
         return keras.optimizers.Adam(rate, **common)
     if config.optimizer == "adamw":
@@ -335,11 +334,9 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
             metrics["metadata_features"] = encoder.features
             encoder.save(work)  # evaluate, export and predict encode with the same statistics
         model.save(work / "model.keras")
-        for leftover in ("checkpoints", "stage1.weights.h5", "stage1.json"):
-            path = work / leftover
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(
-                missing_ok=True
-            )
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+        for leftover in ("stage1.weights.h5", "stage1.json"):
+            (work / leftover).unlink(missing_ok=True)
         write_json(work / "metrics.json", metrics)
         write_json(work / "classes.json", classes)
         plot_history(history, work / "history.png", fine_tune and fine_tune["start_epoch"])

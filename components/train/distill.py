@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 from keras import ops
 
+from components.common import metadata
 from components.common.errors import UserError
 
 EPSILON = 1e-7
@@ -25,7 +26,6 @@ def load_teacher(path: str, image_size: int, classes: list[str], encoder=None) -
     """A trained model folder (or its model.keras) whose input and classes match this dataset.
 
     The teacher may take images only, or images and the same metadata as the student."""
-    from components.common import metadata
     from components.common.artifacts import read_json
     from components.train.models import image_size_of
 
@@ -77,7 +77,7 @@ class Distiller(keras.Model):
 
     def teacher_inputs(self, x):
         """An image-only teacher of a student that also takes metadata sees the images."""
-        if isinstance(x, dict) and len(self.teacher.inputs) == 1:
+        if isinstance(x, dict) and not metadata.takes_metadata(self.teacher):
             return x["image"]
         return x
 

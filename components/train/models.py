@@ -91,6 +91,11 @@ def preprocessing(kind: str) -> list:
 def head(features, num_classes: int, dropout: float):
     """GlobalAveragePooling -> Dropout -> Dense softmax (float32 even under mixed precision)."""
     x = keras.layers.GlobalAveragePooling2D(name="embedding")(features)
+    return classifier(x, num_classes, dropout)
+
+
+def classifier(x, num_classes: int, dropout: float):
+    """Dropout -> Dense softmax, float32 even under mixed precision."""
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     return keras.layers.Dense(
         num_classes, activation="softmax", dtype="float32", name="probabilities"
@@ -252,10 +257,7 @@ def with_metadata(
     units = int(min(64, max(8, 2 * metadata_size)))
     m = keras.layers.Dense(units, activation="relu", name="metadata_dense")(metadata)
     x = keras.layers.Concatenate(name="image_and_metadata")([image_features, m])
-    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(
-        num_classes, activation="softmax", dtype="float32", name="probabilities"
-    )(x)
+    outputs = classifier(x, num_classes, dropout)
     return keras.Model([model.inputs[0], metadata], outputs, name=f"{model.name}_metadata")
 
 
