@@ -87,13 +87,13 @@ class ClusterSettings(StageConfig):
                 self.check(QUANTITY.match(str(value)) is not None, "resources", "quantities")
 
 
-def load_cluster_settings(path: str | None, overrides: dict | None = None) -> ClusterSettings:
+def load_cluster_settings(path: str | None) -> ClusterSettings:
     data = load_config_file(path)
     if "kubernetes" in data:
         data = data["kubernetes"]
         if not isinstance(data, dict):
             raise UserError(f"{path}: the kubernetes section must be a mapping")
-    return ClusterSettings.from_dict({**data, **(overrides or {})})
+    return ClusterSettings.from_dict(data)
 
 
 def apply_task_settings(task, stage: str, settings: ClusterSettings) -> None:

@@ -25,16 +25,15 @@ RESOURCES = {
 def configure(task, name: str, settings: ClusterSettings | None, cache: bool = False):
     """Display name, resources, caching and, when compiling for a cluster, the kfp-kubernetes
     settings and retries of one task (only prepare is worth caching)."""
+    cluster = settings or ClusterSettings()  # kfp.local: the defaults, without kfp-kubernetes
+    override = cluster.resources.get(name, {})
     cpu, memory = RESOURCES[name]
-    if settings is not None:
-        override = settings.resources.get(name, {})
-        cpu, memory = str(override.get("cpu", cpu)), str(override.get("memory", memory))
+    cpu, memory = str(override.get("cpu", cpu)), str(override.get("memory", memory))
     task.set_display_name(name).set_caching_options(cache)
     task.set_cpu_limit(cpu).set_memory_limit(memory)
-    gpus = settings.gpu_count if settings else 1
-    if name == "train" and gpus:
-        resource = settings.gpu_resource if settings else "nvidia.com/gpu"
-        task.set_accelerator_type(resource).set_accelerator_limit(str(gpus))
+    if name == "train" and cluster.gpu_count:
+        task.set_accelerator_type(cluster.gpu_resource)
+        task.set_accelerator_limit(str(cluster.gpu_count))
     if settings is not None:
         apply_task_settings(task, name, settings)
     return task

@@ -22,7 +22,6 @@ from components.common.errors import UserError
 from pipelines.pipeline import PIPELINE_NAME
 
 TERMINAL_OK = {"SUCCEEDED"}
-TERMINAL_BAD = {"FAILED", "CANCELED", "SKIPPED"}
 
 
 @dataclass
