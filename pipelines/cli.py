@@ -25,8 +25,8 @@ from components.common.config import SECTIONS, load_config_file, parse_overrides
 from components.common.errors import UserError, exit_on_user_error
 from components.evaluate import cli as evaluate_cli
 from components.export import cli as export_cli
-from components.export import push_cli
 from components.prepare import cli as prepare_cli
+from components.push import cli as push_cli
 from components.train import cli as train_cli
 
 STAGE_CLIS = {
@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument(
         "--scheduled",
         action="store_true",
-        help="key prepare's cache on each run's scheduled time (for recurring runs)",
+        help="accepted for older scripts: every compiled pipeline is fit for a schedule "
+        "(its fingerprint task re-prepares exactly when the data changed)",
     )
 
     submit = commands.add_parser("submit", help="upload the pipeline and start a run on KFP")
@@ -135,7 +136,15 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", default="visionpipe", help="experiment name")
     parser.add_argument("--namespace", help="Kubeflow profile namespace (multi-user)")
     parser.add_argument(
-        "--data", default="builtin:digits", help="data source as the cluster sees it (gs://...)"
+        "--data",
+        default="builtin:digits",
+        help="data source as the cluster sees it: gs://... or builtin:digits",
+    )
+    parser.add_argument(
+        "--upload",
+        action="store_true",
+        help="copy a local --data folder or manifest to <pipeline_root>/data/<fingerprint>/ "
+        "first (once per content) and run on that copy",
     )
     parser.add_argument("--preset", choices=sorted(presets()), help="a named whole-run config")
     add_config_arguments(parser)
@@ -158,8 +167,9 @@ def run_configs(
 ) -> dict[str, dict]:
     """Whole-run config: preset, then file sections, then `--set stage.key=value`; validated."""
     from components.evaluate.config import EvaluateConfig
-    from components.export.config import ExportConfig, PushConfig
+    from components.export.config import ExportConfig
     from components.prepare.config import PrepareConfig
+    from components.push.config import PushConfig
     from components.train.config import TrainConfig
 
     merged = split_sections(load_config_file(presets()[preset]) if preset else {})
@@ -182,7 +192,7 @@ def run_configs(
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from components.prepare.scan import list_source
+    from components.common.sources import list_source
     from pipelines.local_run import run_pipeline
 
     configs = run_configs(args.config, args.set, args.preset)
@@ -233,11 +243,15 @@ def command_predict(args: argparse.Namespace) -> int:
 def command_submit(args: argparse.Namespace) -> int:
     from pipelines import submit as kfp_submit
     from pipelines.cluster import load_cluster_settings
+    from pipelines.upload import cluster_data
 
     if args.command == "schedule":
         kfp_submit.validate_cron(args.cron)  # before anything else: a bad cron costs nothing
     settings = load_cluster_settings(args.cluster)
-    params = kfp_submit.pipeline_params(run_configs(args.config, args.set, args.preset), args.data)
+    configs = run_configs(args.config, args.set, args.preset)
+    # before the server is contacted: a source the pods cannot read uploads nothing
+    data = cluster_data(args.data, args.upload, settings.pipeline_root)
+    params = kfp_submit.pipeline_params(configs, data)
     auth = kfp_submit.Auth(token=args.token, in_cluster=args.in_cluster, google=args.google)
     client = kfp_submit.make_client(args.host, auth, args.namespace)
     common = {
@@ -273,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.pipeline import compile_pipeline
 
         settings = load_cluster_settings(args.cluster)
-        print(compile_pipeline(args.output, settings, scheduled=args.scheduled))
+        print(compile_pipeline(args.output, settings))
         return 0
     if args.command in ("submit", "schedule"):
         return command_submit(args)

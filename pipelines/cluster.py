@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from components.common.config import StageConfig, load_config_file
 from components.common.errors import UserError
+from pipelines.images import StageImages, is_reference, stage_images
 
 STAGES = ("prepare", "train", "evaluate", "export", "push")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
@@ -34,7 +35,11 @@ class ClusterSettings(StageConfig):
     section = "kubernetes"
 
     gpu_resource: str = "nvidia.com/gpu"  # the extended resource the training task requests
-    gpu_count: int = 1  # 0: train on CPU (no accelerator request, CPU image)
+    gpu_count: int = 1  # 0: train on CPU (no accelerator request, in the CPU image)
+    # stage images, by digest for reproducible runs (registry/name@sha256:...); empty:
+    # $VISIONPIPE_IMAGE / $VISIONPIPE_GPU_IMAGE, then the version tags (pipelines/images.py)
+    cpu_image: str = ""
+    gpu_image: str = ""
     gpu_node_selector: dict = field(default_factory=dict)  # e.g. the GPU model's node label
     node_selector: dict = field(default_factory=dict)  # every task
     # training: tolerate the taint GPU node pools carry; other tasks: none by default
@@ -56,6 +61,13 @@ class ClusterSettings(StageConfig):
 
     def validate(self) -> None:
         self.check(0 <= self.gpu_count <= 16, "gpu_count", "expected 0..16")
+        for key in ("cpu_image", "gpu_image"):
+            value = getattr(self, key)
+            self.check(
+                not value or is_reference(value),
+                key,
+                "an image reference such as registry.example/visionpipe-cpu@sha256:<64 hex>",
+            )
         self.check(bool(QUANTITY.match(self.shm_size)), "shm_size", "a quantity such as 2Gi")
         self.check(0 <= self.retries <= 10, "retries", "expected 0..10")
         for key in ("retry_backoff", "retry_backoff_max"):
@@ -94,6 +106,10 @@ def load_cluster_settings(path: str | None) -> ClusterSettings:
         if not isinstance(data, dict):
             raise UserError(f"{path}: the kubernetes section must be a mapping")
     return ClusterSettings.from_dict(data)
+
+
+def images_for(settings: ClusterSettings) -> StageImages:
+    return stage_images(settings.cpu_image, settings.gpu_image)
 
 
 def apply_task_settings(task, stage: str, settings: ClusterSettings) -> None:

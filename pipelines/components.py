@@ -3,7 +3,13 @@
 The bodies are serialised into the compiled pipeline and executed in the
 stage image (or, locally, in this Python environment), so they import
 everything they use. No ML logic lives here.
+
+The functions are plain; `build(images)` makes KFP components of them with the
+images of one compile (`pipelines/images.py` resolves them), so the images CI
+pushed reach every compiled pipeline, whenever and wherever it is compiled.
 """
+
+from types import SimpleNamespace
 
 from kfp import dsl
 from kfp.dsl import (
@@ -18,14 +24,32 @@ from kfp.dsl import (
     Output,
 )
 
-from pipelines.images import CPU_IMAGE, GPU_IMAGE
+from pipelines.images import StageImages
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def fingerprint(data: str) -> str:
+    """What the data source holds now, as a short digest (never cached).
+
+    Args:
+        data: the pipeline's data source.
+
+    Returns:
+        The digest prepare is keyed on: the same listing gives the same value; an added,
+        removed or rewritten file gives a new one (components/common/fingerprint.py).
+    """
+    from components.common.fingerprint import fingerprint as digest
+    from pipelines.runtime import reporting_user_errors
+
+    with reporting_user_errors(None):
+        value = digest(data)
+    print(f"[fingerprint] {data}: {value}", flush=True)
+    return value
+
+
 def prepare(
     data: str,
     config: dict,
-    cache_key: str,
+    fingerprint: str,
     dataset: Output[Dataset],
     data_metrics: Output[Metrics],
     data_report: Output[HTML],
@@ -36,8 +60,9 @@ def prepare(
     Args:
         data: folder of class sub-folders, gs:// prefix, or builtin:digits.
         config: prepare config (see components/prepare/config.py); {} for defaults.
-        cache_key: not read; part of the cache key, so a new value (a scheduled run's
-            time) makes KFP run prepare again instead of reusing a cached dataset.
+        fingerprint: the fingerprint task's digest of `data`. Not read here: it is part of
+            prepare's cache key, so changed data runs prepare again and unchanged data
+            reuses the cached dataset.
         dataset: the prepared dataset folder (classes.json, splits/, tfrecords/, stats.json).
         data_metrics: image counts per split, rejected and duplicate counts.
         data_report: the HTML data report.
@@ -60,7 +85,6 @@ def prepare(
     shutil.copyfile(f"{dataset.path}/report.md", data_report_md.path)
 
 
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def train(
     dataset: Input[Dataset], config: dict, model: Output[Model], val_metrics: Output[Metrics]
 ):
@@ -76,13 +100,16 @@ def train(
     from components.train.core import run
     from pipelines.runtime import reporting_user_errors
 
+    # a retried or preempted task gets a fresh pod and disk but the same output URI: the
+    # backup state kept beside it (gs://) lets the new pod resume where the old one stopped
     with reporting_user_errors(model.path):
-        metrics = run(TrainConfig.from_dict(config), dataset.path, model.path)
+        metrics = run(
+            TrainConfig.from_dict(config), dataset.path, model.path, state_uri=model.uri
+        )
     for name, value in metrics.items():
         val_metrics.log_metric(name, value)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def evaluate(
     dataset: Input[Dataset],
     model: Input[Model],
@@ -126,10 +153,10 @@ def evaluate(
     return bool(result["blessing"]["blessed"])
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def export(
     dataset: Input[Dataset],
     model: Input[Model],
+    evaluation: Input[Artifact],
     config: dict,
     exported: Output[Model],
     parity_metrics: Output[Metrics],
@@ -139,6 +166,7 @@ def export(
     Args:
         dataset: output of prepare (the test split is the parity set).
         model: output of train.
+        evaluation: output of evaluate (the model card's test metrics).
         config: export config (see components/export/config.py); {} for defaults.
         exported: folder with saved_model/, model.tflite, model.onnx, labels.txt,
             parity.json, benchmark.json, model_card.md.
@@ -148,33 +176,73 @@ def export(
     from components.export.core import run
     from pipelines.runtime import reporting_user_errors
 
+    # a failed verification keeps its evidence (parity.json, the failing files) beside the
+    # output URI, since a failed task's own outputs are never uploaded
     with reporting_user_errors(exported.path):
-        result = run(ExportConfig.from_dict(config), dataset.path, model.path, exported.path)
+        result = run(
+            ExportConfig.from_dict(config),
+            dataset.path,
+            model.path,
+            exported.path,
+            evaluation=evaluation.path,
+            evidence_uri=exported.uri + ".failed",
+        )
     for name, values in result["parity"].items():
         if "top1_agreement" in values:
             parity_metrics.log_metric(f"{name}_top1_agreement", values["top1_agreement"])
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def push(
-    exported: Input[Model], evaluation: Input[Artifact], config: dict, published: Output[Artifact]
+    exported: Input[Model],
+    evaluation: Input[Artifact],
+    model: Input[Model],
+    dataset: Input[Dataset],
+    config: dict,
+    published: Output[Artifact],
 ):
     """Publish the verified export to the registry (folder or gs://) with a manifest.
 
     Args:
         exported: output of export (every file is copied).
-        evaluation: output of evaluate (its blessing is checked again).
+        evaluation: output of evaluate (its blessing is checked again; its metrics are
+            published for the next run's gate).
+        model: output of train (model.keras, published so a later run can re-measure it).
+        dataset: output of prepare (its split manifests, with each image's sha256, are
+            published for prepare.keep_splits and the baseline comparison).
         config: push config (registry, model_name, version); an empty registry publishes nothing.
         published: `latest.json` content of the registry after the push (uri, version).
     """
     import json
 
-    from components.export.config import PushConfig
-    from components.export.push import run
+    from components.push.config import PushConfig
+    from components.push.core import run
     from pipelines.runtime import reporting_user_errors
 
     with reporting_user_errors(published.path):
-        result = run(PushConfig.from_dict(config), exported.path, evaluation.path)
+        result = run(
+            PushConfig.from_dict(config),
+            exported.path,
+            evaluation.path,
+            model=model.path,
+            dataset=dataset.path,
+        )
     published.metadata.update({k: v for k, v in result.items() if isinstance(v, str | bool | int)})
     with open(published.path, "w") as handle:
         json.dump(result, handle, indent=2)
+
+
+STAGE_FUNCTIONS = (fingerprint, prepare, train, evaluate, export, push)
+
+
+def build(images: StageImages, gpu_count: int) -> SimpleNamespace:
+    """KFP components of the functions above, in the images of this compile."""
+    return SimpleNamespace(
+        **{
+            function.__name__: dsl.component(
+                function,
+                base_image=images.for_task(function.__name__, gpu_count),
+                install_kfp_package=False,
+            )
+            for function in STAGE_FUNCTIONS
+        }
+    )

@@ -1,19 +1,54 @@
-"""The one place that names the container images the pipeline runs in.
+"""The one place that decides which container images a compiled pipeline's tasks run in.
 
-`make images` builds and tags them; `VISIONPIPE_IMAGE` / `VISIONPIPE_GPU_IMAGE`
-(or a digest-pinned reference) override the defaults at compile time.
+Resolved each time a pipeline is compiled (`compile`, `submit`, `schedule`,
+the CronJob's submit), first match wins:
+
+  1. the cluster settings' `cpu_image` / `gpu_image` (`--cluster FILE`)
+  2. `VISIONPIPE_IMAGE` / `VISIONPIPE_GPU_IMAGE` in the environment: the CronJob
+     gets them from kustomize's `images:` (k8s/), CI from the digests it pushed
+  3. `<VISIONPIPE_REGISTRY or visionpipe>/visionpipe-{cpu,gpu}:<version>`, the tags
+     `make images` builds
+
+Training runs in the GPU image when the cluster settings ask for GPUs
+(`gpu_count` > 0), in the CPU image otherwise.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 
 import components
 
-REGISTRY = os.environ.get("VISIONPIPE_REGISTRY", "visionpipe")
-CPU_IMAGE = os.environ.get(
-    "VISIONPIPE_IMAGE", f"{REGISTRY}/visionpipe-cpu:{components.__version__}"
+# registry/name[:tag][@sha256:digest]: what a pod's `image:` accepts
+REFERENCE = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
 )
-GPU_IMAGE = os.environ.get(
-    "VISIONPIPE_GPU_IMAGE", f"{REGISTRY}/visionpipe-gpu:{components.__version__}"
-)
+
+
+@dataclass(frozen=True)
+class StageImages:
+    cpu: str
+    gpu: str
+
+    def for_task(self, name: str, gpu_count: int) -> str:
+        return self.gpu if name == "train" and gpu_count > 0 else self.cpu
+
+
+def default_image(flavour: str) -> str:
+    registry = os.environ.get("VISIONPIPE_REGISTRY", "visionpipe")
+    return f"{registry}/visionpipe-{flavour}:{components.__version__}"
+
+
+def stage_images(cpu: str = "", gpu: str = "") -> StageImages:
+    """The images for one compile: explicit values, then the environment, then the tags."""
+    return StageImages(
+        cpu=cpu or os.environ.get("VISIONPIPE_IMAGE") or default_image("cpu"),
+        gpu=gpu or os.environ.get("VISIONPIPE_GPU_IMAGE") or default_image("gpu"),
+    )
+
+
+def is_reference(value: str) -> bool:
+    return bool(REFERENCE.match(value))

@@ -55,7 +55,7 @@ def run_pipeline(
     run_id: str | None = None,
 ) -> dict[str, Any]:
     """Run the DAG locally; return (and write) the run summary."""
-    from pipelines.pipeline import visionpipe_pipeline
+    from pipelines.pipeline import make_pipeline
 
     run_id = run_id or new_run_id()
     run_dir = Path(output).resolve() / run_id
@@ -84,7 +84,7 @@ def run_pipeline(
     started = time.time()
     error: BaseException | None = None
     try:
-        visionpipe_pipeline(
+        make_pipeline()(
             data=data,
             prepare_config=configs.get("prepare", {}),
             train_config=configs.get("train", {}),

@@ -1,4 +1,4 @@
-"""The visionpipe DAG: prepare -> train -> evaluate -> [blessed?] -> export.
+"""The visionpipe DAG: fingerprint -> prepare -> train -> evaluate -> [blessed?] -> export -> push.
 
 No `from __future__ import annotations` here or in components.py: KFP reads the
 annotations at definition time and needs real types, not strings.
@@ -6,14 +6,15 @@ annotations at definition time and needs real types, not strings.
 
 from kfp import dsl
 
-from pipelines import components as c
-from pipelines.cluster import ClusterSettings, apply_task_settings
+from pipelines import components
+from pipelines.cluster import ClusterSettings, apply_task_settings, images_for
 
 PIPELINE_NAME = "visionpipe"
 
 
 # (cpu, memory) limits per task; training also gets one GPU
 RESOURCES = {
+    "fingerprint": ("1", "1G"),
     "prepare": ("2", "4G"),
     "train": ("8", "32G"),
     "evaluate": ("2", "8G"),
@@ -39,13 +40,15 @@ def configure(task, name: str, settings: ClusterSettings | None, cache: bool = F
     return task
 
 
-def make_pipeline(settings: ClusterSettings | None = None, scheduled: bool = False):
+def make_pipeline(settings: ClusterSettings | None = None):
     """The pipeline function; KFP builds its graph right here, at decoration time.
 
     settings: cluster settings to bake in (None for kfp.local runs, which ignore them).
-    scheduled: prepare's cache key is each run's scheduled time, so a recurring run
-    never reuses a stale cached dataset.
+    The stage images are resolved now (pipelines/images.py), not at import time.
     """
+    cluster = settings or ClusterSettings()
+    images = images_for(cluster)
+    c = components.build(images, cluster.gpu_count)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -59,12 +62,14 @@ def make_pipeline(settings: ClusterSettings | None = None, scheduled: bool = Fal
         evaluate_config: dict = {},
         export_config: dict = {},
         push_config: dict = {},
-        cache_key: str = "",
     ):
-        # prepare is cached on its inputs: a new cache_key re-reads the data
-        key = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER if scheduled else cache_key
+        # never cached: it looks at the source as it is now, on every run from any path
+        # (UI, submit, recurring run, CronJob, visionpipe run)
+        fingerprint_task = configure(c.fingerprint(data=data), "fingerprint", settings)
+        # cached on its inputs, the fingerprint among them: new data re-prepares, the
+        # same data reuses the dataset
         prepare_task = configure(
-            c.prepare(data=data, config=prepare_config, cache_key=key),
+            c.prepare(data=data, config=prepare_config, fingerprint=fingerprint_task.output),
             "prepare",
             settings,
             cache=True,
@@ -75,15 +80,20 @@ def make_pipeline(settings: ClusterSettings | None = None, scheduled: bool = Fal
         evaluate_task = configure(
             c.evaluate(dataset=dataset, model=model, config=evaluate_config), "evaluate", settings
         )
+        evaluation = evaluate_task.outputs["evaluation"]
         # a single bool return is named "Output"; kfp.local resolves the condition by that name
         with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712
             export_task = configure(
-                c.export(dataset=dataset, model=model, config=export_config), "export", settings
+                c.export(dataset=dataset, model=model, evaluation=evaluation, config=export_config),
+                "export",
+                settings,
             )
             configure(
                 c.push(
                     exported=export_task.outputs["exported"],
-                    evaluation=evaluate_task.outputs["evaluation"],
+                    evaluation=evaluation,
+                    model=model,
+                    dataset=dataset,
                     config=push_config,
                 ),
                 "push",
@@ -93,21 +103,12 @@ def make_pipeline(settings: ClusterSettings | None = None, scheduled: bool = Fal
     return visionpipe_pipeline
 
 
-visionpipe_pipeline = make_pipeline()  # for kfp.local
-
-
-def compile_pipeline(
-    path: str, settings: ClusterSettings | None = None, scheduled: bool = False
-) -> str:
-    """Write the pipeline YAML with the cluster `settings` (defaults when None).
-
-    scheduled: prepare's cache key is each run's scheduled time, so a recurring run
-    never reuses a stale cached dataset."""
+def compile_pipeline(path: str, settings: ClusterSettings | None = None) -> str:
+    """Write the pipeline YAML with the cluster `settings` (defaults when None)."""
     from pathlib import Path
 
     from kfp import compiler
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    pipeline = make_pipeline(settings or ClusterSettings(), scheduled)
-    compiler.Compiler().compile(pipeline, package_path=path)
+    compiler.Compiler().compile(make_pipeline(settings or ClusterSettings()), package_path=path)
     return path

@@ -16,12 +16,16 @@ USER_ERROR_FILE = "user_error.txt"
 
 
 @contextlib.contextmanager
-def reporting_user_errors(output_path: str) -> Iterator[None]:
+def reporting_user_errors(output_path: str | None) -> Iterator[None]:
+    """Write a UserError's message beside `output_path` (a task with no output artifact
+    passes None: its message is in the task's log only), then re-raise it."""
     from components.common.errors import UserError
 
     try:
         yield
     except (UserError, FileNotFoundError) as error:
+        if output_path is None:
+            raise
         task_dir = os.path.dirname(output_path.rstrip("/"))
         if task_dir and not task_dir.startswith("/gcs/") and os.path.isdir(task_dir):
             with open(os.path.join(task_dir, USER_ERROR_FILE), "w") as handle:

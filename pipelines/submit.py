@@ -103,9 +103,9 @@ def validate_cron(expression: str) -> str:
     return expression
 
 
-def pipeline_params(configs: dict[str, dict], data: str, cache_key: str = "") -> dict[str, Any]:
+def pipeline_params(configs: dict[str, dict], data: str) -> dict[str, Any]:
     """Pipeline parameters: the data source and each stage's validated config."""
-    params: dict[str, Any] = {"data": data, "cache_key": cache_key}
+    params: dict[str, Any] = {"data": data}
     for section, values in configs.items():
         if values:
             params[f"{section}_config"] = values
@@ -130,11 +130,11 @@ def upload(client, package: str, name: str, version: str) -> tuple[str, str]:
     return pipeline_id, version_id
 
 
-def compiled_package(settings=None, scheduled: bool = False) -> str:
+def compiled_package(settings=None) -> str:
     from pipelines.pipeline import compile_pipeline
 
     folder = tempfile.mkdtemp(prefix="visionpipe-submit-")
-    return compile_pipeline(str(Path(folder) / "visionpipe.yaml"), settings, scheduled)
+    return compile_pipeline(str(Path(folder) / "visionpipe.yaml"), settings)
 
 
 def version_name() -> str:
@@ -146,12 +146,10 @@ def version_name() -> str:
     return "-".join(x for x in (f"v{components.__version__}", revision, stamp) if x)
 
 
-def publish(
-    client, experiment: str, pipeline_name: str, settings, scheduled: bool = False
-) -> dict[str, str]:
+def publish(client, experiment: str, pipeline_name: str, settings) -> dict[str, str]:
     """Compile, upload (a new version when the pipeline exists), find or create the
     experiment: the ids a run or a recurring run is created with, and the version name."""
-    package = compiled_package(settings, scheduled)
+    package = compiled_package(settings)
     version = version_name()
     pipeline_id, version_id = upload(client, package, pipeline_name, version)
     return {
@@ -205,10 +203,9 @@ def schedule(
     settings=None,
 ) -> dict[str, str]:
     validate_cron(cron)
-    # compiled so that prepare's cache key is each run's scheduled time: a recurring run
-    # re-reads the data instead of reusing the first run's cached dataset. (Parameter
-    # macros such as [[ScheduledTime]] are not expanded for v2 pipelines.)
-    ids = publish(client, experiment, pipeline_name, settings, scheduled=True)
+    # every run of it fingerprints the data first: a night with new data re-prepares,
+    # a night without reuses the cached dataset
+    ids = publish(client, experiment, pipeline_name, settings)
     ids.pop("version_name")
     recurring = client.create_recurring_run(
         ids["experiment_id"],

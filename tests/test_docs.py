@@ -4,8 +4,9 @@ import dataclasses
 from pathlib import Path
 
 from components.evaluate.config import EvaluateConfig
-from components.export.config import ExportConfig, PushConfig
+from components.export.config import ExportConfig
 from components.prepare.config import PrepareConfig
+from components.push.config import PushConfig
 from components.train.augment import PRESETS
 from components.train.config import TrainConfig
 from components.train.models import known_models

@@ -14,12 +14,31 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, digits_dataset, trained_model):
+def evaluation(tmp_path_factory, digits_dataset, trained_model):
+    """A real evaluation, in a folder that is nowhere near the model or the export (as on
+    a cluster, where each artifact has its own URI)."""
+    from components.evaluate.config import EvaluateConfig
+    from components.evaluate.core import run
+
+    out = tmp_path_factory.mktemp("elsewhere") / "a" / "b" / "evaluation"
+    run(EvaluateConfig(min_accuracy=0.0), digits_dataset, trained_model, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, digits_dataset, trained_model, evaluation):
     from components.export.core import run
 
     out = tmp_path_factory.mktemp("export") / "export"
-    run(ExportConfig(benchmark_runs=5), digits_dataset, trained_model, out)
+    run(ExportConfig(benchmark_runs=5), digits_dataset, trained_model, out, evaluation)
     return out
+
+
+def test_model_card_test_metrics_come_from_the_evaluation_input(exported, evaluation):
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    card = (exported / "model_card.md").read_text()
+    assert "## Test metrics" in card
+    assert f"Accuracy {metrics['accuracy']:.4f}" in card
 
 
 def test_export_folder_contract(exported):

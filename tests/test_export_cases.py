@@ -1,5 +1,7 @@
 """Export edge cases: mixed precision, augmentation inside the model, Flex ops."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -118,3 +120,46 @@ def test_quantized_gate_allows_one_image_on_a_tiny_test_split():
     large = {"accuracy": 0.985, "top1_agreement": 0.985, "count": 270}
     check("tflite_int8", large, 1.0, config)  # 4 of 270 lost: 1.5 points > 1 point
     assert not large["passed"] and large["max_accuracy_drop"] == 0.01
+
+
+def test_a_failed_verification_is_one_line_exit_1_and_keeps_its_evidence(
+    tmp_path, digits_dataset, trained_model, monkeypatch, capsys
+):
+    """A converter that really mismatches cannot be produced on demand, so ONNX Runtime's
+    real predictions are rolled by one class before the (real) parity check sees them."""
+    from components.export import core, runtimes
+    from pipelines.cli import main
+
+    real = runtimes.onnx_predictor
+
+    def shifted(path):
+        predictor = real(path)
+        return lambda *args, **kwargs: np.roll(predictor(*args, **kwargs), 1, axis=1)
+
+    monkeypatch.setattr(core.runtimes, "onnx_predictor", shifted)
+    out = tmp_path / "deep" / "export"
+    code = main(
+        [
+            "export",
+            "--dataset",
+            str(digits_dataset),
+            "--model",
+            str(trained_model),
+            "--output",
+            str(out),
+            "--set",
+            "formats=[onnx]",
+            "--set",
+            "benchmark_runs=2",
+        ]
+    )
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and "Traceback" not in err, err
+    assert last.startswith("visionpipe: failed: exported model does not match Keras")
+    assert "onnx agrees on 0." in last
+    kept = tmp_path / "deep" / "export.failed"
+    assert str(kept) in last
+    parity = json.loads((kept / "parity.json").read_text())
+    assert parity["onnx"]["passed"] is False and parity["onnx"]["top1_agreement"] < 0.5
+    assert (kept / "model.onnx").is_file() and not out.exists()

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from components.common import storage
-from components.export.config import PushConfig
 from components.prepare.config import PrepareConfig
+from components.push.config import PushConfig
 from tests.conftest import write_digit_images
 from tests.test_push import verified  # noqa: F401  (fixture)
 
@@ -42,7 +42,7 @@ def test_prepare_reads_class_folders_from_a_bucket(tmp_path, gcs_emulator):
 
 
 def test_push_to_a_bucket(gcs_emulator, verified):  # noqa: F811
-    from components.export.push import run
+    from components.push.core import run
 
     export, evaluation = verified
     result = run(PushConfig(registry=f"{gcs_emulator}/models", version="v7"), export, evaluation)
@@ -130,8 +130,8 @@ class FlakyProxy:
 def test_transient_429_and_503_are_retried(tmp_path, gcs_emulator, monkeypatch, verified):  # noqa: F811
     import os
 
-    from components.export.push import run as push
     from components.prepare.core import run as prepare
+    from components.push.core import run as push
 
     local = write_digit_images(tmp_path / "local", classes=(2, 5), per_class=8)
     upload_folder(local, f"{gcs_emulator}/flaky")

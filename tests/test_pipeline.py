@@ -27,7 +27,8 @@ def compiled(tmp_path_factory):
 
 def test_compiled_tasks_and_edges(compiled):
     root = compiled["root"]["dag"]["tasks"]
-    assert set(root) == {"prepare", "train", "evaluate", "condition-1"}
+    assert set(root) == {"fingerprint", "prepare", "train", "evaluate", "condition-1"}
+    assert root["prepare"]["dependentTasks"] == ["fingerprint"]
     assert root["train"]["dependentTasks"] == ["prepare"]
     assert sorted(root["evaluate"]["dependentTasks"]) == ["prepare", "train"]
     condition = root["condition-1"]
@@ -38,13 +39,39 @@ def test_compiled_tasks_and_edges(compiled):
     assert inner["push"]["dependentTasks"] == ["export"]
 
 
+@pytest.mark.parametrize("scheduled", [False, True])
+def test_prepare_is_cached_on_an_uncached_fingerprint(tmp_path, scheduled):
+    """Fresh data, and only then: prepare's cache key includes the output of a task that
+    is never cached, so every run (UI, submit, recurring, CronJob) looks at the data."""
+    path = tmp_path / "p.yaml"
+    done = visionpipe("compile", "--output", str(path), *(["--scheduled"] if scheduled else []))
+    assert done.returncode == 0, done.stderr
+    spec = next(yaml.safe_load_all(path.read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["prepare"]["cachingOptions"] == {"enableCache": True}
+    assert not tasks["fingerprint"]["cachingOptions"].get("enableCache")
+    source = tasks["prepare"]["inputs"]["parameters"]["fingerprint"]["taskOutputParameter"]
+    assert source == {"outputParameterKey": "Output", "producerTask": "fingerprint"}
+    assert tasks["fingerprint"]["inputs"]["parameters"]["data"] == {
+        "componentInputParameter": "data"
+    }
+    assert "cache_key" not in spec["root"]["inputDefinitions"]["parameters"]
+    # no schedule-time placeholder anywhere: the data decides, not the clock
+    assert "scheduled_time" not in path.read_text() and "schedule_time" not in path.read_text()
+    # export and push get the evaluation through the DAG, not by guessing folders
+    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    for task in ("export", "push"):
+        evaluation = inner[task]["inputs"]["artifacts"]["evaluation"]
+        assert evaluation["componentInputArtifact"] == "pipelinechannel--evaluate-evaluation"
+
+
 def test_compiled_training_requests_a_gpu(compiled):
     executors = compiled["deploymentSpec"]["executors"]
     train = executors["exec-train"]["container"]
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert train["resources"]["accelerator"]["resourceCount"] == "1"
     assert train["image"].endswith("visionpipe-gpu:0.1.0")
-    for name in ("exec-prepare", "exec-evaluate", "exec-export", "exec-push"):
+    for name in ("exec-fingerprint", "exec-prepare", "exec-evaluate", "exec-export", "exec-push"):
         container = executors[name]["container"]
         assert "accelerator" not in container.get("resources", {})
         assert container["image"].endswith("visionpipe-cpu:0.1.0")
@@ -99,6 +126,7 @@ def test_run_on_a_user_folder_exports_verified_models(tmp_path):
     assert summary["status"] == "succeeded" and summary["blessed"] is True
     assert summary["test_accuracy"] >= 0.9
     assert set(summary["timings_s"]) == {"prepare", "train", "evaluate", "export", "push", "total"}
+    assert summary["fingerprint"].startswith("folder-")
     latest = json.loads(
         (tmp_path / "runs" / "registry" / "visionpipe-classifier" / "latest.json").read_text()
     )

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from components.common.errors import UserError
-from components.export.config import PushConfig
-from components.export.push import run
+from components.push.config import PushConfig
+from components.push.core import run
 
 
 @pytest.fixture

@@ -66,7 +66,13 @@ def test_submit_uploads_the_compiled_pipeline_and_starts_a_run(cluster_file, cap
         spec, platform = spec_of(upload.files["uploadfile"].decode())
         assert spec["pipelineInfo"]["name"] == "visionpipe"
         assert spec["defaultPipelineRoot"] == "gs://bucket/visionpipe"
-        assert set(spec["root"]["dag"]["tasks"]) == {"prepare", "train", "evaluate", "condition-1"}
+        assert set(spec["root"]["dag"]["tasks"]) == {
+            "fingerprint",
+            "prepare",
+            "train",
+            "evaluate",
+            "condition-1",
+        }
         train_k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
         assert train_k8s["imagePullSecret"][0]["secretName"] == "regcred"
 
@@ -81,7 +87,7 @@ def test_submit_uploads_the_compiled_pipeline_and_starts_a_run(cluster_file, cap
         params = runtime["parameters"]
         assert params["data"] == "gs://bucket/images"
         assert params["train_config"]["epochs"] == 3
-        assert params["cache_key"] == ""
+        assert "cache_key" not in params  # freshness comes from the fingerprint task
         assert server.calls("GET", r"/runs/run-\d+$")  # --wait polled the run
         out = capsys.readouterr().out
         assert "ended SUCCEEDED" in out
@@ -111,7 +117,7 @@ def test_submit_wait_exits_nonzero_when_the_run_fails():
         assert main(["submit", "--host", server.url, "--wait"]) == 1
 
 
-def test_schedule_creates_a_recurring_run_that_busts_the_cache(cluster_file):
+def test_schedule_creates_a_recurring_run_keyed_on_the_data(cluster_file):
     with KfpServer() as server:
         code = main(
             [
@@ -139,11 +145,12 @@ def test_schedule_creates_a_recurring_run_that_busts_the_cache(cluster_file):
         assert body["service_account"] == "visionpipe-runner"
         assert body["runtime_config"]["parameters"]["data"] == "gs://bucket/images"
         assert body["experiment_id"] == experiment_id(server)
-        # the uploaded spec keys prepare's cache on each run's scheduled time
+        # the uploaded spec keys prepare's cache on the data's fingerprint, not the clock
         (upload,) = server.calls("POST", r"/pipelines/upload$")
         spec, _ = spec_of(upload.files["uploadfile"].decode())
-        key = spec["root"]["dag"]["tasks"]["prepare"]["inputs"]["parameters"]["cache_key"]
-        assert key["runtimeValue"]["constant"] == "{{$.pipeline_job_schedule_time_utc}}"
+        key = spec["root"]["dag"]["tasks"]["prepare"]["inputs"]["parameters"]["fingerprint"]
+        assert key["taskOutputParameter"]["producerTask"] == "fingerprint"
+        assert "schedule_time" not in upload.files["uploadfile"].decode()
 
 
 @pytest.mark.parametrize(
@@ -191,9 +198,8 @@ def test_compile_bakes_the_cluster_settings_in(tmp_path, cluster_file):
         "volumeName": "dshm",
     }
     assert spec["defaultPipelineRoot"] == "gs://bucket/visionpipe"
-    # a manual run's cache key is the cache_key parameter
-    key = tasks["prepare"]["inputs"]["parameters"]["cache_key"]
-    assert key["componentInputParameter"] == "cache_key"
+    key = tasks["prepare"]["inputs"]["parameters"]["fingerprint"]
+    assert key["taskOutputParameter"]["producerTask"] == "fingerprint"
 
 
 def test_bad_cluster_settings_are_refused(tmp_path, capsys):
@@ -204,3 +210,128 @@ def test_bad_cluster_settings_are_refused(tmp_path, capsys):
     path.write_text(json.dumps({"kubernetes": {"gpus": 1}}))
     assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--cluster", str(path)]) == 2
     assert "unknown kubernetes config key 'gpus'" in capsys.readouterr().err
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def executor_images(path) -> dict[str, str]:
+    spec, _ = spec_of(path.read_text())
+    return {
+        name.removeprefix("exec-"): executor["container"]["image"]
+        for name, executor in spec["deploymentSpec"]["executors"].items()
+    }
+
+
+def test_stage_images_come_from_one_place_at_compile_time(tmp_path, monkeypatch):
+    """The environment (what the CronJob gets from kustomize's images:) or the cluster
+    file names the images; they are read when compiling, not when Python starts."""
+    monkeypatch.setenv("VISIONPIPE_IMAGE", f"registry.example/team/visionpipe-cpu@{DIGEST}")
+    monkeypatch.setenv("VISIONPIPE_GPU_IMAGE", f"registry.example/team/visionpipe-gpu@{DIGEST}")
+    out = tmp_path / "env.yaml"
+    assert main(["compile", "--output", str(out)]) == 0
+    images = executor_images(out)
+    assert images.pop("train") == f"registry.example/team/visionpipe-gpu@{DIGEST}"
+    assert set(images.values()) == {f"registry.example/team/visionpipe-cpu@{DIGEST}"}
+    assert set(images) == {"fingerprint", "prepare", "evaluate", "export", "push"}
+
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(
+        yaml.safe_dump({"kubernetes": {"gpu_count": 0, "cpu_image": f"other/cpu@{DIGEST}"}})
+    )
+    out = tmp_path / "cpu.yaml"
+    assert main(["compile", "--output", str(out), "--cluster", str(cluster)]) == 0
+    # gpu_count 0: training runs in the CPU image, without an accelerator request
+    assert set(executor_images(out).values()) == {f"other/cpu@{DIGEST}"}
+    spec, _ = spec_of(out.read_text())
+    assert (
+        "accelerator"
+        not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    )
+
+
+def test_a_bad_image_reference_is_refused(tmp_path, capsys):
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump({"kubernetes": {"gpu_image": "Not An Image"}}))
+    assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--cluster", str(cluster)]) == 2
+    assert "gpu_image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["submit", "schedule"])
+def test_a_local_folder_is_refused_before_anything_is_uploaded(tmp_path, capsys, command):
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    extra = ["--cron", "0 0 3 * * *"] if command == "schedule" else []
+    with KfpServer() as server:
+        code = main([command, "--host", server.url, "--data", str(tmp_path / "photos"), *extra])
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is a local path" in err[0] and "--upload" in err[0]
+        assert server.requests == []  # nothing reached the server
+
+
+def test_upload_without_a_gs_pipeline_root_is_refused(tmp_path, capsys):
+    from tests.conftest import write_digit_images
+
+    data = write_digit_images(tmp_path / "photos", classes=(1, 2), per_class=3)
+    with KfpServer() as server:
+        assert main(["submit", "--host", server.url, "--data", str(data), "--upload"]) == 2
+        assert "pipeline_root" in capsys.readouterr().err and server.requests == []
+
+
+def test_upload_copies_a_folder_once_and_submits_the_copy(tmp_path, gcs_emulator, capsys):
+    from components.common import storage
+    from components.common.fingerprint import fingerprint
+    from tests.conftest import write_digit_images
+
+    data = write_digit_images(tmp_path / "photos", classes=(1, 2), per_class=4)
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump({"kubernetes": {"pipeline_root": f"{gcs_emulator}/root"}}))
+    args = ["--data", str(data), "--upload", "--cluster", str(cluster)]
+    with KfpServer() as server:
+        assert main(["submit", "--host", server.url, *args]) == 0
+        (run,) = server.calls("POST", r"/runs$")
+        uri = run.json["runtime_config"]["parameters"]["data"]
+        assert uri == f"{gcs_emulator}/root/data/{fingerprint(str(data))}"
+        copied = sorted(storage.relative(u, uri) for u in storage.list_files(uri))
+        assert copied == sorted(p.relative_to(data).as_posix() for p in data.rglob("*.*"))
+        assert (
+            storage.read_bytes(f"{uri}/digit_1/000.png") == (data / "digit_1/000.png").read_bytes()
+        )
+        storage.delete(f"{uri}/digit_1/000.png")  # a second upload of the same data copies nothing
+        capsys.readouterr()
+        assert main(["schedule", "--host", server.url, "--cron", "0 0 3 * * *", *args]) == 0
+        assert "already uploaded" in capsys.readouterr().err
+        assert not storage.exists(f"{uri}/digit_1/000.png")
+        (recurring,) = server.calls("POST", r"/recurringruns$")
+        assert recurring.json["runtime_config"]["parameters"]["data"] == uri
+
+
+def test_upload_copies_a_manifest_and_its_files(tmp_path, gcs_emulator):
+    from components.common import storage
+    from components.common.sources import list_source
+    from tests.conftest import write_digit_images
+
+    images = write_digit_images(tmp_path / "elsewhere", classes=(1, 2), per_class=4)
+    rows = ["uri,label,site"] + [
+        f"{p},{p.parent.name},s{n % 2}" for n, p in enumerate(sorted(images.rglob("*.*")))
+    ]
+    manifest = tmp_path / "lists" / "labels.csv"
+    manifest.parent.mkdir()
+    manifest.write_text("\n".join(rows) + "\n")
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump({"kubernetes": {"pipeline_root": f"{gcs_emulator}/r2"}}))
+    with KfpServer() as server:
+        code = main(
+            ["submit", "--host", server.url, "--data", str(manifest), "--upload"]
+            + ["--cluster", str(cluster)]
+        )
+        assert code == 0
+        (run,) = server.calls("POST", r"/runs$")
+    uri = run.json["runtime_config"]["parameters"]["data"]
+    assert uri.startswith(f"{gcs_emulator}/r2/data/manifest-") and uri.endswith("/labels.csv")
+    listing = list_source(uri)  # the copy lists like the original, from the bucket
+    assert len(listing.items) == 8 and listing.metadata_columns == ["site"]
+    assert all(storage.exists(item.uri) for item in listing.items)
+    assert sorted(i.label for i in listing.items) == sorted(
+        p.parent.name for p in images.rglob("*.*")
+    )

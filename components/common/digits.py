@@ -31,14 +31,20 @@ def is_builtin(source: str) -> bool:
     return str(source).startswith(BUILTIN_PREFIX)
 
 
-def resolve_builtin(source: str) -> str:
-    """The local folder that stands for `builtin:NAME`, written on first use."""
+def check_builtin(source: str) -> str:
+    """The name of a built-in dataset; an unknown one is refused with the list."""
     name = str(source)[len(BUILTIN_PREFIX) :]
     if name not in DATASETS:
         raise UserError(
             f"unknown built-in dataset {source!r}; available: "
             + ", ".join(BUILTIN_PREFIX + d for d in DATASETS)
         )
+    return name
+
+
+def resolve_builtin(source: str) -> str:
+    """The local folder that stands for `builtin:NAME`, written on first use."""
+    check_builtin(source)
     folder = cache_root() / "digits-png"
     if not (folder / ".complete").exists():
         try:

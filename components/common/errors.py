@@ -22,6 +22,11 @@ class StageFailed(RuntimeError):
     """A run failed for a reason already logged in full above; reported as one line, exit 1."""
 
 
+class VerificationFailed(StageFailed):
+    """Valid input, but the result failed a check (an export that does not match Keras):
+    one line naming the check and the measured value, exit 1, the evidence kept."""
+
+
 def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int]:
     """Wrap a CLI entry point: `UserError` (and missing files) become one line and exit 2."""
 

@@ -91,6 +91,43 @@ def copy_file(local: str | Path, uri: str) -> None:
     os.replace(tmp, uri)
 
 
+def download_file(uri: str, local: str | Path) -> None:
+    """Copy a local path or gs:// object to a local file (streamed, not read into memory)."""
+    Path(local).parent.mkdir(parents=True, exist_ok=True)
+    if is_gcs(uri):
+        bucket, key = split_gcs(uri)
+        blob = gcs_client().bucket(bucket).blob(key)
+        blob.download_to_filename(str(local), retry=retry_policy())
+        return
+    import shutil
+
+    shutil.copyfile(uri, local)
+
+
+def delete(uri: str) -> None:
+    """Remove a file or object; one that is already gone is not an error."""
+    if is_gcs(uri):
+        from google.api_core.exceptions import NotFound
+
+        bucket, key = split_gcs(uri)
+        with contextlib.suppress(NotFound):
+            gcs_client().bucket(bucket).blob(key).delete(retry=retry_policy())
+        return
+    Path(uri).unlink(missing_ok=True)
+
+
+def delete_tree(uri: str) -> int:
+    """Remove every file under a folder or prefix; the number removed."""
+    files = list(list_files(uri)) if is_gcs(uri) or Path(uri).is_dir() else []
+    for name in files:
+        delete(name)
+    if not is_gcs(uri) and Path(uri).is_dir():
+        import shutil
+
+        shutil.rmtree(uri, ignore_errors=True)
+    return len(files)
+
+
 def exists(uri: str) -> bool:
     if is_gcs(uri):
         bucket, key = split_gcs(uri)
@@ -111,8 +148,17 @@ def list_files(uri: str) -> Iterator[str]:
         yield from (f"{GCS_PREFIX}{bucket}/{name}" for name in names)
         return
     root = Path(uri)
+    # symlinked folders are followed, each real folder once: a link back up the tree
+    # (class_a/loop -> ..) would otherwise be walked again and again
+    seen = {os.path.realpath(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        kept = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(dirpath, name))
+            if real not in seen:
+                seen.add(real)
+                kept.append(name)
+        dirnames[:] = kept
         for name in sorted(filenames):
             if not name.startswith("."):
                 yield os.path.join(dirpath, name)

@@ -45,28 +45,3 @@ class ExportConfig(StageConfig):
         self.check(self.representative_images >= 1, "representative_images", "expected >= 1")
         self.check(self.benchmark_runs >= 1, "benchmark_runs", "expected >= 1")
         self.check(self.batch_size >= 1, "batch_size", "expected >= 1")
-
-
-@dataclass
-class PushConfig(StageConfig):
-    """Where blessed, verified exports are published."""
-
-    section = "push"
-
-    registry: str = ""  # a folder or gs://bucket/prefix; empty: do not push
-    model_name: str = "visionpipe-classifier"
-    version: str = ""  # empty: UTC time plus the first 8 hex digits of the ONNX file's hash
-
-    def validate(self) -> None:
-        import re
-
-        self.check(
-            re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.model_name) is not None,
-            "model_name",
-            "expected letters, digits, '.', '_' or '-'",
-        )
-        self.check(
-            self.version == "" or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.version),
-            "version",
-            "expected empty (automatic) or letters, digits, '.', '_' or '-'",
-        )

@@ -17,10 +17,10 @@ import json
 import re
 from pathlib import Path
 
-from components.common.errors import UserError
+from components.common.errors import UserError, VerificationFailed
 
 
-class ExportFailed(RuntimeError):
+class ExportFailed(VerificationFailed):
     """A format could not be produced or does not match the Keras model."""
 
 

@@ -59,10 +59,36 @@ def check(name: str, result: dict[str, Any], keras_accuracy: float, config: Expo
         result["passed"] = result["top1_agreement"] >= config.min_float_agreement
 
 
+def keep_evidence(work: Path, failed: list[str], target: str) -> str:
+    """Copy parity.json, the reports and the files of the failing formats to `target` (a
+    folder or gs:// prefix beside the output), where a failed run's message points."""
+    from components.common import storage
+
+    keep = ["parity.json", "benchmark.json", "model_card.md", "labels.txt"]
+    keep += [FILES[name] for name in failed if name in FILES]
+    storage.delete_tree(target)
+    for name in keep:
+        path = work / name
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            storage.copy_file(file, f"{target.rstrip('/')}/{file.relative_to(work).as_posix()}")
+    return target
+
+
 def run(
-    config: ExportConfig, dataset: str | Path, model_dir: str | Path, output: str | Path
+    config: ExportConfig,
+    dataset: str | Path,
+    model_dir: str | Path,
+    output: str | Path,
+    evaluation: str | Path | None = None,
+    evidence_uri: str | None = None,
 ) -> dict[str, Any]:
-    """Export the model in `model_dir`; fail if any format does not match Keras."""
+    """Export the model in `model_dir`; fail if any format does not match Keras.
+
+    evaluation: the evaluate stage's folder, for the model card's test metrics.
+    evidence_uri: where a failed verification keeps parity.json and the failing files
+        (default: `<output>.failed` beside the output).
+    """
     from components.common.records import load_split_arrays
     from components.evaluate.core import load_model, metadata_rows
 
@@ -131,15 +157,18 @@ def run(
                     "size_bytes": folder_size(path),
                 }
         write_json(work / "benchmark.json", benchmark)
-        write_model_card(work, dataset, model_dir, report, benchmark, classes, size)
+        write_model_card(
+            work, dataset, model_dir, report, benchmark, classes, size, evaluation=evaluation
+        )
         if "saved_model" not in config.formats:
             shutil.rmtree(saved_model)
         failed = [n for n, r in report.items() if n != "keras" and not r["passed"]]
         if failed:
+            kept = keep_evidence(work, failed, evidence_uri or f"{output}.failed")
             raise convert.ExportFailed(
                 "exported model does not match Keras on the test split: "
                 + ", ".join(describe_failure(n, report[n]) for n in failed)
-                + "; see parity.json"
+                + f"; parity.json and the failing files are kept in {kept}"
             )
         record.write(work, image_size=size, classes=classes)
     summary = ", ".join(f"{n} {r['top1_agreement']:.4f}" for n, r in report.items() if n != "keras")

@@ -17,11 +17,14 @@ def write_model_card(
     benchmark: dict[str, Any],
     classes: list[str],
     size: int,
+    evaluation: str | Path | None = None,
 ) -> None:
+    """`evaluation`: the evaluate stage's folder, handed over by the DAG (or --evaluation);
+    without it the card has no test metrics section."""
     stats = read_json(dataset / "stats.json")
     train_record = _read_optional(model_dir / "config.json") or {"config": {"model": "model"}}
     val = _read_optional(model_dir / "metrics.json") or {}
-    evaluation = _sibling_evaluation(model_dir)
+    evaluation = _read_optional(Path(evaluation) / "metrics.json") if evaluation else None
     parity_rows = [
         [
             name,
@@ -93,17 +96,6 @@ def write_model_card(
 
 def _read_optional(path: Path) -> dict[str, Any] | None:
     return read_json(path) if path.exists() else None
-
-
-def _sibling_evaluation(model_dir: Path) -> dict[str, Any] | None:
-    """Test metrics, when the evaluation folder sits beside the model (pipeline runs)."""
-    for candidate in (
-        model_dir.parent.parent / "evaluate" / "evaluation" / "metrics.json",
-        model_dir.parent / "evaluation" / "metrics.json",
-    ):
-        if candidate.exists():
-            return read_json(candidate)
-    return None
 
 
 def metadata_lines(folder: Path) -> list[str]:

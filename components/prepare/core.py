@@ -14,9 +14,10 @@ from components.common import progress
 from components.common.artifacts import StageRecord, atomic_dir, write_json
 from components.common.errors import UserError
 from components.common.images import ImageLimits
+from components.common.sources import list_source
 from components.prepare import report
 from components.prepare.config import PrepareConfig
-from components.prepare.scan import inspect_all, list_source, worker_count
+from components.prepare.scan import inspect_all, worker_count
 from components.prepare.shards import write_split
 from components.prepare.split import (
     SPLITS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 
 from components.common.cli import add_stage_io, run_with_storage, stage_main
 from components.common.config import stage_config
@@ -19,7 +20,11 @@ def execute(args: argparse.Namespace) -> int:
     from components.train.core import run
 
     config = stage_config(TrainConfig, args.config, args.set)
-    run_with_storage(run, config, [args.dataset], args.output)
+    # a gs:// output keeps the resumable state beside it: the same command on another
+    # machine (a fresh disk, HOME and TMPDIR) resumes where a killed one stopped
+    run_with_storage(
+        functools.partial(run, state_uri=args.output), config, [args.dataset], args.output
+    )
     return 0
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from components.common import metadata, progress
+from components.common import metadata, progress, storage
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
 from components.train.config import TrainConfig
 from components.train.precision import resolve_policy
@@ -72,7 +72,11 @@ def compile_model(model, config: TrainConfig, num_classes: int, rate=None) -> No
     )
 
 
-def callbacks(config: TrainConfig, work: Path, backup: Path) -> list:
+def callbacks(
+    config: TrainConfig, work: Path, stage: str, best_val_loss: float | None, durable=None
+) -> list:
+    """The fit's callbacks; `stage` names its backup and best-checkpoint files, and
+    `best_val_loss` is the best epoch so far of a resumed stage (None: a fresh one)."""
     import keras
 
     found = [
@@ -82,22 +86,23 @@ def callbacks(config: TrainConfig, work: Path, backup: Path) -> list:
         # double_checkpoint: a kill while the backup is written leaves the previous one.
         # Before SwapEMAWeights: the backup holds the raw weights and the optimizer's average
         keras.callbacks.BackupAndRestore(
-            str(backup), delete_checkpoint=True, double_checkpoint=True
+            str(work / BACKUPS[stage]), delete_checkpoint=True, double_checkpoint=True
         ),
     ]
     if config.ema:
         # validation, the best checkpoint and EarlyStopping see the averaged weights
         found.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     found += [
+        # the best epoch's weights, loaded when the stage ends; a file, not memory, so a
+        # resumed process still knows the best epoch from before the kill
         keras.callbacks.ModelCheckpoint(
-            str(work / "checkpoints" / "best.weights.h5"),
+            str(best_checkpoint(work, stage)),
             monitor="val_loss",
             save_best_only=True,
             save_weights_only=True,
+            initial_value_threshold=best_val_loss,
         ),
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True
-        ),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience),
         keras.callbacks.TensorBoard(str(work / "tensorboard"), write_graph=False, profile_batch=0),
         keras.callbacks.TerminateOnNaN(),
     ]
@@ -107,7 +112,33 @@ def callbacks(config: TrainConfig, work: Path, backup: Path) -> list:
                 monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-6
             )
         )
+    if durable is not None:  # last: it copies what the callbacks above wrote
+        from components.train.durable import sync_callback
+
+        found.append(sync_callback(durable, work))
     return found
+
+
+BACKUPS = {"stage1": "backup", "stage2": "backup_stage2"}
+
+
+def best_checkpoint(work: Path, stage: str) -> Path:
+    return work / "checkpoints" / f"{stage}.best.weights.h5"
+
+
+def best_so_far(history: list[dict[str, float]], first_epoch: int) -> float | None:
+    """The lowest val_loss a resumed stage already reached (epochs from `first_epoch`)."""
+    losses = [h["val_loss"] for h in history if h["epoch"] >= first_epoch and "val_loss" in h]
+    return min(losses) if losses else None
+
+
+def dataset_identity(dataset: Path) -> str:
+    """What identifies a prepared dataset wherever it was copied to: its split manifests
+    (each image's sha256) and stats."""
+    digest = hashlib.sha256()
+    for path in [dataset / "stats.json", *sorted((dataset / "splits").glob("*.csv"))]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def distribution_strategy(choice: str):
@@ -134,8 +165,18 @@ def make_deterministic(choice: str) -> bool:
     return on
 
 
-def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[str, Any]:
-    """Train on the prepared `dataset` folder; write the model folder `output`."""
+def run(
+    config: TrainConfig,
+    dataset: str | Path,
+    output: str | Path,
+    state_uri: str | None = None,
+) -> dict[str, Any]:
+    """Train on the prepared `dataset` folder; write the model folder `output`.
+
+    state_uri: the output's durable location (a gs:// artifact URI, or the gs:// output of
+    the command); the resumable state is kept beside it, so a fresh process on a fresh
+    disk resumes where a killed one stopped (components/train/durable.py).
+    """
     import keras
 
     from components.train import augment, data
@@ -251,25 +292,35 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
     if config.use_class_weights:
         class_weight = {i: float(stats["class_weights"][c]) for i, c in enumerate(classes)}
 
-    def fit(initial_epoch: int, epochs: int, work: Path, backup: Path) -> None:
+    def fit(initial_epoch: int, epochs: int, work: Path, stage: str) -> None:
+        best = best_so_far(read_history(work / "history.csv"), initial_epoch)
         fitted.fit(
             train_ds,
             validation_data=val_ds,
             initial_epoch=initial_epoch,
             epochs=epochs,
             class_weight=class_weight,
-            callbacks=callbacks(config, work, backup),
+            callbacks=callbacks(config, work, stage, best, durable),
             shuffle=False,  # tf.data shuffles; saying so silences Keras' warning
             verbose=1 if sys.stderr.isatty() else 2,
         )
+        if best_checkpoint(work, stage).exists():  # the best epoch, not the last one
+            fitted.load_weights(best_checkpoint(work, stage))
 
-    # the work folder and its backups outlive a killed run: the same command resumes
+    # the work folder and its backups outlive a killed run: the same command resumes. The
+    # key names what determines the result, not where the dataset was copied to
     resume_key = hashlib.sha256(
-        json.dumps(
-            [config.to_dict(), str(dataset.resolve()), stats["counts"]], sort_keys=True
-        ).encode()
+        json.dumps([config.to_dict(), dataset_identity(dataset)], sort_keys=True).encode()
     ).hexdigest()
+    durable = None
+    if state_uri and storage.is_gcs(state_uri):
+        from components.train.durable import DurableState, state_uri_for
+
+        durable = DurableState(state_uri_for(state_uri), resume_key)
     with atomic_dir(output, resume_key=resume_key) as work:
+        if durable is not None and durable.restore(work):
+            done = len(read_history(work / "history.csv"))
+            progress.log(STAGE, f"resuming from {durable.uri}: {done} epoch(s) already done")
         stage1_done = work / "stage1.json"
         if stage1_done.exists():  # killed during stage 2: stage 1's result is kept
             stage1 = read_json(stage1_done)
@@ -278,7 +329,7 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
         else:
             label = "fitting the head on the frozen backbone" if two_stage else "fitting"
             with progress.step(STAGE, f"{label}, up to {config.epochs} epochs"):
-                fit(0, config.epochs, work, work / "backup")
+                fit(0, config.epochs, work, "stage1")
             stage1 = {
                 "epochs_run": len(read_history(work / "history.csv")),
                 "val_loss": float(fitted.evaluate(val_ds, verbose=0, return_dict=True)["loss"]),
@@ -286,6 +337,8 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
             if config.fine_tune_epochs:
                 model.save_weights(work / "stage1.weights.h5")
                 write_json(stage1_done, stage1)
+                if durable is not None:
+                    durable.save(work)
         fine_tune = None
         if config.fine_tune_epochs:
             start = stage1["epochs_run"]
@@ -300,7 +353,7 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
                 f"learning rate {low:g}",
             )
             with progress.step(STAGE, f"fine-tuning, up to {config.fine_tune_epochs} epochs"):
-                fit(start, start + config.fine_tune_epochs, work, work / "backup_stage2")
+                fit(start, start + config.fine_tune_epochs, work, "stage2")
             stage2_loss = float(fitted.evaluate(val_ds, verbose=0, return_dict=True)["loss"])
             kept = stage2_loss <= stage1["val_loss"]
             if not kept:  # fine-tuning made it worse on val: keep the frozen-backbone model
@@ -311,7 +364,7 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
                 "val_loss_after": round(stage2_loss, 6),
                 "kept": kept,
             }
-        # EarlyStopping restored the best epoch's weights; measure them on val once more
+        # fit() loaded the best epoch's weights; measure them on val once more
         values = fitted.evaluate(val_ds, verbose=0, return_dict=True)
         metrics = {f"val_{k}": round(float(v), 6) for k, v in values.items()}
         history = read_history(work / "history.csv")
@@ -344,6 +397,8 @@ def run(config: TrainConfig, dataset: str | Path, output: str | Path) -> dict[st
             work / "augmentation_preview.png", dataset, size, augmenter, num_classes
         )
         record.write(work, image_size=size, classes=classes, metrics=metrics, precision=policy)
+    if durable is not None:  # the output is complete: the state has done its job
+        durable.clear()
     progress.log(
         STAGE,
         f"best epoch {metrics['best_epoch']}: val accuracy "

@@ -19,7 +19,7 @@ from typing import Any
 from components.common import progress, storage
 from components.common.artifacts import read_json
 from components.common.errors import UserError
-from components.export.config import PushConfig
+from components.push.config import PushConfig
 
 STAGE = "push"
 

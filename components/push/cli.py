@@ -1,9 +1,8 @@
-"""`visionpipe push` / `python -m components.export.push_cli`."""
+"""`visionpipe push` / `python -m components.push`."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from components.common.cli import add_config_arguments, stage_main
 from components.common.config import stage_config
@@ -22,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from components.export.config import PushConfig
-    from components.export.push import run
+    from components.push.config import PushConfig
+    from components.push.core import run
 
     config = stage_config(PushConfig, args.config, args.set)
     if not config.registry:
@@ -34,7 +33,4 @@ def execute(args: argparse.Namespace) -> int:
     return 0
 
 
-main = stage_main("export.push_cli", DESCRIPTION, add_arguments, execute)
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = stage_main("push", DESCRIPTION, add_arguments, execute)

@@ -1,0 +1,1 @@
+"""The push stage: publish a blessed, verified export to a model registry."""

@@ -1,0 +1,5 @@
+import sys
+
+from components.push.cli import main
+
+sys.exit(main())
