@@ -45,14 +45,16 @@ def test_bad_values_are_refused(cls, raw, pattern):
         cls.from_dict(raw)
 
 
-def test_overrides_parse_yaml_scalars():
+def test_overrides_keep_the_typed_text_until_the_key_type_reads_it():
+    """YAML would make 1.10 a float 1.1 and 010 an octal 8; the key's type decides instead
+    (see test_set_values_keep_what_was_typed_by_the_keys_type)."""
     assert parse_overrides(["a=1", "b=0.5", "c=true", "d=text", "e=[x, y]", "f=null"]) == {
-        "a": 1,
-        "b": 0.5,
-        "c": True,
+        "a": "1",
+        "b": "0.5",
+        "c": "true",
         "d": "text",
-        "e": ["x", "y"],
-        "f": None,
+        "e": "[x, y]",
+        "f": "null",
     }
     with pytest.raises(UserError, match="key=value"):
         parse_overrides(["novalue"])
@@ -84,3 +86,47 @@ def test_missing_or_bad_config_file(tmp_path):
     bad.write_text("- a\n- b\n")
     with pytest.raises(UserError, match="must hold a mapping"):
         stage_config(TrainConfig, str(bad), [])
+
+
+@pytest.mark.parametrize(
+    ("key", "text", "expected"),
+    [
+        ("push.version", "1.10", "1.10"),  # a str key keeps exactly what was typed
+        ("push.version", "010", "010"),
+        ("push.version", "yes", "yes"),
+        ("push.version", "null", "null"),
+        ("push.version", "1e-3", "1e-3"),
+        ("train.epochs", "010", 10),  # a number key gets the decimal number
+        ("train.epochs", "1e1", 10),
+        ("train.learning_rate", "1e-3", 0.001),
+        ("evaluate.min_accuracy", "0.90", 0.9),
+        ("train.ema", "yes", True),  # a bool key: true/false, yes/no, on/off
+        ("train.ema", "off", False),
+        ("prepare.image_size", "null", None),  # an optional number: null is None
+        ("prepare.image_size", "64", 64),
+        ("export.formats", "[onnx, tflite]", ["onnx", "tflite"]),
+        ("export.formats", "onnx,tflite", ["onnx", "tflite"]),
+    ],
+)
+def test_set_values_keep_what_was_typed_by_the_keys_type(key, text, expected):
+    from pipelines.cli import run_configs
+
+    section, name = key.split(".")
+    value = run_configs(None, [f"{key}={text}"])[section][name]
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("key", "text"),
+    [
+        ("train.epochs", "yes"),
+        ("train.epochs", "1.5"),
+        ("train.ema", "maybe"),
+        ("train.learning_rate", "fast"),
+    ],
+)
+def test_set_values_of_the_wrong_type_are_refused_naming_the_text(key, text):
+    from pipelines.cli import run_configs
+
+    with pytest.raises(UserError, match=rf"{key.split('.')[1]}={text} is invalid"):
+        run_configs(None, [f"{key}={text}"])

@@ -8,6 +8,7 @@ from components.common import storage
 from components.prepare.config import PrepareConfig
 from components.push.config import PushConfig
 from tests.conftest import write_digit_images
+from tests.gcs_proxy import GcsProxy
 from tests.test_push import verified  # noqa: F401  (fixture)
 
 
@@ -49,9 +50,11 @@ def test_push_to_a_bucket(gcs_emulator, verified):  # noqa: F811
     base = f"{gcs_emulator}/models/visionpipe-classifier"
     manifest = json.loads(storage.read_bytes(f"{base}/v7/manifest.json"))
     assert storage.read_bytes(f"{base}/v7/model.onnx") == b"onnx-bytes"
-    assert len(manifest["files"]) == 4
+    assert len(manifest["files"]) == 6  # the export, and evaluation/ for the next gate
     latest = json.loads(storage.read_bytes(f"{base}/latest.json"))
-    assert latest == {k: result[k] for k in ("version", "uri", "manifest_sha256")}
+    assert {k: latest[k] for k in ("version", "uri", "manifest_sha256")} == {
+        k: result[k] for k in ("version", "uri", "manifest_sha256")
+    }
 
 
 @pytest.mark.slow
@@ -66,67 +69,6 @@ def test_baseline_model_from_a_bucket(tmp_path, gcs_emulator, digits_dataset, tr
     assert result["blessing"]["baseline"]["accuracy"] == result["metrics"]["accuracy"]
 
 
-class FlakyProxy:
-    """An HTTP proxy in front of the emulator that answers some requests with 429 or 503.
-
-    Every `every`-th request is refused before it reaches the emulator, the way
-    Cloud Storage sheds load; the client must retry and the work must still succeed.
-    """
-
-    def __init__(self, target: str, every: int = 3):
-        import http.server
-        import threading
-        import urllib.request
-
-        self.target, self.every, self.count, self.injected = target, every, 0, []
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def handle_one(self):
-                proxy.count += 1
-                if proxy.count % proxy.every == 0:
-                    status = 429 if proxy.count % 2 else 503
-                    proxy.injected.append(status)
-                    self.send_response(status)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                headers = {
-                    k: v
-                    for k, v in self.headers.items()
-                    if k.lower() not in ("host", "content-length")
-                }
-                request = urllib.request.Request(
-                    proxy.target + self.path, data=body, headers=headers, method=self.command
-                )
-                try:
-                    with urllib.request.urlopen(request) as response:
-                        status, data, reply = response.status, response.read(), response.headers
-                except urllib.error.HTTPError as error:
-                    status, data, reply = error.code, error.read(), error.headers
-                self.send_response(status)
-                for key, value in reply.items():
-                    if key.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_one
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-
-
 def test_transient_429_and_503_are_retried(tmp_path, gcs_emulator, monkeypatch, verified):  # noqa: F811
     import os
 
@@ -135,7 +77,7 @@ def test_transient_429_and_503_are_retried(tmp_path, gcs_emulator, monkeypatch, 
 
     local = write_digit_images(tmp_path / "local", classes=(2, 5), per_class=8)
     upload_folder(local, f"{gcs_emulator}/flaky")
-    proxy = FlakyProxy(os.environ["STORAGE_EMULATOR_HOST"], every=3)
+    proxy = GcsProxy(os.environ["STORAGE_EMULATOR_HOST"], flaky_every=3)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
     storage.gcs_client.cache_clear()
     try:
@@ -208,3 +150,77 @@ def test_stage_commands_read_and_write_bucket_folders(tmp_path, gcs_emulator):
         text=True,
     )
     assert missing.returncode == 2 and "has no config.json" in missing.stderr
+
+
+@pytest.fixture
+def strict_gcs(gcs_emulator, monkeypatch):
+    """The emulator behind a proxy that enforces ifGenerationMatch (tests/gcs_proxy.py)."""
+    import os
+
+    proxy = GcsProxy(os.environ["STORAGE_EMULATOR_HOST"], preconditions=True)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    storage.gcs_client.cache_clear()
+    yield gcs_emulator, proxy
+    proxy.close()
+    storage.gcs_client.cache_clear()
+
+
+def test_preconditions_hold_on_the_proxied_emulator(strict_gcs):
+    bucket, proxy = strict_gcs
+    assert storage.create_exclusive(f"{bucket}/pc/a", b"one")
+    assert not storage.create_exclusive(f"{bucket}/pc/a", b"two")
+    assert storage.read_bytes(f"{bucket}/pc/a") == b"one"
+    data, token = storage.read_versioned(f"{bucket}/pc/a")
+    assert data == b"one"
+    assert storage.write_if_unchanged(f"{bucket}/pc/a", b"three", token)
+    assert not storage.write_if_unchanged(f"{bucket}/pc/a", b"four", token)  # stale token
+    assert storage.read_bytes(f"{bucket}/pc/a") == b"three"
+    assert proxy.refused == ["pc/a", "pc/a"]
+
+
+def concurrent_pushes(registry, export, evaluation, count=2, version=""):
+    """`count` `visionpipe push` processes started together against one registry."""
+    import subprocess
+
+    from tests.conftest import VISIONPIPE
+
+    command = [VISIONPIPE, "push", "--export", str(export), "--evaluation", str(evaluation)]
+    command += ["--set", f"registry={registry}"] + (["--set", f"version={version}"] * bool(version))
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    return [(p.wait(), p.stderr.read()) for p in processes]
+
+
+@pytest.mark.parametrize("where", ["bucket", "folder"])
+def test_pushes_at_once_get_distinct_complete_versions(where, strict_gcs, tmp_path, verified):  # noqa: F811
+    from components.push.core import verify
+
+    bucket, proxy = strict_gcs
+    export, evaluation = verified
+    registry = f"{bucket}/race" if where == "bucket" else str(tmp_path / "registry")
+    results = concurrent_pushes(registry, export, evaluation, count=3)
+    assert [code for code, _ in results] == [0, 0, 0], results
+    base = f"{registry}/visionpipe-classifier"
+    versions = sorted(
+        {storage.relative(u, base).split("/")[0] for u in storage.list_files(base)}
+        - {"latest.json"}
+    )
+    assert len(versions) == 3  # one automatic name raced for: one won, the others got -N
+    for version in versions:
+        assert verify(f"{base}/{version}") == []
+    latest = json.loads(storage.read_bytes(f"{base}/latest.json"))
+    assert latest["version"] in versions and verify(latest["uri"]) == []
+
+
+def test_an_explicit_version_raced_for_is_published_once(strict_gcs, verified):  # noqa: F811
+    bucket, _ = strict_gcs
+    export, evaluation = verified
+    results = concurrent_pushes(f"{bucket}/race2", export, evaluation, count=2, version="1.10")
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for code, err in results if code == 2)
+    assert "version '1.10' already exists" in loser.strip().splitlines()[-1]
+    latest = json.loads(storage.read_bytes(f"{bucket}/race2/visionpipe-classifier/latest.json"))
+    assert latest["version"] == "1.10"

@@ -2,10 +2,11 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
-from components.common.errors import UserError
+from components.common.errors import PushRefused, UserError
 from components.push.config import PushConfig
 from components.push.core import run
 
@@ -39,6 +40,8 @@ def test_push_copies_every_file_with_its_hash_then_moves_latest(tmp_path, verifi
         "model.tflite",
         "parity.json",
         "saved_model/variables/v.index",
+        "evaluation/blessing.json",
+        "evaluation/metrics.json",
     }
     for entry in manifest["files"]:
         data = (target / entry["path"]).read_bytes()
@@ -72,11 +75,11 @@ def test_unblessed_or_unverified_exports_are_refused(tmp_path, verified):
     (evaluation / "blessing.json").write_text(
         json.dumps({"blessed": False, "reasons": ["accuracy 0.5 is below the threshold 0.9"]})
     )
-    with pytest.raises(UserError, match="not blessed: accuracy 0.5"):
+    with pytest.raises(PushRefused, match="not blessed: accuracy 0.5"):
         run(PushConfig(registry=str(tmp_path / "r")), export, evaluation)
     (evaluation / "blessing.json").write_text(json.dumps({"blessed": True}))
     (export / "parity.json").write_text(json.dumps({"tflite_int8": {"passed": False}}))
-    with pytest.raises(UserError, match="failed verification: tflite_int8"):
+    with pytest.raises(PushRefused, match="failed verification: tflite_int8"):
         run(PushConfig(registry=str(tmp_path / "r")), export, evaluation)
     assert not (tmp_path / "r").exists()
 
@@ -89,3 +92,41 @@ def test_no_registry_publishes_nothing(tmp_path, verified):
 def test_model_name_is_validated():
     with pytest.raises(UserError, match="model_name"):
         PushConfig.from_dict({"model_name": "../escape"})
+
+
+def test_a_refused_push_has_its_own_exit_code(tmp_path, verified, capsys):
+    from pipelines.cli import main
+
+    export, evaluation = verified
+    (evaluation / "blessing.json").write_text(json.dumps({"blessed": False, "reasons": ["x"]}))
+    args = ["push", "--export", str(export), "--evaluation", str(evaluation)]
+    assert main([*args, "--set", f"registry={tmp_path / 'r'}"]) == 3
+    assert capsys.readouterr().err.strip() == (
+        "visionpipe: refused: refusing to push a model that is not blessed: x"
+    )
+
+
+def test_push_publishes_what_re_evaluation_needs(tmp_path, verified):
+    from components.common import registry
+
+    export, evaluation = verified
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.keras").write_bytes(b"keras-bytes")
+    (model / "history.csv").write_text("epoch\n0\n")  # not needed: not published
+    dataset = tmp_path / "dataset"
+    (dataset / "splits").mkdir(parents=True)
+    for split in ("train", "val", "test"):
+        (dataset / "splits" / f"{split}.csv").write_text(f"uri,label,sha256\n{split}.png,a,ff\n")
+    (dataset / "classes.json").write_text('["a", "b"]')
+    config = PushConfig(registry=str(tmp_path / "registry"), version="1.10")
+    run(config, export, evaluation, model=model, dataset=dataset)
+    found = registry.resolve(str(tmp_path / "registry" / "visionpipe-classifier"))
+    assert found.version == "1.10" and found.label == "visionpipe-classifier 1.10"
+    assert registry.resolve(found.uri).uri == found.uri  # a version folder resolves too
+    assert (Path(found.part("model")) / "model.keras").read_bytes() == b"keras-bytes"
+    assert not (Path(found.part("model")) / "history.csv").exists()
+    assert (Path(found.part("dataset")) / "splits" / "test.csv").exists()
+    assert (Path(found.part("evaluation")) / "metrics.json").exists()
+    assert found.manifest["reference"] == {"model": True, "dataset": True, "evaluation": True}
+    assert registry.resolve(str(tmp_path / "nothing-here")) is None

@@ -61,18 +61,71 @@ class StageConfig:
             raise UserError(f"{self.section} config {key}={value!r} is invalid; {allowed}")
 
 
-def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
-    """Turn `["a=1", "train.epochs=3"]` into `{"a": 1, "train.epochs": 3}` (YAML scalars)."""
-    out: dict[str, Any] = {}
+class Typed(str):
+    """The literal text of a `--set` value. It becomes what the key's type says: a `str`
+    key keeps exactly the text (`1.10` stays `1.10`, `010` stays `010`), a number key
+    gets the decimal number (`010` is 10, `1e-3` is 0.001), a bool key true/false/yes/no."""
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Typed]:
+    """Turn `["a=1", "train.epochs=3"]` into `{"a": "1", "train.epochs": "3"}`, each value
+    kept as typed until `from_dict` reads it with the key's type."""
+    out: dict[str, Typed] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--set expects key=value, got {pair!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
+        out[key.strip()] = Typed(value.strip())
     return out
+
+
+NULLS = ("null", "~", "none", "None")
+TRUE, FALSE = ("true", "yes", "on"), ("false", "no", "off")
+
+
+def _from_text(text: str, hint: Any) -> Any:
+    """A `--set` text as the value `hint` takes (raises ValueError when it cannot be)."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [o for o in get_args(hint) if o is not type(None)]
+        if text in NULLS and str not in options:
+            return None
+        for option in options:
+            try:
+                return _from_text(text, option)
+            except ValueError:
+                continue
+        raise ValueError(text)
+    if origin is Literal:
+        for choice in get_args(hint):
+            try:
+                if _from_text(text, type(choice)) == choice:
+                    return choice
+            except ValueError:
+                continue
+        raise ValueError(text)
+    if origin in (list, tuple) or origin is dict or hint is dict or hint is Any:
+        try:
+            parsed = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            return text
+        return parsed
+    if hint is bool:
+        if text.lower() in TRUE:
+            return True
+        if text.lower() in FALSE:
+            return False
+        raise ValueError(text)
+    if hint is int:
+        number = float(text) if "." in text or "e" in text.lower() else int(text, 10)
+        if isinstance(number, float) and not number.is_integer():
+            raise ValueError(text)
+        return int(number)
+    if hint is float:
+        return float(text)
+    if hint is str:
+        return str(text)
+    raise ValueError(text)
 
 
 def load_config_file(path: str | Path | None) -> dict[str, Any]:
@@ -132,8 +185,15 @@ def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
     """Check `value` against the annotation `hint`, converting the lossless cases."""
 
     def refuse(expected: str) -> UserError:
-        return UserError(f"{section} config {key}={value!r} is invalid; expected {expected}")
+        shown = str(value) if isinstance(value, Typed) else repr(value)
+        return UserError(f"{section} config {key}={shown} is invalid; expected {expected}")
 
+    if isinstance(value, Typed):  # a --set text: read it as this key's type
+        try:
+            value = _from_text(str(value), hint)
+        except ValueError:
+            value = Typed(value)  # keeps the text for the message below
+            raise refuse(_describe(hint)) from None
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):
         options = get_args(hint)

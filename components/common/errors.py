@@ -9,6 +9,7 @@ from collections.abc import Callable
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_REFUSED = 3  # push: valid input, but the model is not blessed or not verified
 
 
 class UserError(ValueError):
@@ -16,6 +17,11 @@ class UserError(ValueError):
 
     The message says what was wrong, where, and how to fix it.
     """
+
+
+class PushRefused(RuntimeError):
+    """Push declined a model that is not blessed or failed verification: nothing is wrong
+    with the input, so not exit 2; one line and exit code 3."""
 
 
 class StageFailed(RuntimeError):
@@ -37,6 +43,9 @@ def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int]:
         except (UserError, FileNotFoundError, NotADirectoryError) as error:
             print(f"visionpipe: error: {_one_line(error)}", file=sys.stderr)
             return EXIT_USAGE
+        except PushRefused as error:
+            print(f"visionpipe: refused: {_one_line(error)}", file=sys.stderr)
+            return EXIT_REFUSED
         except StageFailed as error:
             print(f"visionpipe: failed: {_one_line(error)}", file=sys.stderr)
             return EXIT_FAILURE

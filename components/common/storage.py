@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,6 +127,82 @@ def delete_tree(uri: str) -> int:
 
         shutil.rmtree(uri, ignore_errors=True)
     return len(files)
+
+
+def create_exclusive(uri: str, data: bytes) -> bool:
+    """Write `uri` only if nothing is there yet; False when it already exists.
+
+    Cloud Storage: a generation precondition of 0 (`if_generation_match=0`). A local
+    file: hard-linking a complete temporary file to the name, which fails if it exists.
+    """
+    if is_gcs(uri):
+        from google.api_core.exceptions import PreconditionFailed
+
+        bucket, key = split_gcs(uri)
+        blob = gcs_client().bucket(bucket).blob(key)
+        try:
+            blob.upload_from_string(data, if_generation_match=0, retry=retry_policy())
+        except PreconditionFailed:
+            # a retried request whose first attempt did land reads back our own bytes
+            return read_bytes(uri) == data
+        return True
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.partial")
+    tmp.write_bytes(data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+def read_versioned(uri: str) -> tuple[bytes | None, object]:
+    """The content of `uri` (None when absent) and a token for `write_if_unchanged`."""
+    if is_gcs(uri):
+        bucket, key = split_gcs(uri)
+        blob = gcs_client().bucket(bucket).get_blob(key, retry=retry_policy())
+        if blob is None:
+            return None, 0
+        generation = int(blob.generation)  # before the download, which may reset it
+        return blob.download_as_bytes(retry=retry_policy()), generation
+    path = Path(uri)
+    if not path.exists():
+        return None, None
+    data = path.read_bytes()
+    return data, data
+
+
+def write_if_unchanged(uri: str, data: bytes, token: object) -> bool:
+    """Replace `uri` only if it is still what `read_versioned` saw; False when another
+    writer changed it in between (read again and decide again).
+
+    Cloud Storage: `if_generation_match` on the generation read. A local file: under an
+    exclusive lock on `.<name>.lock` beside it, compare, then replace atomically.
+    """
+    if is_gcs(uri):
+        from google.api_core.exceptions import PreconditionFailed
+
+        bucket, key = split_gcs(uri)
+        blob = gcs_client().bucket(bucket).blob(key)
+        try:
+            blob.upload_from_string(data, if_generation_match=token, retry=retry_policy())
+        except PreconditionFailed:
+            return False
+        return True
+    import fcntl
+
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = path.read_bytes() if path.exists() else None
+        if current != token:
+            return False
+        write_bytes(uri, data)
+    return True
 
 
 def exists(uri: str) -> bool:

@@ -17,6 +17,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="folder written by `visionpipe evaluate` (its blessing is checked)",
     )
+    parser.add_argument(
+        "--model",
+        help="folder written by `visionpipe train`: published too, so a later run's gate "
+        "can re-measure this version (evaluate.baseline_model)",
+    )
+    parser.add_argument(
+        "--dataset",
+        help="folder written by `visionpipe prepare`: its split manifests are published too "
+        "(prepare.keep_splits)",
+    )
     add_config_arguments(parser)
 
 
@@ -29,7 +39,7 @@ def execute(args: argparse.Namespace) -> int:
         from components.common.errors import UserError
 
         raise UserError("no registry given; pass --set registry=DIR or gs://BUCKET/PREFIX")
-    run(config, args.export, args.evaluation)
+    run(config, args.export, args.evaluation, model=args.model, dataset=args.dataset)
     return 0
 
 

@@ -1,11 +1,19 @@
 """Publishing a blessed, verified export to a registry folder or bucket.
 
-  <registry>/<model_name>/<version>/...          every file of the export folder
-  <registry>/<model_name>/<version>/manifest.json  files with SHA-256 and size, metrics
-  <registry>/<model_name>/latest.json            pointer, written only after all of the above
+The layout is `components/common/registry.py`'s. A push:
 
-A version is never overwritten, and `latest.json` moves only when the new
-version is complete, so a reader following it never sees half a model.
+1. claims the version name by creating `<version>/.claimed` exclusively
+   (`if_generation_match=0` on Cloud Storage, an atomic hard link on a disk):
+   of two pushes racing for one name, exactly one wins. An automatic name that
+   is taken gets a `-2`, `-3`, ... suffix; an explicit one is refused;
+2. copies the export, and what re-evaluation needs (model/, dataset/ with the
+   split manifests, evaluation/), then writes `manifest.json` (every file's
+   sha256 and size);
+3. moves `latest.json` by compare-and-swap (a generation precondition on Cloud
+   Storage, a lock on a disk), and only forward: a push that finishes late
+   does not replace a newer version.
+
+A version is never overwritten, and `latest.json` only ever names a complete one.
 """
 
 from __future__ import annotations
@@ -16,12 +24,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from components.common import progress, storage
+from components.common import progress, registry, storage
 from components.common.artifacts import read_json
-from components.common.errors import UserError
+from components.common.errors import PushRefused, UserError
 from components.push.config import PushConfig
 
 STAGE = "push"
+# what of each upstream folder a later run needs to re-measure this version
+REFERENCE_FILES = {
+    registry.MODEL: ("model.keras", "metadata.json", "classes.json", "config.json"),
+    registry.DATASET: (
+        "classes.json",
+        "stats.json",
+        "splits/train.csv",
+        "splits/val.csv",
+        "splits/test.csv",
+    ),
+    registry.EVALUATION: ("metrics.json", "blessing.json"),
+}
+MAX_SUFFIX = 100
 
 
 def sha256_file(path: Path) -> str:
@@ -38,7 +59,7 @@ def refuse_unless_verified(export_dir: Path, evaluation_dir: Path) -> dict[str, 
         raise UserError(f"no blessing.json in {evaluation_dir}; pass the evaluate stage's folder")
     blessing = read_json(blessing_path)
     if not blessing.get("blessed"):
-        raise UserError(
+        raise PushRefused(
             "refusing to push a model that is not blessed: "
             + "; ".join(blessing.get("reasons", []))
         )
@@ -47,61 +68,141 @@ def refuse_unless_verified(export_dir: Path, evaluation_dir: Path) -> dict[str, 
         raise UserError(f"no parity.json in {export_dir}; pass the export stage's folder")
     failed = [name for name, r in read_json(parity_path).items() if r.get("passed") is False]
     if failed:
-        raise UserError(f"refusing to push: formats failed verification: {', '.join(failed)}")
+        raise PushRefused(f"refusing to push: formats failed verification: {', '.join(failed)}")
     return blessing
 
 
-def run(config: PushConfig, export_dir: str | Path, evaluation_dir: str | Path) -> dict[str, Any]:
-    """Copy the export to `<registry>/<name>/<version>/`, then move `latest.json` to it."""
+def files_to_publish(
+    export_dir: Path, evaluation_dir: Path, model: Path | None, dataset: Path | None
+) -> list[tuple[Path, str]]:
+    """(local file, path inside the version) for the export and the reference parts."""
+    files = [
+        (p, p.relative_to(export_dir).as_posix()) for p in export_dir.rglob("*") if p.is_file()
+    ]
+    for part, folder in (
+        (registry.MODEL, model),
+        (registry.DATASET, dataset),
+        (registry.EVALUATION, evaluation_dir),
+    ):
+        if folder is None:
+            continue
+        for name in REFERENCE_FILES[part]:
+            if (Path(folder) / name).is_file():
+                files.append((Path(folder) / name, f"{part}/{name}"))
+    return sorted(files, key=lambda item: item[1])
+
+
+def claim(base: str, wanted: str, explicit: bool, token: bytes) -> str:
+    """Take a version name under `base`; refuse a taken explicit one."""
+    for n in range(1, MAX_SUFFIX + 1):
+        version = wanted if n == 1 else f"{wanted}-{n}"
+        if storage.create_exclusive(f"{base}/{version}/{registry.CLAIM}", token):
+            return version
+        if explicit:
+            raise UserError(
+                f"version {wanted!r} already exists at {base}/{wanted}; versions are never "
+                "overwritten, set push.version to a new one or leave it empty"
+            )
+    raise UserError(f"{MAX_SUFFIX} versions named {wanted}[-N] exist under {base}; clean up")
+
+
+def move_latest(base: str, latest: dict[str, Any], created: str) -> bool:
+    """Point latest.json at this version unless a newer one is already there; True if moved."""
+    uri = f"{base}/{registry.LATEST}"
+    payload = json.dumps({**latest, "created": created}, indent=2).encode()
+    while True:
+        current, token = storage.read_versioned(uri)
+        if current is not None and json.loads(current).get("created", "") > created:
+            return False
+        if storage.write_if_unchanged(uri, payload, token):
+            return True
+
+
+def verify(version_uri: str) -> list[str]:
+    """Problems with a published version: files missing or not matching the manifest."""
+    manifest = json.loads(storage.read_bytes(f"{version_uri}/{registry.MANIFEST}"))
+    problems = []
+    for entry in manifest["files"]:
+        uri = f"{version_uri}/{entry['path']}"
+        if not storage.exists(uri):
+            problems.append(f"{entry['path']}: missing")
+            continue
+        data = storage.read_bytes(uri)
+        if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            problems.append(f"{entry['path']}: does not match its sha256")
+    return problems
+
+
+def run(
+    config: PushConfig,
+    export_dir: str | Path,
+    evaluation_dir: str | Path,
+    model: str | Path | None = None,
+    dataset: str | Path | None = None,
+) -> dict[str, Any]:
+    """Publish the export (and the model, split manifests and metrics beside it) as a new
+    version under `<registry>/<model_name>/`, then move latest.json to it."""
     started = time.time()
     export_dir, evaluation_dir = Path(export_dir), Path(evaluation_dir)
     if not config.registry:
         progress.log(STAGE, "no push.registry configured: nothing published")
         return {"pushed": False, "elapsed_s": 0.0}
     blessing = refuse_unless_verified(export_dir, evaluation_dir)
-    files = sorted(p for p in export_dir.rglob("*") if p.is_file())
+    files = files_to_publish(
+        export_dir,
+        evaluation_dir,
+        Path(model) if model else None,
+        Path(dataset) if dataset else None,
+    )
     entries = [
-        {
-            "path": p.relative_to(export_dir).as_posix(),
-            "sha256": sha256_file(p),
-            "bytes": p.stat().st_size,
-        }
-        for p in files
+        {"path": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+        for path, name in files
     ]
-    version = config.version or time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + next(
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    wanted = config.version or time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + next(
         (e["sha256"][:8] for e in entries if e["path"] == "model.onnx"), entries[0]["sha256"][:8]
     )
     base = config.registry.rstrip("/") + "/" + config.model_name
+    token = json.dumps({"created": created, "nonce": time.time_ns()}).encode()
+    version = claim(base, wanted, bool(config.version), token)
     target = f"{base}/{version}"
-    if storage.exists(f"{target}/manifest.json"):
-        raise UserError(
-            f"version {version!r} already exists at {target}; versions are never "
-            "overwritten, set push.version to a new one or leave it empty"
-        )
     metrics_path = evaluation_dir / "metrics.json"
     metrics = read_json(metrics_path) if metrics_path.exists() else {}
     with progress.step(STAGE, f"copying {len(files)} files to {target}"):
-        for path, entry in zip(files, entries, strict=True):
-            storage.copy_file(path, f"{target}/{entry['path']}")
+        for path, name in files:
+            storage.copy_file(path, f"{target}/{name}")
     manifest = {
         "model_name": config.model_name,
         "version": version,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": created,
         "uri": target,
         "files": entries,
         "blessing": blessing,
         "test_accuracy": metrics.get("accuracy"),
         "macro_f1": metrics.get("macro_f1"),
+        "reference": {
+            part: any(e["path"].startswith(part + "/") for e in entries) for part in REFERENCE_FILES
+        },
     }
     manifest_bytes = json.dumps(manifest, indent=2).encode()
-    storage.write_bytes(f"{target}/manifest.json", manifest_bytes)
+    storage.write_bytes(f"{target}/{registry.MANIFEST}", manifest_bytes)
     # the pointer moves last: readers of latest.json only ever see complete versions
     latest = {
         "version": version,
         "uri": target,
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
     }
-    storage.write_bytes(f"{base}/latest.json", json.dumps(latest, indent=2).encode())
-    progress.log(STAGE, f"published {config.model_name} {version} -> {target}")
+    moved = move_latest(base, latest, created)
+    progress.log(
+        STAGE,
+        f"published {config.model_name} {version} -> {target}"
+        + ("" if moved else " (latest.json already names a newer version; left as it is)"),
+    )
     elapsed = round(time.time() - started, 2)
-    return {"pushed": True, **latest, "files": len(entries), "elapsed_s": elapsed}
+    return {
+        "pushed": True,
+        **latest,
+        "latest_moved": moved,
+        "files": len(entries),
+        "elapsed_s": elapsed,
+    }

@@ -1,0 +1,78 @@
+"""The model registry's layout, which push writes and evaluate and prepare read.
+
+  <registry>/<model_name>/latest.json              {"version", "uri", "manifest_sha256"}
+  <registry>/<model_name>/<version>/manifest.json  every file with its sha256 and size
+  <registry>/<model_name>/<version>/...            the export folder (model.onnx, ...)
+  <registry>/<model_name>/<version>/model/         model.keras (+ metadata.json, config.json)
+  <registry>/<model_name>/<version>/dataset/       classes.json, stats.json, splits/*.csv
+                                                   (each image's sha256 and split)
+  <registry>/<model_name>/<version>/evaluation/    metrics.json, blessing.json
+
+A reference is `<registry>/<model_name>` (the version latest.json names) or
+`<registry>/<model_name>/<version>`, on a folder or `gs://`. The deployed
+version is what the next run's gate (`evaluate.baseline_model`) re-measures
+and what `prepare.keep_splits` keeps each known image's split from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from components.common import storage
+from components.common.errors import UserError
+
+LATEST = "latest.json"
+MANIFEST = "manifest.json"
+CLAIM = ".claimed"  # created first, exclusively: the version name is taken
+MODEL, DATASET, EVALUATION = "model", "dataset", "evaluation"
+
+
+@dataclass
+class Version:
+    uri: str
+    version: str
+    model_name: str
+    manifest: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        """How messages name it: `visionpipe-classifier 20261129-...`."""
+        return f"{self.model_name} {self.version}"
+
+    def part(self, name: str) -> str:
+        return f"{self.uri}/{name}"
+
+    def has(self, name: str) -> bool:
+        return any(e["path"].startswith(name + "/") for e in self.manifest.get("files", []))
+
+
+def resolve(reference: str) -> Version | None:
+    """The version a registry reference names; None when `reference` is not one.
+
+    A model folder with latest.json that names nothing readable is refused with one line.
+    """
+    ref = str(reference).rstrip("/")
+    if storage.exists(f"{ref}/{MANIFEST}"):
+        return _version(ref)
+    if storage.exists(f"{ref}/{LATEST}"):
+        latest = json.loads(storage.read_bytes(f"{ref}/{LATEST}"))
+        uri = latest.get("uri", "")
+        if not uri or not storage.exists(f"{uri}/{MANIFEST}"):
+            raise UserError(
+                f"{ref}/{LATEST} names version {latest.get('version')!r} at {uri!r}, which has "
+                f"no {MANIFEST}; fix {LATEST} or point at a version folder"
+            )
+        return _version(uri)
+    return None
+
+
+def _version(uri: str) -> Version:
+    manifest = json.loads(storage.read_bytes(f"{uri}/{MANIFEST}"))
+    return Version(
+        uri=uri,
+        version=str(manifest.get("version", uri.rsplit("/", 1)[-1])),
+        model_name=str(manifest.get("model_name", "")),
+        manifest=manifest,
+    )
