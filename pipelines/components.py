@@ -103,9 +103,7 @@ def train(
     # a retried or preempted task gets a fresh pod and disk but the same output URI: the
     # backup state kept beside it (gs://) lets the new pod resume where the old one stopped
     with reporting_user_errors(model.path):
-        metrics = run(
-            TrainConfig.from_dict(config), dataset.path, model.path, state_uri=model.uri
-        )
+        metrics = run(TrainConfig.from_dict(config), dataset.path, model.path, state_uri=model.uri)
     for name, value in metrics.items():
         val_metrics.log_metric(name, value)
 

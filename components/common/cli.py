@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.abc
+import importlib.util
 import os
+import re
+import sys
+import tempfile
 from collections.abc import Callable
 
 from components.common.errors import exit_on_user_error
@@ -51,9 +57,65 @@ def run_with_storage(run: Callable, config, inputs: list[str], output: str):
         return run(config, *local, target)
 
 
+# what TensorFlow's C++ side prints while it loads, before its log level applies (absl
+# is not initialised yet, so TF_CPP_MIN_LOG_LEVEL cannot hold it back): info lines such
+# as "oneDNN custom operations are on", on CPUs where that is so, and absl's preamble
+PRE_INIT_CHATTER = re.compile(
+    rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written"
+    rb" to STDERR|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] .*)$"
+)
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Loads `tensorflow` with file descriptor 2 captured, then writes back every line
+    but the start-up chatter: warnings and errors still reach the terminal."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once: find the real spec, wrap its loader
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        real = spec.loader
+
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return real.create_module(spec)
+
+            def exec_module(self, module):
+                with _filtered_stderr():
+                    real.exec_module(module)
+
+        spec.loader = Loader()
+        return spec
+
+
+@contextlib.contextmanager
+def _filtered_stderr():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().splitlines(keepends=True):
+                if not PRE_INIT_CHATTER.match(line.rstrip(b"\r\n")):
+                    os.write(2, line)
+
+
 def quiet_tensorflow() -> None:
-    """Keep TensorFlow's C++ start-up chatter out of the user's terminal."""
+    """Keep TensorFlow's C++ start-up chatter out of the user's terminal (it is imported
+    only where a command needs it; this applies whenever that is)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" not in sys.modules and not any(
+        isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path
+    ):
+        sys.meta_path.insert(0, _QuietTensorFlowFinder())
 
 
 def stage_main(

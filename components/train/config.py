@@ -57,6 +57,34 @@ class TrainConfig(StageConfig):
     seed: int = 42
 
     def validate(self) -> None:
+        # plain values first: a wrong number is refused before Keras is imported
+        self.check(self.epochs >= 1, "epochs", "expected >= 1")
+        self.check(4 <= self.width <= 512, "width", "expected 4..512")
+        self.check(1 <= self.batch_size <= 4096, "batch_size", "expected 1..4096")
+        self.check(0 < self.learning_rate < 1, "learning_rate", "expected 0 < value < 1")
+        self.check(0 <= self.weight_decay < 1, "weight_decay", "expected 0 <= value < 1")
+        self.check(0 <= self.label_smoothing < 1, "label_smoothing", "expected 0 <= value < 1")
+        self.check(0 <= self.dropout < 1, "dropout", "expected 0 <= value < 1")
+        self.check(self.early_stopping_patience >= 1, "early_stopping_patience", "expected >= 1")
+        self.check(self.reduce_lr_patience >= 1, "reduce_lr_patience", "expected >= 1")
+        self.check(self.shuffle_buffer >= 1, "shuffle_buffer", "expected >= 1")
+        self.check(
+            0 <= self.warmup_epochs < self.epochs, "warmup_epochs", "expected 0 <= value < epochs"
+        )
+        self.check(self.clip_norm >= 0, "clip_norm", "expected >= 0 (0 = off)")
+        self.check(
+            1 <= self.gradient_accumulation_steps <= 1024,
+            "gradient_accumulation_steps",
+            "expected 1..1024",
+        )
+        self.check(0 < self.ema_momentum < 1, "ema_momentum", "expected 0 < value < 1")
+        self.check(self.fine_tune_epochs >= 0, "fine_tune_epochs", "expected >= 0")
+        self.check(self.fine_tune_layers >= 0, "fine_tune_layers", "expected >= 0 (0 = all)")
+        self.check(
+            0.01 <= self.fine_tune_learning_rate_factor <= 0.1,
+            "fine_tune_learning_rate_factor",
+            "expected 0.01..0.1 (a 10-100x lower learning rate for stage 2)",
+        )
         from components.train.augment import PRESETS
         from components.train.models import known_models
 
@@ -89,33 +117,6 @@ class TrainConfig(StageConfig):
             self.check(
                 len(set(names)) == len(names), "metadata_columns", "each column at most once"
             )
-        self.check(self.epochs >= 1, "epochs", "expected >= 1")
-        self.check(4 <= self.width <= 512, "width", "expected 4..512")
-        self.check(1 <= self.batch_size <= 4096, "batch_size", "expected 1..4096")
-        self.check(0 < self.learning_rate < 1, "learning_rate", "expected 0 < value < 1")
-        self.check(0 <= self.weight_decay < 1, "weight_decay", "expected 0 <= value < 1")
-        self.check(0 <= self.label_smoothing < 1, "label_smoothing", "expected 0 <= value < 1")
-        self.check(0 <= self.dropout < 1, "dropout", "expected 0 <= value < 1")
-        self.check(self.early_stopping_patience >= 1, "early_stopping_patience", "expected >= 1")
-        self.check(self.reduce_lr_patience >= 1, "reduce_lr_patience", "expected >= 1")
-        self.check(self.shuffle_buffer >= 1, "shuffle_buffer", "expected >= 1")
-        self.check(
-            0 <= self.warmup_epochs < self.epochs, "warmup_epochs", "expected 0 <= value < epochs"
-        )
-        self.check(self.clip_norm >= 0, "clip_norm", "expected >= 0 (0 = off)")
-        self.check(
-            1 <= self.gradient_accumulation_steps <= 1024,
-            "gradient_accumulation_steps",
-            "expected 1..1024",
-        )
-        self.check(0 < self.ema_momentum < 1, "ema_momentum", "expected 0 < value < 1")
-        self.check(self.fine_tune_epochs >= 0, "fine_tune_epochs", "expected >= 0")
-        self.check(self.fine_tune_layers >= 0, "fine_tune_layers", "expected >= 0 (0 = all)")
-        self.check(
-            0.01 <= self.fine_tune_learning_rate_factor <= 0.1,
-            "fine_tune_learning_rate_factor",
-            "expected 0.01..0.1 (a 10-100x lower learning rate for stage 2)",
-        )
         if self.fine_tune_epochs:
             from components.train.models import is_pretrained
 
