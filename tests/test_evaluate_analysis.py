@@ -100,8 +100,10 @@ def test_gate_refuses_a_model_worse_than_its_baseline(tmp_path, digits_dataset, 
     result = run(config, digits_dataset, weak, tmp_path / "evaluation")
     blessing = result["blessing"]
     assert blessing["blessed"] is False
-    assert any("worse than the baseline" in reason for reason in blessing["reasons"])
-    assert blessing["baseline"]["model"] == str(trained_model)
+    assert any(f"worse than baseline {trained_model}'s" in r for r in blessing["reasons"])
+    assert blessing["baseline"]["model"] == f"baseline {trained_model}"
+    # a plain model folder does not say what it trained on: the whole test split counts
+    assert blessing["baseline"]["images"] == result["metrics"]["count"]
     # the same model against itself is not a regression
     same = run(config, digits_dataset, trained_model, tmp_path / "evaluation2")
     assert same["blessing"]["blessed"] is True

@@ -66,7 +66,7 @@ def test_baseline_model_from_a_bucket(tmp_path, gcs_emulator, digits_dataset, tr
     config = EvaluateConfig(min_accuracy=0.0, baseline_model=f"{gcs_emulator}/deployed")
     result = run(config, digits_dataset, trained_model, tmp_path / "ev")
     assert result["blessing"]["blessed"] is True
-    assert result["blessing"]["baseline"]["accuracy"] == result["metrics"]["accuracy"]
+    assert result["blessing"]["baseline"]["baseline"]["accuracy"] == result["metrics"]["accuracy"]
 
 
 def test_transient_429_and_503_are_retried(tmp_path, gcs_emulator, monkeypatch, verified):  # noqa: F811

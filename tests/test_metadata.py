@@ -152,7 +152,7 @@ def test_the_second_input_carries_what_images_cannot(metadata_run):
     assert metadata_run["with_meta"]["val_accuracy"] >= 0.75
     metrics = metadata_run["evaluated"]["metrics"]
     assert metrics["accuracy"] >= 0.75
-    assert metadata_run["evaluated"]["blessing"]["baseline"]["accuracy"] <= 0.6
+    assert metadata_run["evaluated"]["blessing"]["baseline"]["baseline"]["accuracy"] <= 0.6
     # slices over the manifest's columns, and the robustness check ran with metadata
     assert {"sensor", "operator"} <= set(metrics["slices"])
     assert metrics["robustness"]["clean_accuracy"] == pytest.approx(metrics["accuracy"])

@@ -11,37 +11,14 @@ import numpy as np
 from components.common import metadata, progress
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
 from components.common.errors import UserError
+from components.common.models import load_model, metadata_rows
 from components.evaluate import report
+from components.evaluate.baseline import compare as compare_baseline
 from components.evaluate.config import EvaluateConfig
 from components.evaluate.gate import bless
 from components.evaluate.metrics import classification_metrics, confusion, most_confused_pairs
 
 STAGE = "evaluate"
-
-
-def load_model(model_dir: str | Path):
-    """A trained model from its folder, a .keras file, or a gs:// URI of either."""
-    import tempfile
-
-    import keras
-
-    from components.common import storage
-
-    uri = str(model_dir)
-    if storage.is_gcs(uri):
-        key = uri if uri.endswith(".keras") else uri.rstrip("/") + "/model.keras"
-        if not storage.exists(key):
-            raise FileNotFoundError(f"no model at {key}; pass a model folder or .keras file")
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / "model.keras"
-            local.write_bytes(storage.read_bytes(key))
-            return keras.models.load_model(local, compile=False)
-    path = Path(uri) if uri.endswith(".keras") else Path(uri) / "model.keras"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no model.keras in {model_dir}; is this the output folder of `visionpipe train`?"
-        )
-    return keras.models.load_model(path, compile=False)
 
 
 def predict_probs(
@@ -51,25 +28,6 @@ def predict_probs(
     inputs = metadata.model_inputs(images.astype(np.float32), rows)
     probs = np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0), dtype=np.float64)
     return probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 within ~1e-7
-
-
-def metadata_rows(
-    model, model_dir, dataset: Path, splits: dict[str, list[str]]
-) -> tuple[metadata.MetadataEncoder | None, dict[str, np.ndarray | None]]:
-    """The encoder saved with the model and each split's encoded metadata, in `uris`
-    order; (None, None for each) when the model takes images only."""
-    if not metadata.takes_metadata(model):
-        return None, {split: None for split in splits}
-    encoder = metadata.load(model_dir)
-    if encoder is None:
-        raise UserError(
-            f"model {model_dir} takes a metadata input but has no {metadata.FILE} beside it; "
-            "keep the train stage's output folder together"
-        )
-    return encoder, {
-        split: metadata.split_matrix(encoder, dataset, split, uris)[1]
-        for split, uris in splits.items()
-    }
 
 
 def run(
@@ -114,22 +72,20 @@ def run(
 
     baseline = None
     if config.baseline_model:
-        with progress.step(STAGE, f"measuring the baseline {config.baseline_model}"):
-            baseline_model = load_model(config.baseline_model)
-            if baseline_model.output_shape[-1] != len(classes):
-                raise UserError(
-                    f"baseline model {config.baseline_model!r} predicts "
-                    f"{baseline_model.output_shape[-1]} classes, not {len(classes)}"
-                )
-            _, base_rows = metadata_rows(
-                baseline_model, config.baseline_model, dataset, {"test": uris}
+        with progress.step(STAGE, f"re-measuring the baseline {config.baseline_model}"):
+            baseline = compare_baseline(
+                config.baseline_model,
+                dataset,
+                images,
+                labels,
+                uris,
+                probs,
+                classes,
+                lambda model, rows: predict_probs(model, images, config.batch_size, rows),
+                lambda p, y: classification_metrics(
+                    p, y, classes, config.top_k, config.calibration_bins
+                ),
             )
-            base_rows = base_rows["test"]
-            base_probs = predict_probs(baseline_model, images, config.batch_size, base_rows)
-            baseline = classification_metrics(
-                base_probs, labels, classes, config.top_k, config.calibration_bins
-            )
-            baseline["model"] = config.baseline_model
     blessing = bless(metrics, config, baseline)
 
     # -- error analysis

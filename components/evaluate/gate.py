@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from components.evaluate.baseline import GATED
 from components.evaluate.config import EvaluateConfig
 
 
@@ -14,8 +15,8 @@ def bless(
 ) -> dict[str, Any]:
     """`blessing.json`: blessed true/false, each check with its value, and every refusal reason.
 
-    `baseline` holds the baseline model's metrics on the same test split; the
-    new model must not fall below them by more than `max_regression`.
+    `baseline` is `baseline.compare`'s result: both models' metrics on the same test
+    images; the new model must not fall below the baseline by more than `max_regression`.
     """
     checks = [
         ("accuracy", metrics["accuracy"], config.min_accuracy),
@@ -31,27 +32,43 @@ def bless(
         if not passed:
             reasons.append(f"{name} {value:.4f} is below the threshold {threshold}")
     if baseline is not None:
-        for name in ("accuracy", "macro_f1"):
-            value, floor = metrics[name], baseline[name] - config.max_regression
-            passed = value >= floor - 1e-12
-            results.append(
-                {
-                    "metric": f"{name} vs baseline",
-                    "value": round(value, 6),
-                    "threshold": round(floor, 6),
-                    "passed": passed,
-                }
-            )
-            if not passed:
-                reasons.append(
-                    f"{name} {value:.4f} is worse than the baseline's {baseline[name]:.4f} "
-                    f"by more than max_regression {config.max_regression}"
-                )
+        compare_with_baseline(baseline, config, results, reasons)
     return {
         "blessed": not reasons,
         "reasons": reasons,
         "checks": results,
-        "baseline": None
-        if baseline is None
-        else {k: baseline[k] for k in ("accuracy", "macro_f1", "model") if k in baseline},
+        "baseline": baseline,
     }
+
+
+def compare_with_baseline(
+    baseline: dict[str, Any], config: EvaluateConfig, results: list, reasons: list[str]
+) -> None:
+    """The candidate must not be worse than the baseline by more than max_regression on a
+    gated metric, both measured on the same test images, none of which either trained on."""
+    if not baseline.get("found"):
+        return  # nothing published there yet: the thresholds alone decide (recorded)
+    if not baseline.get("comparable"):
+        reasons.append(
+            f"cannot compare with {baseline['model']}: every test image was in its train or "
+            "val split; set prepare.keep_splits to it so its test images stay test images"
+        )
+        return
+    where = f"on {baseline['images']} test images neither model trained on"
+    for name in GATED:
+        value, base = baseline["candidate"][name], baseline["baseline"][name]
+        floor = base - config.max_regression
+        passed = value >= floor - 1e-12
+        results.append(
+            {
+                "metric": f"{name} vs {baseline['model']}",
+                "value": round(value, 6),
+                "threshold": round(floor, 6),
+                "passed": passed,
+            }
+        )
+        if not passed:
+            reasons.append(
+                f"{name} {value:.4f} is worse than {baseline['model']}'s {base:.4f} by more "
+                f"than max_regression {config.max_regression} ({where})"
+            )

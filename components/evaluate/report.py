@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,26 @@ def slices_section(slices: dict[str, list[dict]]) -> str:
     )
 
 
+def baseline_table(baseline: dict[str, Any] | None) -> tuple[str, list[str], list[list]]:
+    """The candidate beside the baseline, on the same images: (note, header, rows)."""
+    if not baseline:
+        return "", [], []
+    if not baseline.get("found"):
+        return f"No model is published at {baseline['model']} yet: no comparison.", [], []
+    if not baseline.get("comparable"):
+        return f"{baseline['model']}: every test image was in its train or val split.", [], []
+    note = (
+        f"Candidate and {baseline['model']} on the {baseline['images']} test images neither "
+        f"trained on ({baseline['excluded_seen_by_baseline']} left out: the baseline trained "
+        "or validated on them)."
+    )
+    rows = [
+        [name, value, baseline["baseline"][name], round(value - baseline["baseline"][name], 6)]
+        for name, value in baseline["candidate"].items()
+    ]
+    return note, ["metric", "candidate", baseline["model"], "difference"], rows
+
+
 def write(
     folder: Path,
     metrics: dict[str, Any],
@@ -256,6 +277,10 @@ def write(
         ["metric", "value", "threshold", "passed"],
         [[c["metric"], c["value"], c["threshold"], c["passed"]] for c in blessing["checks"]],
     )
+    note, base_header, base_rows = baseline_table(blessing.get("baseline"))
+    if note:
+        gate += f"<h3>Against the baseline</h3><p>{html_escape(note)}</p>"
+        gate += table_html(base_header, base_rows) if base_rows else ""
     sections = [
         ("Gate", gate),
         ("Headline metrics", table_html(["metric", "value"], headline)),
@@ -289,6 +314,11 @@ def write(
         "",
         f"**{verdict}**" + ("" if blessing["blessed"] else ": " + "; ".join(blessing["reasons"])),
         "",
+    ]
+    if note:
+        markdown += ["## Against the baseline", note, ""]
+        markdown += [table_md(base_header, base_rows), ""] if base_rows else []
+    markdown += [
         "## Headline metrics",
         table_md(["metric", "value"], headline),
         "",

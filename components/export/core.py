@@ -89,8 +89,8 @@ def run(
     evidence_uri: where a failed verification keeps parity.json and the failing files
         (default: `<output>.failed` beside the output).
     """
+    from components.common.models import load_model, metadata_rows
     from components.common.records import load_split_arrays
-    from components.evaluate.core import load_model, metadata_rows
 
     dataset, model_dir = Path(dataset), Path(model_dir)
     record = StageRecord(STAGE, config, {"dataset": str(dataset), "model": str(model_dir)})

@@ -33,6 +33,9 @@ class PrepareConfig(StageConfig):
     conflicting_labels: Literal["drop", "keep"] = "drop"
     shard_size: int = 2048  # images per TFRecord shard
     workers: int = 0  # decode processes; 0: one per CPU
+    # an earlier dataset (folder or gs://) or a registry reference <registry>/<model_name>
+    # [/<version>]: every image it knew (by sha256) keeps its split; only new ones are split
+    keep_splits: str = ""
 
     def validate(self) -> None:
         self.check(0.0 < self.val_fraction < 1.0, "val_fraction", "expected 0 < value < 1")

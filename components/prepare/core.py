@@ -17,6 +17,7 @@ from components.common.images import ImageLimits
 from components.common.sources import list_source
 from components.prepare import report
 from components.prepare.config import PrepareConfig
+from components.prepare.keep import fixed_groups, kept_splits
 from components.prepare.scan import inspect_all, worker_count
 from components.prepare.shards import write_split
 from components.prepare.split import (
@@ -128,7 +129,18 @@ def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any
         "val": config.val_fraction,
         "test": config.test_fraction,
     }
-    splits = stratified_split([r.label for r in good], keys, fractions, config.seed)
+    kept, kept_from, fixed = {}, None, {}
+    if config.keep_splits:
+        kept, kept_from = kept_splits(config.keep_splits)
+        fixed = fixed_groups(keys, [r.sha256 for r in good], [r.uri for r in good], kept, kept_from)
+        progress.log(
+            STAGE,
+            f"keep_splits: {sum(r.sha256 in kept for r in good)} images keep their split from "
+            f"{kept_from}"
+            if kept_from
+            else f"keep_splits: nothing published at {config.keep_splits} yet; a fresh split",
+        )
+    splits = stratified_split([r.label for r in good], keys, fractions, config.seed, fixed)
     class_index = {name: i for i, name in enumerate(classes)}
     rows_by_split: dict[str, list[dict]] = {name: [] for name in SPLITS}
     for r, key, split in zip(good, keys, splits, strict=True):
@@ -182,6 +194,8 @@ def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any
         stats = build_stats(
             listing, classes, rows_by_split, rejected, duplicates, image_size, config
         )
+        if config.keep_splits:
+            stats["keep_splits"] = keep_summary(config.keep_splits, kept_from, kept, rows_by_split)
         write_json(work / "stats.json", stats)
         report.write(work, stats)
         record.write(work)
@@ -191,6 +205,17 @@ def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any
         f"{len(duplicates)} duplicate groups -> {output}",
     )
     return stats
+
+
+def keep_summary(source: str, label: str | None, kept: dict[str, str], rows_by_split) -> dict:
+    """What keep_splits did: how many images kept their split, where the new ones went."""
+    return {
+        "source": source,
+        "found": label is not None,
+        "from": label,
+        "kept": {s: sum(r["sha256"] in kept for r in rows) for s, rows in rows_by_split.items()},
+        "new": {s: sum(r["sha256"] not in kept for r in rows) for s, rows in rows_by_split.items()},
+    }
 
 
 def write_manifest(path: Path, rows: list[dict], columns: list[str]) -> None:

@@ -146,8 +146,15 @@ def stratified_split(
     groups: list[str],
     fractions: dict[str, float],
     seed: int,
+    fixed: dict[str, str] | None = None,
 ) -> list[str]:
-    """Assign every item a split; items with the same group key always share one."""
+    """Assign every item a split; items with the same group key always share one.
+
+    fixed: group key -> split for groups that must stay where they were
+    (prepare.keep_splits); they count towards each split's target, and only the
+    other groups are allocated, so the class ratios hold for old and new together.
+    """
+    fixed = fixed or {}
     group_items: dict[str, list[int]] = defaultdict(list)
     for i, group in enumerate(groups):
         group_items[group].append(i)
@@ -164,12 +171,16 @@ def stratified_split(
     rng = np.random.default_rng(seed)
     assignment: dict[str, str] = {}
     for label in sorted(by_class):
-        class_groups = list(by_class[label])
-        rng.shuffle(class_groups)
-        class_groups.sort(key=lambda g: -len(group_items[g]))  # stable: big groups first
-        total = sum(len(group_items[g]) for g in class_groups)
+        total = sum(len(group_items[g]) for g in by_class[label])
         target = {name: fractions[name] * total for name in SPLITS}
         assigned = dict.fromkeys(SPLITS, 0)
+        for group in by_class[label]:
+            if group in fixed:
+                assignment[group] = fixed[group]
+                assigned[fixed[group]] += len(group_items[group])
+        class_groups = [g for g in by_class[label] if g not in fixed]
+        rng.shuffle(class_groups)
+        class_groups.sort(key=lambda g: -len(group_items[g]))  # stable: big groups first
         for group in class_groups:
             # the split furthest below its target; ties go to the smaller splits first
             name = max(reversed(SPLITS), key=lambda s: target[s] - assigned[s])

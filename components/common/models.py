@@ -1,0 +1,79 @@
+"""Loading a trained Keras model, for every stage and command that needs one.
+
+One place decides how a model file is found and how a bad one is reported: a
+missing, corrupt or truncated `.keras` file, or one that holds arbitrary code,
+is one line naming the file and the fix (exit 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from components.common import metadata, storage
+from components.common.errors import UserError
+
+
+def model_file(model_dir: str | Path) -> str:
+    """The model.keras a folder, a .keras path or a gs:// URI of either stands for."""
+    uri = str(model_dir)
+    return uri if uri.endswith(".keras") else uri.rstrip("/") + "/model.keras"
+
+
+def load_model(model_dir: str | Path):
+    """A trained model from its folder, a .keras file, or a gs:// URI of either.
+
+    Keras' safe_mode stays on: a model with a Lambda layer (code that would run on load)
+    is refused, not executed.
+    """
+    uri = model_file(model_dir)
+    if not storage.exists(uri):
+        raise UserError(
+            f"no model at {uri}; pass the output folder of `visionpipe train` or a .keras file"
+        )
+    if storage.is_gcs(uri):
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "model.keras"
+            storage.download_file(uri, local)
+            return _load(local, uri)
+    return _load(Path(uri), uri)
+
+
+def _load(path: Path, shown: str):
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # zipfile.BadZipFile, ValueError, OSError, KeyError, ...
+        text = " ".join(str(error).split())
+        if "safe_mode" in text or "Lambda" in text:
+            raise UserError(
+                f"{shown} contains a Lambda layer (code that would run when it is loaded); "
+                "visionpipe loads models with Keras' safe_mode on and refuses it: rebuild the "
+                "model with registered layers instead of Lambda"
+            ) from None
+        raise UserError(
+            f"{shown} is not a readable Keras model ({type(error).__name__}: {text[:200]}); "
+            "it may be truncated or corrupt: re-run train or copy the file again"
+        ) from None
+
+
+def metadata_rows(
+    model, model_dir, dataset: Path, splits: dict[str, list[str]]
+) -> tuple[metadata.MetadataEncoder | None, dict[str, np.ndarray | None]]:
+    """The encoder saved with the model and each split's encoded metadata, in `uris`
+    order; (None, None for each) when the model takes images only."""
+    if not metadata.takes_metadata(model):
+        return None, {split: None for split in splits}
+    encoder = metadata.load(model_dir)
+    if encoder is None:
+        raise UserError(
+            f"model {model_dir} takes a metadata input but has no {metadata.FILE} beside it; "
+            "keep the train stage's output folder together"
+        )
+    return encoder, {
+        split: metadata.split_matrix(encoder, dataset, split, uris)[1]
+        for split, uris in splits.items()
+    }

@@ -1,0 +1,110 @@
+"""The gate against the deployed model: a registry reference as evaluate.baseline_model."""
+
+import json
+
+import pytest
+
+from components.evaluate.config import EvaluateConfig
+from components.prepare.config import PrepareConfig
+from components.push.config import PushConfig
+from components.train.config import TrainConfig
+
+pytestmark = pytest.mark.slow
+
+
+def publish(registry, model, dataset, version, tmp_path):
+    """Push `model` (with its dataset's split manifests) the way the pipeline does."""
+    from components.evaluate.core import run as evaluate
+    from components.push.core import run as push
+
+    evaluation = tmp_path / f"evaluation-{version}"
+    evaluate(EvaluateConfig(min_accuracy=0.0), dataset, model, evaluation)
+    export = tmp_path / f"export-{version}"
+    export.mkdir()
+    (export / "model.onnx").write_bytes(version.encode())
+    (export / "parity.json").write_text(json.dumps({"onnx": {"passed": True}}))
+    push(PushConfig(registry=str(registry), version=version), export, evaluation, model, dataset)
+
+
+@pytest.fixture(scope="module")
+def weak_model(tmp_path_factory, digits_dataset):
+    from components.train.core import run as fit
+
+    out = tmp_path_factory.mktemp("weak") / "model"
+    fit(TrainConfig(epochs=1, width=4), digits_dataset, out)
+    return out
+
+
+def test_a_candidate_worse_than_the_deployed_version_is_not_blessed(
+    tmp_path, digits_dataset, trained_model, weak_model
+):
+    from components.evaluate.core import run
+
+    registry = tmp_path / "registry"
+    publish(registry, trained_model, digits_dataset, "1.10", tmp_path)
+    reference = str(registry / "visionpipe-classifier")
+    config = EvaluateConfig(min_accuracy=0.0, baseline_model=reference)
+    result = run(config, digits_dataset, weak_model, tmp_path / "evaluation")
+    blessing = result["blessing"]
+    assert blessing["blessed"] is False
+    deployed = blessing["baseline"]
+    assert (
+        deployed["model"] == "deployed visionpipe-classifier 1.10" and deployed["version"] == "1.10"
+    )
+    # the same split: no test image was in the deployed model's train or val split
+    assert deployed["images"] == result["metrics"]["count"]
+    assert deployed["excluded_seen_by_baseline"] == 0
+    reason = next(r for r in blessing["reasons"] if "deployed" in r)
+    assert "worse than deployed visionpipe-classifier 1.10's" in reason
+    assert f"{deployed['baseline']['accuracy']:.4f}" in reason
+    assert f"{deployed['candidate']['accuracy']:.4f}" in reason
+    report = (tmp_path / "evaluation" / "report.md").read_text()
+    assert "## Against the baseline" in report and "deployed visionpipe-classifier 1.10" in report
+    assert "Against the baseline" in (tmp_path / "evaluation" / "report.html").read_text()
+
+    # the deployed model against itself passes; latest moved to a newer version is used
+    same = run(config, digits_dataset, trained_model, tmp_path / "evaluation-same")
+    assert same["blessing"]["blessed"] is True
+    publish(registry, weak_model, digits_dataset, "1.11", tmp_path)
+    against_weak = run(config, digits_dataset, weak_model, tmp_path / "evaluation-weak")
+    assert against_weak["blessing"]["baseline"]["version"] == "1.11"
+    assert against_weak["blessing"]["blessed"] is True
+    # a specific version can be named
+    pinned = EvaluateConfig(min_accuracy=0.0, baseline_model=f"{reference}/1.10")
+    assert run(pinned, digits_dataset, weak_model, tmp_path / "e3")["blessing"]["blessed"] is False
+
+
+def test_test_images_the_deployed_model_trained_on_are_left_out(
+    tmp_path, tmp_path_factory, digits_dataset, trained_model
+):
+    """The deployed version was prepared with another split: the test images it trained or
+    validated on are not used to compare the two models."""
+    from components.evaluate.core import run
+    from components.prepare.core import run as prepare
+
+    other = tmp_path_factory.mktemp("other-split") / "dataset"
+    prepare(PrepareConfig(seed=1), "builtin:digits", other)
+    registry = tmp_path / "registry"
+    publish(registry, trained_model, other, "v1", tmp_path)
+    config = EvaluateConfig(
+        min_accuracy=0.0, baseline_model=str(registry / "visionpipe-classifier")
+    )
+    result = run(config, digits_dataset, trained_model, tmp_path / "evaluation")
+    deployed = result["blessing"]["baseline"]
+    excluded, kept = deployed["excluded_seen_by_baseline"], deployed["images"]
+    assert excluded + kept == result["metrics"]["count"]
+    assert excluded > 100 and kept > 20  # ~85% of a fresh test split was its train/val
+
+
+def test_nothing_deployed_yet_gates_on_thresholds_and_records_it(
+    tmp_path, digits_dataset, trained_model
+):
+    from components.evaluate.core import run
+
+    config = EvaluateConfig(
+        min_accuracy=0.0, baseline_model=str(tmp_path / "registry" / "visionpipe-classifier")
+    )
+    result = run(config, digits_dataset, trained_model, tmp_path / "evaluation")
+    assert result["blessing"]["blessed"] is True
+    assert result["blessing"]["baseline"]["found"] is False
+    assert "No model is published at" in (tmp_path / "evaluation" / "report.md").read_text()
