@@ -85,6 +85,14 @@ image: ## build the CPU stage image (BASE_IMAGE=..., CA_BUNDLE=path behind a TLS
 images: image ## build the CPU and the GPU (CUDA) training images, tagged <version> and <git revision>
 	$(call build_image,gpu,$(GPU_IMAGE))
 
+# the pushed images' digests, printed as the prod overlay's images: entries to paste
+digest = $$(docker inspect --format '{{index .RepoDigests 0}}' $(1):$(VERSION))
+push-images: images ## push both images (IMAGE=<registry>/visionpipe-cpu ...); print (and write build/image-pins.txt) their digests for k8s/overlays/prod
+	docker push $(IMAGE):$(VERSION) && docker push $(IMAGE):$(GIT_REVISION)
+	docker push $(GPU_IMAGE):$(VERSION) && docker push $(GPU_IMAGE):$(GIT_REVISION)
+	@mkdir -p build
+	@$(BIN)/python -m pipelines.images "$(call digest,$(IMAGE))" "$(call digest,$(GPU_IMAGE))" | tee build/image-pins.txt
+
 base-image: ## an offline Debian bookworm base for `make image BASE_IMAGE=visionpipe/base:bookworm`
 	docker/make-base-image.sh visionpipe/base:bookworm
 
@@ -97,4 +105,4 @@ clean: ## remove run outputs and build files (keeps .venv)
 distclean: clean ## also remove .venv
 	rm -rf $(VENV)
 
-.PHONY: image images base-image k8s-check help venv run prepare train evaluate export compile lint format test test-fast system-deps clean distclean
+.PHONY: image images push-images base-image k8s-check help venv run prepare train evaluate export compile lint format test test-fast system-deps clean distclean

@@ -52,3 +52,47 @@ def stage_images(cpu: str = "", gpu: str = "") -> StageImages:
 
 def is_reference(value: str) -> bool:
     return bool(REFERENCE.match(value))
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """`registry/name@sha256:...` -> (`registry/name`, `sha256:...`)."""
+    name, at, digest = reference.partition("@")
+    if not at or not digest.startswith("sha256:") or not is_reference(reference):
+        raise ValueError(f"{reference!r} is not a digest reference (name@sha256:<64 hex>)")
+    return name, digest
+
+
+def pin_snippet(cpu: str, gpu: str) -> str:
+    """What `make push-images` prints for the one place that sets the images: the prod
+    overlay's `images:` entries (valid YAML to paste), and as comments the same two
+    references for compiling by hand."""
+    lines = [
+        "# k8s/overlays/prod/kustomization.yaml, replacing its images: entries",
+        "images:",
+    ]
+    for flavour, reference in (("cpu", cpu), ("gpu", gpu)):
+        name, digest = split_reference(reference)
+        lines += [
+            f"  - name: visionpipe/visionpipe-{flavour}",
+            f"    newName: {name}",
+            f"    digest: {digest}",
+        ]
+    lines += [
+        "# visionpipe compile / submit / schedule by hand (or the cluster file's",
+        "# cpu_image / gpu_image):",
+        f"# export VISIONPIPE_IMAGE={cpu}",
+        f"# export VISIONPIPE_GPU_IMAGE={gpu}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m pipelines.images CPU_REF GPU_REF
+    import sys
+
+    try:
+        sys.stdout.write(pin_snippet(*sys.argv[1:3]))
+    except (TypeError, ValueError) as error:
+        sys.exit(
+            f"pipelines.images: {error}; usage: python -m pipelines.images CPU@sha256:... "
+            "GPU@sha256:..."
+        )

@@ -117,6 +117,7 @@ def check_visionpipe_parts(obj: dict, where: str) -> list[str]:
             script = " ".join(container.get("command", [])[-1:])
             if "visionpipe" not in script:
                 continue
+            problems += check_stage_images(container, where)
             words = shlex.split(script.replace("exec ", "", 1))
             args = [w if not w.startswith("$") else "value" for w in words[1:]]
             try:
@@ -124,6 +125,46 @@ def check_visionpipe_parts(obj: dict, where: str) -> list[str]:
             except SystemExit:
                 problems.append(f"{where}: the command {script!r} is not a valid visionpipe call")
     return problems
+
+
+STAGE_IMAGE_ENV = ("VISIONPIPE_IMAGE", "VISIONPIPE_GPU_IMAGE")
+
+
+def check_stage_images(container: dict, where: str) -> list[str]:
+    """The submitting container must hand the pipeline both stage images, as image
+    references kustomize's images: set (the CPU one is the container's own image)."""
+    from pipelines.images import is_reference
+
+    env = {e.get("name"): e.get("value") for e in container.get("env", [])}
+    problems = []
+    for name in STAGE_IMAGE_ENV:
+        value = env.get(name)
+        if not value:
+            problems.append(
+                f"{where}: the submit container has no {name}: the pipeline it compiles would "
+                "run in the default image; set it (kustomize images: rewrites it)"
+            )
+        elif not is_reference(value):
+            problems.append(f"{where}: {name}={value!r} is not an image reference")
+    if env.get("VISIONPIPE_IMAGE") and env["VISIONPIPE_IMAGE"] != container.get("image"):
+        problems.append(
+            f"{where}: VISIONPIPE_IMAGE {env['VISIONPIPE_IMAGE']!r} is not the submitter's image "
+            f"{container.get('image')!r}; set both with one kustomize images: entry"
+        )
+    return problems
+
+
+def check_cluster_settings_leave_images_to_kustomize(obj: dict, where: str) -> list[str]:
+    if obj.get("kind") != "ConfigMap" or "cluster.yaml" not in (obj.get("data") or {}):
+        return []
+    section = yaml.safe_load(obj["data"]["cluster.yaml"]) or {}
+    section = section.get("kubernetes", section)
+    return [
+        f"{where} data.cluster.yaml: {key} is set; with k8s/ the images come from kustomize's "
+        "images: (one place for the submitter and the stage tasks), remove it"
+        for key in ("cpu_image", "gpu_image")
+        if section.get(key)
+    ]
 
 
 def check(overlays: list[Path]) -> list[str]:
@@ -138,11 +179,15 @@ def check(overlays: list[Path]) -> list[str]:
             where = f"{overlay.name}: {obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
             problems += validate(obj, model_for(obj), where)
             problems += check_visionpipe_parts(obj, where)
+            problems += check_cluster_settings_leave_images_to_kustomize(obj, where)
         print(f"k8s-check: {overlay}: {len(objects)} objects rendered and validated")
     return problems
 
 
 def main(argv: list[str] | None = None) -> int:
+    from components.common.cli import quiet_tensorflow
+
+    quiet_tensorflow()  # the config checks import Keras
     names = argv if argv is not None else sys.argv[1:]
     overlays = [Path(n) for n in names] or sorted((ROOT / "k8s" / "overlays").iterdir())
     problems = check(overlays)

@@ -50,7 +50,14 @@ def test_prod_overlay_content():
     pod = job["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "visionpipe-runner"
     container = pod["containers"][0]
-    assert container["image"] == "visionpipe/visionpipe-cpu:0.1.0"
+    kustomization = yaml.safe_load(Path("k8s/overlays/prod/kustomization.yaml").read_text())
+    pinned = {
+        i["name"]: f"{i['newName']}@{i['digest']}" for i in kustomization["images"]
+    }  # the one place: overlays/prod's images:, by digest
+    assert container["image"] == pinned["visionpipe/visionpipe-cpu"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["VISIONPIPE_IMAGE"] == pinned["visionpipe/visionpipe-cpu"]
+    assert env["VISIONPIPE_GPU_IMAGE"] == pinned["visionpipe/visionpipe-gpu"]
     assert "visionpipe submit --in-cluster" in container["command"][-1]
     config_map = objects["ConfigMap"]
     assert container["envFrom"][0]["configMapRef"]["name"] == config_map["metadata"]["name"]
@@ -102,3 +109,67 @@ def test_a_broken_overlay_fails_the_check(tmp_path):
     problems = k8s_check.check([tmp_path / "k8s" / "overlays" / "dev"])
     assert any("spec.replicas: unknown field for V1PodSpec" in p for p in problems)
     assert any("data.cluster.yaml" in p and "gpu_count" in p for p in problems)
+
+
+@needs_kubectl
+def test_the_stage_images_reach_the_pipeline_the_cronjob_submits(tmp_path, monkeypatch):
+    """What the CronJob's container compiles, with the environment kustomize gave it."""
+    from pipelines.pipeline import compile_pipeline
+
+    objects = {o["kind"]: o for o in k8s_check.render(Path("k8s/overlays/prod"))}
+    container = objects["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+    for item in container["env"]:
+        monkeypatch.setenv(item["name"], item["value"])
+    path = compile_pipeline(str(tmp_path / "nightly.yaml"))
+    spec = next(yaml.safe_load_all(Path(path).read_text()))
+    images = {n: e["container"]["image"] for n, e in spec["deploymentSpec"]["executors"].items()}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert images.pop("exec-train") == env["VISIONPIPE_GPU_IMAGE"]
+    assert set(images.values()) == {env["VISIONPIPE_IMAGE"]} == {container["image"]}
+
+
+@needs_kubectl
+def test_a_cronjob_without_both_stage_images_fails_the_check(tmp_path):
+    shutil.copytree(Path("k8s"), tmp_path / "k8s")
+    cron = tmp_path / "k8s" / "base" / "cronjob.yaml"
+    text = cron.read_text()
+    cron.write_text(
+        text.replace(
+            "                - name: VISIONPIPE_GPU_IMAGE\n"
+            "                  value: visionpipe/visionpipe-gpu\n",
+            "",
+        )
+    )
+    problems = k8s_check.check([tmp_path / "k8s" / "overlays" / "prod"])
+    assert any("has no VISIONPIPE_GPU_IMAGE" in p for p in problems), problems
+    cluster = tmp_path / "k8s" / "overlays" / "prod" / "cluster.yaml"
+    cluster.write_text(cluster.read_text() + "  gpu_image: other/gpu:1\n")
+    problems = k8s_check.check([tmp_path / "k8s" / "overlays" / "prod"])
+    assert any("gpu_image is set" in p for p in problems), problems
+
+
+@needs_kubectl
+def test_the_printed_digests_pasted_into_prod_set_every_image(tmp_path):
+    """`make push-images` prints the prod overlay's images: entries; pasted in, they set the
+    submitter pod and both stage images (docker and a registry are not needed for this)."""
+    from pipelines.images import pin_snippet
+
+    cpu = "registry.example/team/visionpipe-cpu@sha256:" + "1" * 64
+    gpu = "registry.example/team/visionpipe-gpu@sha256:" + "2" * 64
+    snippet = pin_snippet(cpu, gpu)
+    shutil.copytree(Path("k8s"), tmp_path / "k8s")
+    overlay = tmp_path / "k8s" / "overlays" / "prod" / "kustomization.yaml"
+    kustomization = yaml.safe_load(overlay.read_text())
+    kustomization["images"] = yaml.safe_load(snippet)["images"]
+    overlay.write_text(yaml.safe_dump(kustomization))
+    objects = {o["kind"]: o for o in k8s_check.render(overlay.parent)}
+    container = objects["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert container["image"] == env["VISIONPIPE_IMAGE"] == cpu
+    assert env["VISIONPIPE_GPU_IMAGE"] == gpu
+    assert f"# export VISIONPIPE_GPU_IMAGE={gpu}" in snippet
+    assert k8s_check.check([overlay.parent]) == []
