@@ -165,8 +165,14 @@ def summarize(
     def artifact(name: str, relative: str) -> str | None:
         return str(run_dir / name / relative) if name in outputs else None
 
-    published_file = (sorted(p for p in pipeline_root.iterdir() if p.is_dir()) or [Path("-")])[-1]
-    published_file = published_file / PUSH_OUTPUT[0] / PUSH_OUTPUT[1]
+    last_run = (sorted(p for p in pipeline_root.iterdir() if p.is_dir()) or [Path("-")])[-1]
+    published_file = last_run / PUSH_OUTPUT[0] / PUSH_OUTPUT[1]
+    fingerprint_file = last_run / "fingerprint" / "executor_output.json"
+    fingerprint = (
+        read_json(fingerprint_file).get("parameterValues", {}).get("Output")
+        if fingerprint_file.is_file()
+        else None
+    )
     published = read_json(published_file) if published_file.is_file() else {}
     if "elapsed_s" in published:
         timings["push"] = published["elapsed_s"]
@@ -175,6 +181,7 @@ def summarize(
         "run_id": run_id,
         "status": status,
         "data": data,
+        "fingerprint": fingerprint,  # what prepare's cache is keyed on (the data as it was)
         "test_accuracy": metrics.get("accuracy"),
         "macro_f1": metrics.get("macro_f1"),
         "blessed": blessing.get("blessed"),

@@ -138,6 +138,42 @@ def test_run_on_a_user_folder_exports_verified_models(tmp_path):
     assert parity["tflite"]["top1_agreement"] >= 0.995 and parity["onnx"]["top1_agreement"] >= 0.995
     assert str(run_dir / "evaluation" / "report.html") in done.stdout
     assert f"published    {latest['uri']}" in done.stdout
+    # the model card's test metrics came through the DAG (the evaluation input)
+    assert "## Test metrics" in (run_dir / "export" / "model_card.md").read_text()
+
+    # the next run is gated against what that run deployed, on the same registry
+    registry = tmp_path / "runs" / "registry"
+    worse = visionpipe(
+        "run",
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "runs"),
+        "--preset",
+        "smoke",
+        "--run-id",
+        "worse",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.learning_rate=0.00001",
+        "--set",
+        "evaluate.min_accuracy=0",
+        "--set",
+        f"evaluate.baseline_model={registry}/visionpipe-classifier",
+        "--set",
+        f"prepare.keep_splits={registry}/visionpipe-classifier",
+        "--set",
+        f"push.registry={registry}",
+    )
+    assert worse.returncode == 0, worse.stderr[-3000:]
+    second = json.loads((tmp_path / "runs" / "worse" / "summary.json").read_text())
+    assert second["blessed"] is False
+    assert any(
+        f"deployed visionpipe-classifier {latest['version']}" in r
+        for r in second["blessing_reasons"]
+    )
+    assert json.loads((registry / "visionpipe-classifier" / "latest.json").read_text()) == latest
 
 
 @pytest.mark.slow
