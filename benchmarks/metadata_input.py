@@ -116,7 +116,7 @@ def summary(result: dict) -> dict:
         },
         "test_accuracy": {
             "with_metadata": metrics["accuracy"],
-            "image_only": result["evaluated"]["blessing"]["baseline"]["accuracy"],
+            "image_only": result["evaluated"]["blessing"]["baseline"]["baseline"]["accuracy"],
         },
         "test_count": result["exported"]["parity"]["keras"]["count"],
         "metadata_features": result["with_meta"]["metadata_features"],

@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", default="runs", help="folder for run folders (default: runs)")
     run.add_argument("--run-id", help="name of the run folder (default: time + random suffix)")
     run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream every task's full output (it always goes to <run>/logs/)",
+    )
+    run.add_argument(
         "--preset",
         choices=sorted(presets()),
         help="a named whole-run config applied before --config and --set",
@@ -184,10 +189,16 @@ def run_configs(
             strict=True,
         )
     )
-    # validate here, so a typo fails in a second, not after training
-    return {
+    # validate here, so a typo fails in a second, not after training; pass on only what
+    # was set (typed), and no nulls: a pipeline parameter cannot hold one, and every
+    # optional key's default is null anyway
+    validated = {
         name: classes[name].from_dict(values).to_dict() if values else {}
         for name, values in merged.items()
+    }
+    return {
+        name: {k: v for k, v in validated[name].items() if k in merged[name] and v is not None}
+        for name in merged
     }
 
 
@@ -202,7 +213,9 @@ def command_run(args: argparse.Namespace) -> int:
             "registry": str(Path(args.output).resolve() / "registry"),
         }
     list_source(args.data)  # a wrong path or a folder without classes fails here, in a second
-    summary = run_pipeline(args.data, configs, args.output, args.runner, args.run_id)
+    summary = run_pipeline(
+        args.data, configs, args.output, args.runner, args.run_id, verbose=args.verbose
+    )
     artifacts = summary["artifacts"]
     print(f"\nrun {summary['run_id']} {summary['status']} in {summary['timings_s']['total']:.0f} s")
     print(
@@ -211,6 +224,7 @@ def command_run(args: argparse.Namespace) -> int:
     )
     if not summary["blessed"]:
         print("  not exported: " + "; ".join(summary["blessing_reasons"] or []))
+    print(f"  logs         {Path(args.output).resolve() / summary['run_id'] / 'logs'}")
     for label, key in (
         ("report", "report"),
         ("data report", "data_report"),

@@ -3,13 +3,13 @@
 Layout of one run:
   <output>/<run-id>/summary.json       the contract (see docs/design.md)
   <output>/<run-id>/kfp/...            kfp.local's pipeline root (every task's outputs)
+  <output>/<run-id>/logs/              every task's full log, and the runner's
   <output>/<run-id>/{dataset,model,evaluation,export}  links to the stage folders
 """
 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import sys
 import time
@@ -20,6 +20,7 @@ from typing import Any
 from components.common import progress
 from components.common.artifacts import read_json, write_json
 from components.common.errors import StageFailed, UserError
+from pipelines.console import strip_ansi
 from pipelines.runtime import USER_ERROR_FILE
 
 TASK_OUTPUTS = {  # link name -> (task, output)
@@ -53,8 +54,15 @@ def run_pipeline(
     output: str | Path,
     runner: str = "subprocess",
     run_id: str | None = None,
+    verbose: bool = False,
 ) -> dict[str, Any]:
-    """Run the DAG locally; return (and write) the run summary."""
+    """Run the DAG locally; return (and write) the run summary.
+
+    kfp.local's output goes in full to `<run>/logs/` (one file per task and the
+    runner's); the terminal gets the stage lines (pipelines/console.py), or
+    everything with `verbose`.
+    """
+    from pipelines.console import captured_stdout
     from pipelines.pipeline import make_pipeline
 
     run_id = run_id or new_run_id()
@@ -80,18 +88,22 @@ def run_pipeline(
         message=r".*(no effect in the current local runner|"
         r"custom or non-Python base image).*",
     )
+    logs = run_dir / "logs"
     progress.log("run", f"run {run_id}: data {data}, runner {runner}, outputs in {run_dir}")
+    progress.log("run", f"full task logs: {logs}/")
     started = time.time()
     error: BaseException | None = None
+    pipeline = make_pipeline()
     try:
-        make_pipeline()(
-            data=data,
-            prepare_config=configs.get("prepare", {}),
-            train_config=configs.get("train", {}),
-            evaluate_config=configs.get("evaluate", {}),
-            export_config=configs.get("export", {}),
-            push_config=configs.get("push", {}),
-        )
+        with captured_stdout(logs, verbose):
+            pipeline(
+                data=data,
+                prepare_config=configs.get("prepare", {}),
+                train_config=configs.get("train", {}),
+                evaluate_config=configs.get("evaluate", {}),
+                export_config=configs.get("export", {}),
+                push_config=configs.get("push", {}),
+            )
     except RuntimeError as caught:  # kfp.local: "Pipeline ... finished with status FAILURE"
         error = caught
     summary = summarize(run_id, run_dir, pipeline_root, data, time.time() - started, error)
@@ -100,8 +112,10 @@ def run_pipeline(
         user_error = find_user_error(pipeline_root)
         if user_error:
             raise UserError(user_error)
-        message = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # kfp.local colours its messages
-        raise StageFailed(f"pipeline run {run_id}: {message} (the task's log is above)")
+        raise StageFailed(
+            f"pipeline run {run_id}: {strip_ansi(str(error))} (the end of the task's log is "
+            f"above; all of it in {logs}/)"
+        )
     return summary
 
 
@@ -198,6 +212,6 @@ def summarize(
             "published": published.get("uri"),
         },
         "timings_s": {**timings, "total": round(wall_s, 2)},
-        "error": None if error is None else " ".join(str(error).split())[:500],
+        "error": None if error is None else " ".join(strip_ansi(str(error)).split())[:500],
         "python": sys.executable,
     }

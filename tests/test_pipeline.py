@@ -200,6 +200,18 @@ def test_unblessed_run_on_builtin_digits_skips_export(tmp_path):
     assert summary["artifacts"]["tflite"] is None and "export" not in summary["timings_s"]
     assert not (tmp_path / "runs" / "gate" / "export").exists()
     assert "not exported" in done.stdout
+    # a console a person reads: stage lines, not kfp.local's executor dumps, which are in
+    # the run's logs folder in full
+    console = done.stdout + done.stderr
+    assert len(console.splitlines()) <= 150, console
+    assert "executor" not in console.lower() and "\x1b[" not in console
+    logs = tmp_path / "runs" / "gate" / "logs"
+    assert str(logs) in console
+    for task in ("fingerprint", "prepare", "train", "evaluate"):
+        assert f"{task}: success in" in console
+        assert f"[{task}] " in (logs / f"{task}.log").read_text() or task == "fingerprint"
+    assert "executor_output.json" in (logs / "runner.log").read_text()
+    assert "[train] epoch 1/1: accuracy" in console
 
 
 @pytest.mark.slow
@@ -215,6 +227,10 @@ def test_data_error_inside_the_pipeline_is_one_line_and_exit_2(tmp_path):
     assert last.startswith("visionpipe: error: 5 of 35 images") and "max_rejected_fraction" in last
     summary = json.loads((tmp_path / "runs" / "bad" / "summary.json").read_text())
     assert summary["status"] == "failed"
+    # the failed task's last lines and the path of its full log are on the console
+    log = tmp_path / "runs" / "bad" / "logs" / "prepare.log"
+    assert "the last" in done.stdout and str(log) in done.stdout
+    assert "junk" in log.read_text()
 
 
 def test_compiled_caching_and_limits(compiled):

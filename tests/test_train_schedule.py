@@ -45,12 +45,12 @@ def test_optimizer_carries_clipping_accumulation_and_ema():
     assert optimizer.global_clipnorm == 1.0
     assert optimizer.gradient_accumulation_steps == 4
     assert optimizer.use_ema and optimizer.ema_momentum == 0.9
-    names = [type(c).__name__ for c in callbacks(config, Path("/x"), None)]
+    names = [type(c).__name__ for c in callbacks(config, Path("/x"), "stage1", None)]
     # the backup sees raw weights; everything after the swap sees the average
     assert names.index("BackupAndRestore") < names.index("SwapEMAWeights")
     assert names.index("SwapEMAWeights") < names.index("ModelCheckpoint")
     assert "ReduceLROnPlateau" in names  # the default schedule is plateau
-    with_schedule = callbacks(TrainConfig(lr_schedule="cosine"), Path("/x"), None)
+    with_schedule = callbacks(TrainConfig(lr_schedule="cosine"), Path("/x"), "stage1", None)
     assert "ReduceLROnPlateau" not in [type(c).__name__ for c in with_schedule]
 
 
@@ -73,7 +73,7 @@ def test_ema_weights_are_what_the_model_ends_with(tmp_path):
         epochs=3,
         batch_size=16,
         verbose=0,
-        callbacks=callbacks(config, work, work / "backup"),
+        callbacks=callbacks(config, work, "stage1", None),
     )
     average = [np.asarray(v) for v in model.optimizer._model_variables_moving_average]
     for weight, avg in zip(model.trainable_weights, average, strict=True):
