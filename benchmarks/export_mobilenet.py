@@ -47,7 +47,8 @@ def parity_on_digits(workdir: Path, epochs: int) -> dict:
 
 
 def latency_at_224(workdir: Path, runs: int) -> dict:
-    from components.export import convert, runtimes
+    from components.common import runtimes
+    from components.export import convert
     from components.export.verify import latency
     from components.train.models import build_model
 

@@ -84,8 +84,9 @@ def pipeline_vs_memory(
     """
     import keras
 
+    from components.common import augment
     from components.common.artifacts import read_json
-    from components.train import augment, data
+    from components.train import data
     from components.train.config import TrainConfig
     from components.train.core import compile_model
     from components.train.models import build_model
@@ -142,7 +143,7 @@ def augmentation_pipelines(folder: Path, batches: int, size: int = 32, batch: in
     import tensorflow as tf
     from tf_keras.preprocessing.image import ImageDataGenerator
 
-    from components.train import augment
+    from components.common import augment
 
     def rate(iterator_factory) -> float:
         iterator = iterator_factory()

@@ -2,10 +2,23 @@
 # Build a Debian bookworm base image with Python 3.11 and pip, without pulling
 # anything from a registry (for offline CI): debootstrap + docker import.
 #   docker/make-base-image.sh [TAG]        (default: visionpipe/base:bookworm)
-# Needs root, debootstrap and a running Docker engine; uses the Debian mirror.
+# Needs root, debootstrap and a running Docker engine. The Debian mirror is
+# DEBIAN_MIRROR, or else the one this machine's own apt sources use (no mirror
+# host is written into the project).
 set -euo pipefail
 tag="${1:-visionpipe/base:bookworm}"
-mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+host_mirror() {
+    # deb822 (/etc/apt/sources.list.d/*.sources: "URIs: ...") or one-line sources.list
+    { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
+      grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
+        sed -E 's/^deb (\[[^]]*\] )?//' | awk '{print $1}'
+    } | grep -v -i security | head -n 1
+}
+mirror="${DEBIAN_MIRROR:-$(host_mirror)}"
+if [ -z "$mirror" ]; then
+    echo "make-base-image: no Debian mirror: set DEBIAN_MIRROR=<your mirror's URL>" >&2
+    exit 2
+fi
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
 debootstrap --variant=minbase --include=python3,python3-pip,python3-venv,python-is-python3,ca-certificates \

@@ -21,21 +21,11 @@ import sys
 from pathlib import Path
 
 from components.common.cli import add_config_arguments, quiet_tensorflow
-from components.common.config import SECTIONS, load_config_file, parse_overrides, split_sections
+from components.common.config import load_config_file, parse_overrides, split_sections
 from components.common.errors import UserError, exit_on_user_error
-from components.evaluate import cli as evaluate_cli
-from components.export import cli as export_cli
-from components.prepare import cli as prepare_cli
-from components.push import cli as push_cli
-from components.train import cli as train_cli
+from components.common.stages import STAGES, cli_module, config_class
 
-STAGE_CLIS = {
-    "prepare": prepare_cli,
-    "train": train_cli,
-    "evaluate": evaluate_cli,
-    "export": export_cli,
-    "push": push_cli,
-}
+STAGE_CLIS = {stage: cli_module(stage) for stage in STAGES}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,29 +161,16 @@ def run_configs(
     config_file: str | None, overrides: list[str], preset: str | None = None
 ) -> dict[str, dict]:
     """Whole-run config: preset, then file sections, then `--set stage.key=value`; validated."""
-    from components.evaluate.config import EvaluateConfig
-    from components.export.config import ExportConfig
-    from components.prepare.config import PrepareConfig
-    from components.push.config import PushConfig
-    from components.train.config import TrainConfig
-
     merged = split_sections(load_config_file(presets()[preset]) if preset else {})
     for section, values in split_sections(load_config_file(config_file)).items():
         merged[section].update(values)
     for section, values in split_sections(parse_overrides(overrides)).items():
         merged[section].update(values)
-    classes = dict(
-        zip(
-            SECTIONS,
-            (PrepareConfig, TrainConfig, EvaluateConfig, ExportConfig, PushConfig),
-            strict=True,
-        )
-    )
     # validate here, so a typo fails in a second, not after training; pass on only what
     # was set (typed), and no nulls: a pipeline parameter cannot hold one, and every
     # optional key's default is null anyway
     validated = {
-        name: classes[name].from_dict(values).to_dict() if values else {}
+        name: config_class(name).from_dict(values).to_dict() if values else {}
         for name, values in merged.items()
     }
     return {
@@ -240,7 +217,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_predict(args: argparse.Namespace) -> int:
-    from components.export.predict import predict_files
+    from components.predict.core import predict_files
 
     if args.top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {args.top_k}")

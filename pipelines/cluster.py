@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 from components.common.config import StageConfig, load_config_file
 from components.common.errors import UserError
+from components.common.stages import TASKS
 from pipelines.images import StageImages, is_reference, stage_images
 
-STAGES = ("prepare", "train", "evaluate", "export", "push")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 DURATION = re.compile(r"^[0-9]+(s|m|h)$")
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "toleration_seconds"}
@@ -89,7 +89,7 @@ class ClusterSettings(StageConfig):
                 f"each needs operator and may have {', '.join(sorted(TOLERATION_KEYS))}",
             )
         for stage, values in self.resources.items():
-            self.check(stage in STAGES, "resources", f"stages are {', '.join(STAGES)}")
+            self.check(stage in TASKS, "resources", f"tasks are {', '.join(TASKS)}")
             self.check(
                 isinstance(values, dict) and set(values) <= {"cpu", "memory"},
                 "resources",

@@ -20,16 +20,14 @@ from typing import Any
 from components.common import progress
 from components.common.artifacts import read_json, write_json
 from components.common.errors import StageFailed, UserError
+from components.common.stages import OUTPUTS
 from pipelines.console import strip_ansi
 from pipelines.runtime import USER_ERROR_FILE
 
 TASK_OUTPUTS = {  # link name -> (task, output)
-    "dataset": ("prepare", "dataset"),
-    "model": ("train", "model"),
-    "evaluation": ("evaluate", "evaluation"),
-    "export": ("export", "exported"),
+    link: (stage, output) for stage, (output, link) in OUTPUTS.items() if link
 }
-PUSH_OUTPUT = ("push", "published")
+PUSH_OUTPUT = ("push", OUTPUTS["push"][0])
 
 
 def new_run_id() -> str:

@@ -6,6 +6,7 @@ annotations at definition time and needs real types, not strings.
 
 from kfp import dsl
 
+from components.common.stages import TASKS
 from pipelines import components
 from pipelines.cluster import ClusterSettings, apply_task_settings, images_for
 
@@ -21,6 +22,9 @@ RESOURCES = {
     "export": ("2", "8G"),
     "push": ("1", "2G"),
 }
+
+
+assert tuple(RESOURCES) == TASKS, "every task has its resources, in DAG order"
 
 
 def configure(task, name: str, settings: ClusterSettings | None, cache: bool = False):

@@ -3,12 +3,8 @@
 import dataclasses
 from pathlib import Path
 
-from components.evaluate.config import EvaluateConfig
-from components.export.config import ExportConfig
-from components.prepare.config import PrepareConfig
-from components.push.config import PushConfig
-from components.train.augment import PRESETS
-from components.train.config import TrainConfig
+from components.common.augment import PRESETS
+from components.common.stages import STAGES, config_class
 from components.train.models import known_models
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -16,7 +12,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 def test_every_config_key_is_documented():
     text = (DOCS / "configuration.md").read_text()
-    for cls in (PrepareConfig, TrainConfig, EvaluateConfig, ExportConfig, PushConfig):
+    for cls in (config_class(stage) for stage in STAGES):
         section = text.split(f"## {cls.section}\n", 1)[1].split("\n## ", 1)[0]
         for field in dataclasses.fields(cls):
             assert f"| `{field.name}` |" in section, (cls.section, field.name)

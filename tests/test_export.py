@@ -91,7 +91,8 @@ def test_onnx_has_dynamic_batch_and_labels(exported):
 def test_exported_models_resize_any_image_size_inside(exported, trained_model):
     import keras
 
-    from components.export import convert, runtimes
+    from components.common import runtimes
+    from components.export import convert
 
     model = keras.models.load_model(trained_model / "model.keras", compile=False)
     reference = convert.serving_model(model, 32)
@@ -138,7 +139,7 @@ def test_predict_cli_matches_keras_on_sample_images(tmp_path, exported, trained_
 def test_labels_travel_inside_tflite_and_onnx_files(tmp_path, exported):
     import shutil
 
-    from components.export.convert import read_attached_labels
+    from components.common.packed import read_attached_labels
 
     digits = [str(d) for d in range(10)]
     for name in (
@@ -153,7 +154,7 @@ def test_labels_travel_inside_tflite_and_onnx_files(tmp_path, exported):
     lone.mkdir()
     shutil.copy(exported / "model.tflite", lone)
     shutil.copy(exported / "model.onnx", lone)
-    from components.export.predict import load_labels
+    from components.predict.core import load_labels
 
     assert load_labels(lone / "model.tflite") == digits
     assert load_labels(lone / "model.onnx") == digits

@@ -127,7 +127,8 @@ def test_a_failed_verification_is_one_line_exit_1_and_keeps_its_evidence(
 ):
     """A converter that really mismatches cannot be produced on demand, so ONNX Runtime's
     real predictions are rolled by one class before the (real) parity check sees them."""
-    from components.export import core, runtimes
+    from components.common import runtimes
+    from components.export import core
     from pipelines.cli import main
 
     real = runtimes.onnx_predictor

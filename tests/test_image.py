@@ -6,7 +6,9 @@ import subprocess
 
 import pytest
 
-IMAGE = "visionpipe/visionpipe-cpu:0.1.0"
+import components
+
+IMAGE = f"visionpipe/visionpipe-cpu:{components.__version__}"
 
 
 def image_available() -> str | None:
@@ -31,7 +33,7 @@ def test_image_labels_user_and_prepare_stage(tmp_path):
         ).stdout
     )[0]
     assert meta["Config"]["User"] == "visionpipe"
-    assert meta["Config"]["Labels"]["org.opencontainers.image.version"] == "0.1.0"
+    assert meta["Config"]["Labels"]["org.opencontainers.image.version"] == components.__version__
     tmp_path.chmod(0o777)
     done = subprocess.run(
         [

@@ -96,7 +96,7 @@ def test_mixup_blends_metadata_by_the_label_weights():
     """MixUp / CutMix mix each row with another; its metadata must get the same blend."""
     import tensorflow as tf
 
-    from components.train import augment
+    from components.common import augment
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8, 16, 16, 3)).astype("float32")
@@ -167,7 +167,7 @@ def test_two_input_exports_match_keras(metadata_run):
     assert parity["tflite"]["max_abs_diff"] < 1e-4 and parity["onnx"]["max_abs_diff"] < 1e-4
     export_dir = metadata_run["dir"] / "export"
     assert json.loads((export_dir / "metadata.json").read_text())["features"][0] == "sensor=s0"
-    from components.export.convert import read_attached
+    from components.common.packed import read_attached
 
     assert json.loads(read_attached(export_dir / "model.tflite", "metadata.json"))["columns"]
     card = (export_dir / "model_card.md").read_text()

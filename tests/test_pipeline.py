@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import components
 from tests.conftest import VISIONPIPE, write_digit_images
 
 
@@ -70,11 +71,11 @@ def test_compiled_training_requests_a_gpu(compiled):
     train = executors["exec-train"]["container"]
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert train["resources"]["accelerator"]["resourceCount"] == "1"
-    assert train["image"].endswith("visionpipe-gpu:0.1.0")
+    assert train["image"].endswith(f"visionpipe-gpu:{components.__version__}")
     for name in ("exec-fingerprint", "exec-prepare", "exec-evaluate", "exec-export", "exec-push"):
         container = executors[name]["container"]
         assert "accelerator" not in container.get("resources", {})
-        assert container["image"].endswith("visionpipe-cpu:0.1.0")
+        assert container["image"].endswith(f"visionpipe-cpu:{components.__version__}")
         # no pip install at run time: the image carries the project and kfp
         assert "pip install" not in " ".join(container["command"])
 

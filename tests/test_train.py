@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from components.train import augment
+from components.common import augment
 from components.train.models import build_model
 
 

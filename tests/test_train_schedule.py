@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components.common import augment
 from components.common.errors import UserError
-from components.train import augment
 from components.train.config import TrainConfig
 
 

@@ -10,7 +10,6 @@ allowed (the big_vision rule: unhandled config args fail loudly).
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 
 from components.common.errors import UserError
+from components.common.stages import STAGES
 
 C = TypeVar("C", bound="StageConfig")
 
@@ -144,7 +144,7 @@ def load_config_file(path: str | Path | None) -> dict[str, Any]:
     return data
 
 
-SECTIONS = ("prepare", "train", "evaluate", "export", "push")
+SECTIONS = STAGES  # a whole-run config has one section per stage
 
 
 def split_sections(merged: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -177,10 +177,6 @@ def stage_config(cls: type[C], config_file: str | None, overrides: list[str] | N
     return cls.from_dict({**data, **sets})
 
 
-def dump_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=str)
-
-
 def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
     """Check `value` against the annotation `hint`, converting the lossless cases."""
 
@@ -192,21 +188,19 @@ def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
         try:
             value = _from_text(str(value), hint)
         except ValueError:
-            value = Typed(value)  # keeps the text for the message below
-            raise refuse(_describe(hint)) from None
+            raise refuse(_describe_all(hint)) from None
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):
         options = get_args(hint)
         if value is None and type(None) in options:
             return None
-        errors = []
         for option in options:
             if option is type(None):
                 continue
             try:
                 return _coerce(section, key, value, option)
-            except UserError as error:
-                errors.append(str(error))
+            except UserError:
+                continue  # the next option may take it; the message names them all
         raise refuse(" or ".join(_describe(o) for o in options))
     if origin is Literal:
         choices = get_args(hint)
@@ -248,6 +242,12 @@ def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
             return str(value)
         raise refuse("a string")
     raise refuse(_describe(hint))
+
+
+def _describe_all(hint: Any) -> str:
+    if get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_describe(o) for o in get_args(hint))
+    return _describe(hint)
 
 
 def _describe(hint: Any) -> str:

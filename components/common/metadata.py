@@ -36,8 +36,10 @@ from components.common.errors import UserError
 FILE = "metadata.json"
 MAX_CATEGORIES = 64
 KINDS = ("numeric", "categorical")
-# columns prepare writes for its own use; never model inputs
+# the columns prepare reads (uri, label, group) and writes for its own use: never metadata,
+# never model inputs, never report slices
 RESERVED = ("uri", "label", "label_index", "sha256", "width", "height", "group", "fold")
+INPUT_COLUMNS = ("uri", "label", "group")  # what a manifest may give besides metadata
 
 
 @dataclass

@@ -44,6 +44,8 @@ def load_model(model_dir: str | Path):
 def _load(path: Path, shown: str):
     import keras
 
+    import components.common.layers  # noqa: F401  (registers the layers models contain)
+
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # zipfile.BadZipFile, ValueError, OSError, KeyError, ...

@@ -19,10 +19,9 @@ from pathlib import Path
 from components.common import digits, storage
 from components.common.errors import UserError
 from components.common.images import IMAGE_EXTENSIONS, is_image_name
-from components.common.metadata import parse_rows
+from components.common.metadata import INPUT_COLUMNS, RESERVED, parse_rows
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
-RESERVED_COLUMNS = ("uri", "label", "group")
 
 
 @dataclass
@@ -117,6 +116,12 @@ def list_manifest(source: str, root: str) -> Listing:
             f"manifest {source!r} has no {' or '.join(missing)} column "
             f"(columns: {', '.join(columns)}); it needs uri,label[,group,...]"
         )
+    clashing = [c for c in columns if c in RESERVED and c not in INPUT_COLUMNS]
+    if clashing:
+        raise UserError(
+            f"manifest {source!r} has a column {clashing[0]!r}, which prepare writes itself "
+            f"({', '.join(RESERVED)}); rename that column"
+        )
     base = posixpath.dirname(root) if storage.is_gcs(root) else os.path.dirname(root)
     items = []
     for number, row in enumerate(rows, start=2 if not root.endswith(".jsonl") else 1):
@@ -129,7 +134,7 @@ def list_manifest(source: str, root: str) -> Listing:
                 if storage.is_gcs(root)
                 else os.path.normpath(os.path.join(base, uri))
             )
-        extra = {k: (v or "") for k, v in row.items() if k not in RESERVED_COLUMNS and k}
+        extra = {k: (v or "") for k, v in row.items() if k not in RESERVED and k}
         items.append(Item(uri, label, (row.get("group") or "").strip(), extra))
-    metadata = [c for c in columns if c not in RESERVED_COLUMNS]
+    metadata = [c for c in columns if c not in RESERVED]
     return Listing(source=str(source), root=root, items=items, metadata_columns=metadata)

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from google.api_core.exceptions import NotFound  # noqa: F401  (the client's "no such object")
+
 from components.common.errors import UserError
 
 GCS_PREFIX = "gs://"
@@ -108,8 +110,6 @@ def download_file(uri: str, local: str | Path) -> None:
 def delete(uri: str) -> None:
     """Remove a file or object; one that is already gone is not an error."""
     if is_gcs(uri):
-        from google.api_core.exceptions import NotFound
-
         bucket, key = split_gcs(uri)
         with contextlib.suppress(NotFound):
             gcs_client().bucket(bucket).blob(key).delete(retry=retry_policy())

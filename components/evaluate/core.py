@@ -10,6 +10,7 @@ import numpy as np
 
 from components.common import metadata, progress
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
+from components.common.augment import load_policy
 from components.common.errors import UserError
 from components.common.models import load_model, metadata_rows
 from components.evaluate import report
@@ -135,9 +136,9 @@ def run(
         metadata.read_rows(dataset, "test"),
         labels,
         predicted,
-        ignore={"uri", "label", "sha256", "width", "height"},
+        ignore=set(metadata.RESERVED),  # group keys such as g123 are not a slice
     )
-    augmentation, custom_layers = _training_augmentation(model_dir)
+    augmentation, custom_layers = load_policy(model_dir)
     with progress.step(STAGE, f"robustness under {augmentation!r} transforms and a flip"):
         robust = robustness.robustness(
             lambda x: predict_probs(model, x, config.batch_size, rows["test"]),
@@ -210,13 +211,3 @@ def run(
         "confusion_matrix": matrix.tolist(),
         "classes": classes,
     }
-
-
-def _training_augmentation(model_dir: str | Path) -> tuple[str, list]:
-    """The augmentation policy the model was trained with (`none` when unknown) and,
-    for `custom`, its layer list."""
-    path = Path(str(model_dir)) / "config.json"
-    if path.exists():
-        config = read_json(path).get("config", {})
-        return str(config.get("augmentation", "none")), list(config.get("augmentation_layers", []))
-    return "none", []

@@ -22,7 +22,7 @@ def transforms_for(
 
     A RandomAffine is split into its rotation, shift and zoom; MixUp and CutMix are left
     out (they blend two images and their labels, so no single label is expected)."""
-    from components.train.augment import PRESETS, RandomAffine, is_mixing, parse_custom
+    from components.common.augment import PRESETS, RandomAffine, is_mixing, parse_custom
 
     if augmentation == "custom":
         layers = parse_custom(custom or [], seed)

@@ -141,40 +141,6 @@ def write_tflite(
     path.write_bytes(flatbuffer)
 
 
-def attach_labels(
-    tflite_path: Path, classes: list[str], image_size: int, encoder: dict | None = None
-) -> None:
-    """Pack labels.txt (and metadata.json, the metadata encoder) into the .tflite file.
-
-    This is the TFLite Support convention: a zip archive appended to the
-    flatbuffer. Runtimes ignore the trailing bytes; `zipfile` (and TFLite
-    Support's metadata tools) read the labels back from the same file.
-    """
-    import zipfile
-
-    with zipfile.ZipFile(tflite_path, "a", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr("labels.txt", "".join(f"{name}\n" for name in classes))
-        archive.writestr("model_info.json", json.dumps({"image_size": image_size}))
-        if encoder is not None:
-            archive.writestr("metadata.json", json.dumps(encoder))
-
-
-def read_attached(tflite_path: Path, name: str) -> str | None:
-    """A file packed into a .tflite by `attach_labels` (None when absent)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(tflite_path) as archive:
-            return archive.read(name).decode()
-    except (zipfile.BadZipFile, KeyError):
-        return None
-
-
-def read_attached_labels(tflite_path: Path) -> list[str] | None:
-    text = read_attached(tflite_path, "labels.txt")
-    return text.splitlines() if text is not None else None
-
-
 def inference_model(model):
     """The model to export: float32 everywhere, with any augmentation layers removed.
 
@@ -185,16 +151,7 @@ def inference_model(model):
     """
     import keras
 
-    def is_augmentation(layer) -> bool:
-        name = type(layer).__name__
-        return name.startswith("Random") or name in {
-            "RandAugment",
-            "MixUp",
-            "CutMix",
-            "AugMix",
-            "AutoContrast",
-            "Solarization",
-        }
+    from components.common.augment import is_augmentation
 
     def policy_name(layer) -> str:
         return getattr(getattr(layer, "dtype_policy", None), "name", "float32")

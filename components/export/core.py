@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from components.common import metadata, progress
+from components.common import metadata, packed, progress, runtimes
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
-from components.export import convert, runtimes
+from components.export import convert
 from components.export.config import ExportConfig
 from components.export.model_card import write_model_card
 from components.export.verify import latency, parity, throughput
@@ -120,7 +120,7 @@ def run(
                 )
             with progress.step(STAGE, f"TFLite {quantization} (builtin ops)"):
                 convert.write_tflite(saved_model, work / file, quantization, representative)
-                convert.attach_labels(work / file, classes, size, spec)
+                packed.attach_labels(work / file, classes, size, spec)
             predictors[name] = runtimes.tflite_predictor(work / file)
         if "onnx" in config.formats:
             with progress.step(STAGE, f"ONNX (opset {config.onnx_opset})"):

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from components.export.runtimes import Predictor
+from components.common.runtimes import Predictor
 
 
 def parity(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from components.common.config import StageConfig
+from components.common.images import ImageLimits
 
 
 @dataclass
@@ -23,8 +24,8 @@ class PrepareConfig(StageConfig):
     min_images_per_class: int = 5  # fewer cannot be split three ways and say anything
     small_classes: Literal["error", "drop"] = "error"
     max_rejected_fraction: float = 0.05
-    min_side: int = 8
-    max_pixels: int = 89_478_485  # Pillow's decompression-bomb threshold
+    min_side: int = ImageLimits.min_side
+    max_pixels: int = ImageLimits.max_pixels  # Pillow's decompression-bomb threshold
     # exact: identical files; near: also pictures whose 64-bit dHash differs in at most
     # near_duplicate_distance bits (re-encoded, resized, lightly edited copies)
     dedupe: Literal["exact", "near", "off"] = "exact"

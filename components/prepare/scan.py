@@ -57,10 +57,8 @@ def inspect_file(uri: str, label: str, limits: ImageLimits) -> Inspected:
         return Inspected(uri, label, rejected="file not found")
     except OSError as error:
         return Inspected(uri, label, rejected=f"unreadable: {error}")
-    except Exception as error:  # e.g. google.api_core NotFound for a gs:// object
-        if type(error).__name__ == "NotFound":
-            return Inspected(uri, label, rejected="file not found")
-        raise
+    except storage.NotFound:  # a gs:// object listed in a manifest that is not there
+        return Inspected(uri, label, rejected="file not found")
     digest = hashlib.sha256(data).hexdigest()
     try:
         image = load_rgb(data, limits)

@@ -85,7 +85,7 @@ class TrainConfig(StageConfig):
             "fine_tune_learning_rate_factor",
             "expected 0.01..0.1 (a 10-100x lower learning rate for stage 2)",
         )
-        from components.train.augment import PRESETS
+        from components.common.augment import PRESETS
         from components.train.models import known_models
 
         self.check(
@@ -102,7 +102,7 @@ class TrainConfig(StageConfig):
             "a list of layers goes with augmentation: custom, and custom needs one",
         )
         if self.augmentation_layers:
-            from components.train.augment import parse_custom
+            from components.common.augment import parse_custom
 
             parse_custom(self.augmentation_layers, self.seed)  # names and arguments, now
         if self.metadata_columns:

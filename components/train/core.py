@@ -179,7 +179,8 @@ def run(
     """
     import keras
 
-    from components.train import augment, data
+    from components.common import augment
+    from components.train import data
     from components.train.models import (
         batchnorm_momentum,
         build_model,
@@ -392,6 +393,7 @@ def run(
             (work / leftover).unlink(missing_ok=True)
         write_json(work / "metrics.json", metrics)
         write_json(work / "classes.json", classes)
+        augment.save_policy(work, config.augmentation, config.augmentation_layers)
         plot_history(history, work / "history.png", fine_tune and fine_tune["start_epoch"])
         write_augmentation_preview(
             work / "augmentation_preview.png", dataset, size, augmenter, num_classes

@@ -36,7 +36,9 @@ def load_teacher(path: str, image_size: int, classes: list[str], encoder=None) -
             f"train config teacher={path!r}: no model.keras there; "
             "pass the output folder of an earlier `visionpipe train`"
         )
-    teacher = keras.saving.load_model(model_file, compile=False)
+    from components.common.models import load_model
+
+    teacher = load_model(model_file)  # a corrupt or unsafe file is one line, not a traceback
     side = image_size_of(teacher)
     if side is not None and side != image_size:
         raise UserError(

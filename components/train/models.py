@@ -18,6 +18,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from components.common.layers import CaffePreprocess
 from components.common.storage import read_bytes
 
 # keras.applications models: constructor name -> how the family expects its input.
@@ -45,7 +46,6 @@ FROM_SCRATCH: dict[str, Callable] = {}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
 def from_scratch(name: str):
@@ -60,15 +60,6 @@ def from_scratch(name: str):
 
 def known_models() -> list[str]:
     return [*FROM_SCRATCH, *BACKBONES]
-
-
-@keras.saving.register_keras_serializable(package="visionpipe")
-class CaffePreprocess(keras.layers.Layer):
-    """RGB 0..255 -> BGR minus the ImageNet channel means (ResNet50, VGG)."""
-
-    def call(self, inputs):
-        bgr = keras.ops.flip(inputs, axis=-1)
-        return bgr - keras.ops.convert_to_tensor(CAFFE_MEAN_BGR, dtype=inputs.dtype)
 
 
 def preprocessing(kind: str) -> list:

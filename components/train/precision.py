@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-
 
 def gpu_compute_capabilities() -> list[tuple[int, int]]:
     """Compute capability of each visible CUDA GPU (empty on a CPU-only machine)."""

@@ -318,3 +318,38 @@ def build(name: str, seed: int, custom: list | None = None) -> Augmenter | None:
     """The policy as an `Augmenter`; None when it has no layers."""
     layers = parse_custom(custom or [], seed) if name == "custom" else PRESETS[name](seed)
     return Augmenter(layers, name) if layers else None
+
+
+def is_augmentation(layer) -> bool:
+    """A layer that only acts in training: any Random*, or one a policy may name."""
+    name = type(layer).__name__
+    return name.startswith("Random") or name in (*IMAGE_LAYERS, *MIXING_LAYERS)
+
+
+# the trained model folder says which policy made it (evaluate's robustness check replays
+# each transform); part of the model's contract, so evaluate need not read train's config
+POLICY_FILE = "augmentation.json"
+
+
+def save_policy(folder, name: str, layers: list) -> None:
+    from pathlib import Path
+
+    from components.common.artifacts import write_json
+
+    write_json(Path(folder) / POLICY_FILE, {"policy": name, "layers": list(layers)})
+
+
+def load_policy(model_dir) -> tuple[str, list]:
+    """(policy, custom layers) a model was trained with; ("none", []) when not recorded."""
+    import json
+
+    from components.common import storage
+
+    uri = str(model_dir)
+    if uri.endswith(".keras"):
+        uri = uri.rsplit("/", 1)[0] if "/" in uri else "."
+    path = f"{uri.rstrip('/')}/{POLICY_FILE}"
+    if not storage.exists(path):
+        return "none", []
+    policy = json.loads(storage.read_bytes(path))
+    return str(policy.get("policy", "none")), list(policy.get("layers", []))

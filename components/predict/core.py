@@ -9,21 +9,14 @@ import numpy as np
 
 from components.common.errors import UserError
 from components.common.images import ImageRejected, load_for_model
-
-
-def onnx_properties(model_path: Path) -> dict[str, str]:
-    """The metadata_props of an .onnx file (labels, image_size, metadata_encoder...)."""
-    import onnx
-
-    proto = onnx.load(str(model_path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}
+from components.common.packed import onnx_properties
 
 
 def load_labels(model_path: Path) -> list[str]:
     """labels.txt beside the model, or the labels packed inside a .tflite / .onnx file."""
     folder = model_path.parent
     if model_path.suffix == ".tflite":
-        from components.export.convert import read_attached_labels
+        from components.common.packed import read_attached_labels
 
         attached = read_attached_labels(model_path)
         if attached:
@@ -49,7 +42,7 @@ def image_size_of(model_path: Path) -> int:
         if size:
             return int(size)
     if model_path.suffix == ".tflite":
-        from components.export.convert import read_attached
+        from components.common.packed import read_attached
 
         info = read_attached(model_path, "model_info.json")
         if info:
@@ -64,28 +57,43 @@ def image_size_of(model_path: Path) -> int:
     )
 
 
+def open_runtime(load, model_path: Path, what: str):
+    """`load(model_path)`, with a corrupt or truncated file reported as one line."""
+    try:
+        return load(model_path)
+    except UserError:
+        raise
+    except Exception as error:  # each runtime has its own: RuntimeError, ValueError, Fail...
+        text = " ".join(str(error).split())[:200]
+        raise UserError(
+            f"{model_path} is not a readable {what} model ({type(error).__name__}: {text}); it "
+            "may be truncated or corrupt: export it again or copy the file again"
+        ) from None
+
+
 def open_model(model_path: Path):
     """(predictor, image_size) for a .tflite, .onnx, .keras file or a SavedModel folder."""
-    from components.export import runtimes
+    from components.common import runtimes
 
     if not model_path.exists():
         raise UserError(f"model {str(model_path)!r} does not exist; pass an exported model file")
     suffix = model_path.suffix.lower()
     if suffix == ".tflite":
-        return runtimes.tflite_predictor(model_path), image_size_of(model_path)
+        predictor = open_runtime(runtimes.tflite_predictor, model_path, "TFLite")
+        return predictor, image_size_of(model_path)
     if suffix == ".onnx":
-        return runtimes.onnx_predictor(model_path), image_size_of(model_path)
+        predictor = open_runtime(runtimes.onnx_predictor, model_path, "ONNX")
+        return predictor, image_size_of(model_path)
     if suffix == ".keras":
-        import keras
+        from components.common.models import load_model
 
-        from components.train.models import image_size_of as model_side
-
-        model = keras.models.load_model(model_path, compile=False)
-        return runtimes.keras_predictor(model), int(model_side(model))
+        model = load_model(model_path)
+        return runtimes.keras_predictor(model), int(model.inputs[0].shape[1])
     if model_path.is_dir() and (model_path / "saved_model.pb").exists():
         import tensorflow as tf
 
-        serve = tf.saved_model.load(str(model_path)).signatures["serving_default"]
+        loaded = open_runtime(lambda p: tf.saved_model.load(str(p)), model_path, "SavedModel")
+        serve = loaded.signatures["serving_default"]
         two_inputs = "metadata" in serve.structured_input_signature[1]
 
         def predict(images, metadata=None):
@@ -112,7 +120,7 @@ def load_encoder(model_path: Path):
     if found is not None:
         return found
     if model_path.suffix == ".tflite":
-        from components.export.convert import read_attached
+        from components.common.packed import read_attached
 
         packed = read_attached(model_path, "metadata.json")
         if packed:

@@ -1,0 +1,1 @@
+"""`visionpipe predict`: classify image files with any exported format."""
