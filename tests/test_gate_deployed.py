@@ -108,3 +108,19 @@ def test_nothing_deployed_yet_gates_on_thresholds_and_records_it(
     assert result["blessing"]["blessed"] is True
     assert result["blessing"]["baseline"]["found"] is False
     assert "No model is published at" in (tmp_path / "evaluation" / "report.md").read_text()
+
+
+def test_max_listed_governs_both_report_formats(tmp_path, digits_dataset, weak_model):
+    import csv
+
+    from components.evaluate.core import run
+
+    run(EvaluateConfig(min_accuracy=0.0, max_listed=3), digits_dataset, weak_model, tmp_path / "e")
+    with open(tmp_path / "e" / "errors.csv") as handle:
+        wrong = len(list(csv.DictReader(handle)))
+    assert wrong > 3  # a one-epoch model: many mistakes, every one in the CSV
+    markdown = (tmp_path / "e" / "report.md").read_text()
+    html = (tmp_path / "e" / "report.html").read_text()
+    section = markdown.split("## Misclassified test images", 1)[1].split("\n## ", 1)[0]
+    assert section.count("\n| ") == 1 + 3  # the header and three rows
+    assert f"The first 3 of {wrong} rows" in section and f"The first 3 of {wrong} rows" in html

@@ -196,6 +196,7 @@ def run(
                 order=order,
                 limit=config.max_listed,
             ),
+            limit=config.max_listed,
         )
         write_json(work / "classes.json", classes)
         record.write(work)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from components.common.html import figure_png, img_tag, page, table_html, table_md
+from components.common.html import figure_png
+from components.common.report import Report, Section, Table
+from components.common.report import write as write_report
 
 
 def _pyplot():
@@ -106,9 +107,8 @@ def thumb_grid(rows: list[list[tuple[np.ndarray, str, str]]], title: str) -> byt
     return figure_png(fig)
 
 
-def picture_sections(extras: Extras, errors: list[dict]) -> list[tuple[str, str]]:
+def picture_sections(extras: Extras, errors: list[dict]) -> list[Section]:
     x, classes, probs = extras, extras.classes, extras.probs
-    sections = []
     gallery_rows = []
     for name, picks in x.gallery.items():
         row = [
@@ -121,20 +121,13 @@ def picture_sections(extras: Extras, errors: list[dict]) -> list[tuple[str, str]
         ]
         if row:
             gallery_rows.append(row)
-    sections.append(
-        (
-            "Error gallery",
-            img_tag(
-                thumb_grid(
-                    gallery_rows,
-                    "per class: most confident mistakes (red), least confident correct (green)",
-                ),
-                "error gallery",
-            )
-            if gallery_rows
-            else "<p>No test images.</p>",
+    gallery = Section("Error gallery", empty="No test images.", in_markdown=False)
+    if gallery_rows:
+        gallery.picture = thumb_grid(
+            gallery_rows,
+            "per class: most confident mistakes (red), least confident correct (green)",
         )
-    )
+        gallery.picture_alt = "error gallery"
     neighbour_rows = []
     index_of = {uri: i for i, uri in enumerate(x.train_uris)}
     for test_index, error in zip(x.order[: x.limit], errors[: x.limit], strict=False):
@@ -148,93 +141,101 @@ def picture_sections(extras: Extras, errors: list[dict]) -> list[tuple[str, str]
             for n in error["nearest_train"]
         ]
         neighbour_rows.append(row)
-    sections.append(
-        (
-            "Nearest training images",
-            img_tag(
-                thumb_grid(
-                    neighbour_rows,
-                    "misclassified test image, then its nearest training images "
-                    "(penultimate-layer cosine similarity)",
-                ),
-                "nearest training images",
-            )
-            if neighbour_rows
-            else "<p>No misclassified test images.</p>",
+    nearest = Section(
+        "Nearest training images", empty="No misclassified test images.", in_markdown=False
+    )
+    if neighbour_rows:
+        nearest.picture = thumb_grid(
+            neighbour_rows,
+            "misclassified test image, then its nearest training images "
+            "(penultimate-layer cosine similarity)",
+        )
+        nearest.picture_alt = "nearest training images"
+    labels = Section("Likely label errors", empty="None above the confidence threshold.")
+    if x.label_errors:
+        labels.say(
+            f"{len(x.label_errors)} items whose given label the model contradicts with high "
+            "confidence (all in label_errors.json); review them before trusting the labels."
+        )
+    labels.tables.append(
+        Table(
+            ["split", "file", "given", "model says", "p(model)", "p(given)"],
+            [
+                [e["split"], e["uri"], e["given"], e["suggested"], e["p_suggested"], e["p_given"]]
+                for e in x.label_errors
+            ],
+            limit=x.limit,
         )
     )
-    label_rows = [
-        [e["split"], e["uri"], e["given"], e["suggested"], e["p_suggested"], e["p_given"]]
-        for e in x.label_errors[: x.limit]
-    ]
-    sections.append(
-        (
-            "Likely label errors",
-            (
-                f"<p>{len(x.label_errors)} items whose given label the model contradicts with high "
-                "confidence (all in label_errors.json); review them before trusting the labels.</p>"
-                + table_html(
-                    ["split", "file", "given", "model says", "p(model)", "p(given)"], label_rows
-                )
-            )
-            if label_rows
-            else "<p>None above the confidence threshold.</p>",
-        )
-    )
-    return sections
+    return [gallery, nearest, labels]
 
 
-def robustness_section(robust: dict[str, Any]) -> str:
-    rows = [
-        [
-            name,
-            r["accuracy"],
-            robust["clean_accuracy"] - r["accuracy"],
-            ", ".join(r["flagged_classes"]) or "-",
-        ]
-        for name, r in robust["transforms"].items()
-    ]
+def robustness_section(robust: dict[str, Any]) -> Section:
+    section = Section("Robustness")
     flagged = [name for name, r in robust["transforms"].items() if r["flagged"]]
-    note = (
-        f'<p class="bad">Probably not label-preserving here: {", ".join(flagged)} '
-        f"(some class loses at least {robust['flag_drop']:.0%} accuracy).</p>"
-        if flagged
-        else f"<p>No transform costs any class {robust['flag_drop']:.0%} accuracy.</p>"
-    )
-    return note + table_html(["transform", "accuracy", "drop", "flagged classes"], rows)
-
-
-def slices_section(slices: dict[str, list[dict]]) -> str:
-    if not slices:
-        return "<p>The test manifest has no metadata columns to slice by.</p>"
-    return "".join(
-        f"<h3>{column}</h3>"
-        + table_html(
-            ["value", "count", "accuracy"],
-            [[v["value"], v["count"], v["accuracy"]] for v in values],
+    if flagged:
+        section.say(
+            f"Probably not label-preserving here: {', '.join(flagged)} "
+            f"(some class loses at least {robust['flag_drop']:.0%} accuracy).",
+            "bad",
         )
-        for column, values in slices.items()
+    else:
+        section.say(f"No transform costs any class {robust['flag_drop']:.0%} accuracy.")
+    section.tables.append(
+        Table(
+            ["transform", "accuracy", "drop", "flagged classes"],
+            [
+                [
+                    name,
+                    r["accuracy"],
+                    robust["clean_accuracy"] - r["accuracy"],
+                    ", ".join(r["flagged_classes"]) or "-",
+                ]
+                for name, r in robust["transforms"].items()
+            ],
+        )
     )
+    return section
 
 
-def baseline_table(baseline: dict[str, Any] | None) -> tuple[str, list[str], list[list]]:
-    """The candidate beside the baseline, on the same images: (note, header, rows)."""
+def slices_section(slices: dict[str, list[dict]], limit: int) -> Section:
+    section = Section("Slices", empty="The test manifest has no metadata columns to slice by.")
+    for column, values in slices.items():
+        section.tables.append(
+            Table(
+                ["value", "count", "accuracy"],
+                [[v["value"], v["count"], v["accuracy"]] for v in values],
+                limit=limit,
+                caption=column,
+            )
+        )
+    return section
+
+
+def baseline_section(baseline: dict[str, Any] | None) -> Section | None:
+    """The candidate beside the baseline, on the same images."""
     if not baseline:
-        return "", [], []
+        return None
+    section = Section("Against the baseline")
     if not baseline.get("found"):
-        return f"No model is published at {baseline['model']} yet: no comparison.", [], []
+        return section.say(f"No model is published at {baseline['model']} yet: no comparison.")
     if not baseline.get("comparable"):
-        return f"{baseline['model']}: every test image was in its train or val split.", [], []
-    note = (
+        return section.say(f"{baseline['model']}: every test image was in its train or val split.")
+    section.say(
         f"Candidate and {baseline['model']} on the {baseline['images']} test images neither "
         f"trained on ({baseline['excluded_seen_by_baseline']} left out: the baseline trained "
         "or validated on them)."
     )
-    rows = [
-        [name, value, baseline["baseline"][name], round(value - baseline["baseline"][name], 6)]
-        for name, value in baseline["candidate"].items()
-    ]
-    return note, ["metric", "candidate", baseline["model"], "difference"], rows
+    section.tables.append(
+        Table(
+            ["metric", "candidate", baseline["model"], "difference"],
+            [
+                [name, value, baseline["baseline"][name], value - baseline["baseline"][name]]
+                for name, value in baseline["candidate"].items()
+            ],
+        )
+    )
+    return section
 
 
 def write(
@@ -245,7 +246,9 @@ def write(
     pairs: list[dict],
     confusion_png_bytes: bytes,
     extras: Extras | None = None,
+    limit: int = 50,
 ) -> None:
+    """report.html and report.md, from one report model; tables stop at `limit` rows."""
     headline = [
         [name, metrics[name]]
         for name in (
@@ -261,102 +264,88 @@ def write(
         )
         if name in metrics
     ]
-    per_class = [
-        [name, v["precision"], v["recall"], v["f1"], v["support"]]
-        for name, v in metrics["per_class"].items()
-    ]
-    per_class_header = ["class", "precision", "recall", "f1", "support"]
-    error_rows = [
-        [e["uri"], e["true"], e["predicted"], e["p_predicted"], e["p_true"]] for e in errors
-    ]
-    error_header = ["file", "true", "predicted", "p(predicted)", "p(true)"]
-    pair_rows = [[p["true"], p["predicted"], p["count"]] for p in pairs]
     verdict = "blessed" if blessing["blessed"] else "NOT blessed"
-    css = "good" if blessing["blessed"] else "bad"
-    gate = f'<p class="{css}"><b>{verdict}</b></p>' + table_html(
-        ["metric", "value", "threshold", "passed"],
-        [[c["metric"], c["value"], c["threshold"], c["passed"]] for c in blessing["checks"]],
+    lead = verdict + ("" if blessing["blessed"] else ": " + "; ".join(blessing["reasons"]))
+    report = Report(
+        "visionpipe evaluation report",
+        lead=[("good" if blessing["blessed"] else "bad", lead)],
+        markdown_footer="Thumbnails and nearest training images: report.html.",
     )
-    note, base_header, base_rows = baseline_table(blessing.get("baseline"))
-    if note:
-        gate += f"<h3>Against the baseline</h3><p>{html_escape(note)}</p>"
-        gate += table_html(base_header, base_rows) if base_rows else ""
-    sections = [
-        ("Gate", gate),
-        ("Headline metrics", table_html(["metric", "value"], headline)),
-        ("Per class", table_html(per_class_header, per_class)),
-        ("Confusion matrix", img_tag(confusion_png_bytes, "confusion matrix")),
-        (
+    gate = report.add(Section("Gate"))
+    gate.tables.append(
+        Table(
+            ["metric", "value", "threshold", "passed"],
+            [[c["metric"], c["value"], c["threshold"], c["passed"]] for c in blessing["checks"]],
+        )
+    )
+    against = baseline_section(blessing.get("baseline"))
+    if against is not None:
+        report.add(against)
+    report.add(Section("Headline metrics", tables=[Table(["metric", "value"], headline)]))
+    report.add(
+        Section(
+            "Per class",
+            tables=[
+                Table(
+                    ["class", "precision", "recall", "f1", "support"],
+                    [
+                        [name, v["precision"], v["recall"], v["f1"], v["support"]]
+                        for name, v in metrics["per_class"].items()
+                    ],
+                )
+            ],
+        )
+    )
+    report.add(
+        Section(
+            "Confusion matrix",
+            picture=confusion_png_bytes,
+            picture_alt="confusion matrix",
+            in_markdown=False,
+        )
+    )
+    report.add(
+        Section(
             "Most confused pairs",
-            table_html(["true", "predicted", "count"], pair_rows)
-            if pair_rows
-            else "<p>No mistakes.</p>",
-        ),
-        (
+            tables=[
+                Table(
+                    ["true", "predicted", "count"],
+                    [[p["true"], p["predicted"], p["count"]] for p in pairs],
+                    limit=limit,
+                )
+            ],
+            empty="No mistakes.",
+        )
+    )
+    report.add(
+        Section(
             "Calibration",
-            f"<p>Expected calibration error: {metrics['ece']:.4f}</p>"
-            + img_tag(reliability_png(metrics["reliability"]), "reliability diagram"),
-        ),
-        (
+            paragraphs=[("", f"Expected calibration error: {metrics['ece']:.4f}")],
+            picture=reliability_png(metrics["reliability"]),
+            picture_alt="reliability diagram",
+        )
+    )
+    report.add(
+        Section(
             "Misclassified test images",
-            table_html(error_header, error_rows) if error_rows else "<p>None.</p>",
-        ),
-    ]
-    if extras is not None:
-        sections += picture_sections(extras, errors)
+            paragraphs=[("", f"{len(errors)} in all, every one in errors.csv.")] if errors else [],
+            tables=[
+                Table(
+                    ["file", "true", "predicted", "p(predicted)", "p(true)"],
+                    [
+                        [e["uri"], e["true"], e["predicted"], e["p_predicted"], e["p_true"]]
+                        for e in errors
+                    ],
+                    limit=limit,
+                )
+            ],
+            empty="None.",
+        )
+    )
+    for section in picture_sections(extras, errors) if extras is not None else []:
+        report.add(section)
     if "slices" in metrics:
-        sections.append(("Slices", slices_section(metrics["slices"])))
+        report.add(slices_section(metrics["slices"], limit))
     if "robustness" in metrics:
-        sections.append(("Robustness", robustness_section(metrics["robustness"])))
-    (folder / "report.html").write_text(page("visionpipe evaluation report", sections))
-    markdown = [
-        "# visionpipe evaluation report",
-        "",
-        f"**{verdict}**" + ("" if blessing["blessed"] else ": " + "; ".join(blessing["reasons"])),
-        "",
-    ]
-    if note:
-        markdown += ["## Against the baseline", note, ""]
-        markdown += [table_md(base_header, base_rows), ""] if base_rows else []
-    markdown += [
-        "## Headline metrics",
-        table_md(["metric", "value"], headline),
-        "",
-        "## Per class",
-        table_md(per_class_header, per_class),
-        "",
-        "## Most confused pairs",
-        table_md(["true", "predicted", "count"], pair_rows) if pair_rows else "No mistakes.",
-        "",
-        f"## Misclassified test images ({len(error_rows)})",
-        table_md(error_header, error_rows[:50]) if error_rows else "None.",
-    ]
-    if "robustness" in metrics:
-        robust = metrics["robustness"]
-        markdown += [
-            "",
-            "## Robustness (test accuracy under each transform)",
-            table_md(
-                ["transform", "accuracy", "flagged classes"],
-                [
-                    [name, r["accuracy"], ", ".join(r["flagged_classes"]) or "-"]
-                    for name, r in robust["transforms"].items()
-                ],
-            ),
-        ]
-    if extras is not None:
-        markdown += [
-            "",
-            f"## Likely label errors ({len(extras.label_errors)})",
-            table_md(
-                ["split", "file", "given", "model says", "p(model)"],
-                [
-                    [e["split"], e["uri"], e["given"], e["suggested"], e["p_suggested"]]
-                    for e in extras.label_errors[: extras.limit]
-                ],
-            )
-            if extras.label_errors
-            else "None.",
-        ]
-    markdown += ["", "Thumbnails, nearest training images and slices: report.html."]
-    (folder / "report.md").write_text("\n".join(markdown) + "\n")
+        report.add(robustness_section(metrics["robustness"]))
+    write_report(report, folder)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
-from components.common.html import figure_png, img_tag, page, table_html, table_md
+from components.common.html import figure_png
+from components.common.report import Report, Section, Table
+from components.common.report import write as write_report
 from components.prepare.split import SPLITS
 
 
@@ -77,72 +78,106 @@ def count_rows(stats: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def write(folder: Path, stats: dict[str, Any]) -> None:
-    header = ["class", *SPLITS, "total", "class weight"]
-    rows = count_rows(stats)
-    rejected_rows = [[r["uri"], r["label"], r["reason"]] for r in stats["rejected"]]
-    ignored_rows = [[r["uri"], r["reason"]] for r in stats["ignored"]]
-    duplicate_rows = [
-        [
-            g["kind"],
-            len(g["uris"]),
-            ", ".join(sorted(set(g["labels"]))),
-            "yes" if g["conflicting"] else "no",
-            " ; ".join(g["uris"]),
-        ]
-        for g in stats["duplicate_groups"]
-    ]
-    summary = (
-        f"<p>Source <code>{html.escape(stats['source'])}</code>: {stats['counts']['listed']} image "
-        f"files, {stats['counts']['total']} kept in {stats['num_classes']} classes, "
-        f"{stats['counts']['rejected']} rejected, {stats['counts']['ignored']} other files ignored. "
-        f"Images stored at {stats['image_size']}x{stats['image_size']}. "
-        f"Imbalance ratio (largest / smallest class): {stats['imbalance_ratio']}.</p>"
+def write(folder: Path, stats: dict[str, Any], limit: int = 200) -> None:
+    """report.html and report.md, from one report model; long lists stop at `limit` rows
+    (stats.json holds every one)."""
+    counts = stats["counts"]
+    report = Report(
+        "visionpipe data report",
+        lead=[
+            (
+                "",
+                f"Source {stats['source']}: {counts['listed']} image files, {counts['total']} "
+                f"kept in {stats['num_classes']} classes, {counts['rejected']} rejected, "
+                f"{counts['ignored']} other files ignored, {len(stats['duplicate_groups'])} "
+                f"duplicate groups. Images stored at {stats['image_size']}x{stats['image_size']}. "
+                f"Imbalance ratio (largest / smallest class): {stats['imbalance_ratio']}.",
+            )
+        ],
     )
-    sections = [
-        ("Summary", summary),
-        ("Counts", table_html(header, rows)),
-        ("Class balance", img_tag(balance_chart(stats), "class balance per split")),
-        (
+    report.add(
+        Section(
+            "Counts", tables=[Table(["class", *SPLITS, "total", "class weight"], count_rows(stats))]
+        )
+    )
+    if "keep_splits" in stats:
+        kept = stats["keep_splits"]
+        section = report.add(Section("Kept splits"))
+        if kept["found"]:
+            section.say(f"Images known to {kept['from']} kept the split they had there.")
+            section.tables.append(
+                Table(
+                    ["", *SPLITS],
+                    [
+                        ["kept", *(kept["kept"][s] for s in SPLITS)],
+                        ["new", *(kept["new"][s] for s in SPLITS)],
+                    ],
+                )
+            )
+        else:
+            section.say(f"Nothing published at {kept['source']} yet: a fresh split.")
+    report.add(
+        Section(
+            "Class balance",
+            picture=balance_chart(stats),
+            picture_alt="class balance per split",
+            in_markdown=False,
+        )
+    )
+    samples = folder / "samples.png"
+    report.add(
+        Section(
             "Samples",
-            img_tag((folder / "samples.png").read_bytes(), "training images per class")
-            if (folder / "samples.png").exists()
-            else "<p>None.</p>",
-        ),
-        (
+            picture=samples.read_bytes() if samples.exists() else None,
+            picture_alt="training images per class",
+            empty="None.",
+            in_markdown=False,
+        )
+    )
+    report.add(
+        Section(
             "Rejected files",
-            table_html(["file", "class", "reason"], rejected_rows)
-            if rejected_rows
-            else "<p>None.</p>",
-        ),
-        (
+            tables=[
+                Table(
+                    ["file", "class", "reason"],
+                    [[r["uri"], r["label"], r["reason"]] for r in stats["rejected"]],
+                    limit=limit,
+                )
+            ],
+            empty="None.",
+        )
+    )
+    report.add(
+        Section(
             "Ignored files",
-            table_html(["file", "reason"], ignored_rows) if ignored_rows else "<p>None.</p>",
-        ),
-        (
+            tables=[
+                Table(
+                    ["file", "reason"], [[r["uri"], r["reason"]] for r in stats["ignored"]], limit
+                )
+            ],
+            empty="None.",
+        )
+    )
+    report.add(
+        Section(
             "Duplicate groups",
-            table_html(["kind", "copies", "labels", "conflict", "files"], duplicate_rows)
-            if duplicate_rows
-            else "<p>None.</p>",
-        ),
-    ]
-    (folder / "report.html").write_text(page("visionpipe data report", sections))
-    markdown = [
-        "# visionpipe data report",
-        "",
-        f"{stats['counts']['total']} images kept in {stats['num_classes']} classes, "
-        f"{stats['counts']['rejected']} rejected, {len(stats['duplicate_groups'])} duplicate groups, "
-        f"image size {stats['image_size']}, imbalance ratio {stats['imbalance_ratio']}.",
-        "",
-        "## Counts",
-        table_md(header, rows),
-        "",
-        "## Rejected files",
-        table_md(["file", "class", "reason"], rejected_rows) if rejected_rows else "None.",
-        "",
-        "## Duplicate groups",
-        table_md(["kind", "copies", "labels", "conflict", "files"], duplicate_rows)
-        if duplicate_rows
-        else "None.",
-    ]
-    (folder / "report.md").write_text("\n".join(markdown) + "\n")
+            tables=[
+                Table(
+                    ["kind", "copies", "labels", "conflict", "files"],
+                    [
+                        [
+                            g["kind"],
+                            len(g["uris"]),
+                            ", ".join(sorted(set(g["labels"]))),
+                            "yes" if g["conflicting"] else "no",
+                            " ; ".join(g["uris"]),
+                        ]
+                        for g in stats["duplicate_groups"]
+                    ],
+                    limit,
+                )
+            ],
+            empty="None.",
+        )
+    )
+    write_report(report, folder)
