@@ -42,153 +42,15 @@ def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any
     record = StageRecord(STAGE, config, {"data": str(source)})
     limits = ImageLimits(min_side=config.min_side, max_pixels=config.max_pixels)
     workers = worker_count(config.workers)
-
-    listing = list_source(source)  # refuses a wrong path before anything is printed
-    progress.log(
-        STAGE,
-        f"{source}: {len(listing.items)} image files in {len(listing.classes)} classes"
-        + (f", {len(listing.ignored)} other files ignored" if listing.ignored else ""),
-    )
-
-    def bar(items, total):
-        return progress.bar(items, total, STAGE, "img")
-
-    with progress.step(STAGE, f"decoding and checking {len(listing.items)} images"):
-        inspected = inspect_all(listing, limits, workers, bar)
-    rejected = [
-        {"uri": r.uri, "label": r.label, "reason": r.rejected} for r in inspected if r.rejected
-    ]
-    good = [r for r in inspected if not r.rejected]
-    rejected_fraction = len(rejected) / len(inspected)
-    if rejected_fraction > config.max_rejected_fraction:
-        examples = "; ".join(f"{r['uri']}: {r['reason']}" for r in rejected[:3])
-        raise UserError(
-            f"{len(rejected)} of {len(inspected)} images in {source!r} cannot be used "
-            f"({rejected_fraction:.1%} > max_rejected_fraction {config.max_rejected_fraction}), "
-            f"e.g. {examples}; fix or remove them, or raise prepare.max_rejected_fraction"
-        )
-
-    # -- duplicates: exact and near copies share a group, so they share a split
-    items = {item.uri: item for item in listing.items}
-    duplicates = []
-    if config.dedupe != "off":
-        duplicates = duplicate_groups(
-            [r.sha256 for r in good],
-            np.array([r.dhash for r in good], dtype=np.uint64) if good else None,
-            np.frombuffer(b"".join(r.thumb for r in good), np.uint8).reshape(-1, 256)
-            if good
-            else None,
-            [r.uri for r in good],
-            [r.label for r in good],
-            config.near_duplicate_distance if config.dedupe == "near" else None,
-        )
-    conflicts = [g for g in duplicates if g.conflicting]
-    if conflicts and config.conflicting_labels == "drop":
-        dropped = {i for g in conflicts for i in g.members}
-        for i in sorted(dropped):
-            rejected.append(
-                {
-                    "uri": good[i].uri,
-                    "label": good[i].label,
-                    "reason": "the same picture appears under conflicting labels",
-                }
-            )
-        keep = [i for i in range(len(good)) if i not in dropped]
-        remap = {old: new for new, old in enumerate(keep)}
-        good = [good[i] for i in keep]
-        for group in duplicates:
-            group.members = [remap[i] for i in group.members if i in remap]
-        duplicates_for_split = [g for g in duplicates if not g.conflicting]
-    else:
-        duplicates_for_split = duplicates
-
-    # -- classes too small to split
-    counts = Counter(r.label for r in good)
-    small = {label: n for label, n in counts.items() if n < config.min_images_per_class}
-    if small and config.small_classes == "error":
-        raise UserError(
-            f"classes below min_images_per_class={config.min_images_per_class}: "
-            + ", ".join(f"{label!r} ({n})" for label, n in sorted(small.items()))
-            + "; add images, or set prepare.small_classes=drop to leave them out"
-        )
-    if small:
-        progress.log(STAGE, f"dropping small classes (listed in stats.json): {sorted(small)}")
-    classes = sorted(label for label in counts if label not in small)
-    if len(classes) < 2:
-        raise UserError(
-            f"only {len(classes)} usable class left in {source!r} after validation; "
-            "a classifier needs at least 2"
-        )
-    keys = group_keys(len(good), duplicates_for_split, [items[r.uri].group for r in good])
-    kept = [i for i, r in enumerate(good) if r.label not in small]
-    good, keys = [good[i] for i in kept], [keys[i] for i in kept]
-
+    listing = list_and_log(source)  # refuses a wrong path before anything is printed
+    good, rejected = inspect_images(config, listing, limits, workers)
+    duplicates, good, for_split = find_duplicates(config, good, rejected)
+    good, keys, classes = drop_small_classes(config, listing, good, for_split)
     image_size = config.image_size or auto_image_size([max(r.width, r.height) for r in good])
-    fractions = {
-        "train": 1 - config.val_fraction - config.test_fraction,
-        "val": config.val_fraction,
-        "test": config.test_fraction,
-    }
-    kept, kept_from, fixed = {}, None, {}
-    if config.keep_splits:
-        kept, kept_from = kept_splits(config.keep_splits)
-        fixed = fixed_groups(keys, [r.sha256 for r in good], [r.uri for r in good], kept, kept_from)
-        progress.log(
-            STAGE,
-            f"keep_splits: {sum(r.sha256 in kept for r in good)} images keep their split from "
-            f"{kept_from}"
-            if kept_from
-            else f"keep_splits: nothing published at {config.keep_splits} yet; a fresh split",
-        )
-    splits = stratified_split([r.label for r in good], keys, fractions, config.seed, fixed)
-    class_index = {name: i for i, name in enumerate(classes)}
-    rows_by_split: dict[str, list[dict]] = {name: [] for name in SPLITS}
-    for r, key, split in zip(good, keys, splits, strict=True):
-        item = items[r.uri]
-        rows_by_split[split].append(
-            {
-                "uri": r.uri,
-                "label": r.label,
-                "label_index": class_index[r.label],
-                "sha256": r.sha256,
-                "width": r.width,
-                "height": r.height,
-                "group": item.group or key,
-                **item.extra,
-            }
-        )
-    folds = None
-    if config.kfold:
-        pool = rows_by_split["train"] + rows_by_split["val"]
-        folds = kfold_assignment(
-            [r["label"] for r in pool], [r["group"] for r in pool], config.kfold, config.seed
-        )
-
+    kept, kept_from, fixed = known_splits(config, good, keys)
+    rows_by_split = assign_splits(config, listing, good, keys, classes, fixed)
     with atomic_dir(output) as work:
-        (work / "splits").mkdir()
-        columns = ["uri", "label", "sha256", "width", "height", "group", *listing.metadata_columns]
-        for split, rows in rows_by_split.items():
-            write_manifest(work / "splits" / f"{split}.csv", rows, columns)
-            with progress.step(
-                STAGE, f"writing {split} shards ({len(rows)} images, {image_size}px)"
-            ):
-                write_split(
-                    work / "tfrecords",
-                    split,
-                    rows,
-                    image_size,
-                    limits,
-                    config.shard_size,
-                    workers,
-                    bar,
-                )
-        if folds is not None:
-            pool = rows_by_split["train"] + rows_by_split["val"]
-            write_manifest(
-                work / "splits" / "kfold.csv",
-                [{**r, "fold": f} for r, f in zip(pool, folds, strict=True)],
-                [*columns, "fold"],
-            )
+        write_splits(work, config, listing, rows_by_split, image_size, limits, workers)
         report.sample_grid(work / "samples.png", rows_by_split, classes)
         write_json(work / "classes.json", classes)
         stats = build_stats(
@@ -205,6 +67,161 @@ def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any
         f"{len(duplicates)} duplicate groups -> {output}",
     )
     return stats
+
+
+def bar(items, total):
+    return progress.bar(items, total, STAGE, "img")
+
+
+def list_and_log(source: str):
+    listing = list_source(source)
+    progress.log(
+        STAGE,
+        f"{source}: {len(listing.items)} image files in {len(listing.classes)} classes"
+        + (f", {len(listing.ignored)} other files ignored" if listing.ignored else ""),
+    )
+    return listing
+
+
+def inspect_images(config: PrepareConfig, listing, limits: ImageLimits, workers: int):
+    """Decode every file as training will; (usable, rejected with reasons). Too many
+    rejects end the stage with one line."""
+    with progress.step(STAGE, f"decoding and checking {len(listing.items)} images"):
+        inspected = inspect_all(listing, limits, workers, bar)
+    rejected = [
+        {"uri": r.uri, "label": r.label, "reason": r.rejected} for r in inspected if r.rejected
+    ]
+    fraction = len(rejected) / len(inspected)
+    if fraction > config.max_rejected_fraction:
+        examples = "; ".join(f"{r['uri']}: {r['reason']}" for r in rejected[:3])
+        raise UserError(
+            f"{len(rejected)} of {len(inspected)} images in {listing.source!r} cannot be used "
+            f"({fraction:.1%} > max_rejected_fraction {config.max_rejected_fraction}), "
+            f"e.g. {examples}; fix or remove them, or raise prepare.max_rejected_fraction"
+        )
+    return [r for r in inspected if not r.rejected], rejected
+
+
+def find_duplicates(config: PrepareConfig, good: list, rejected: list[dict]):
+    """Exact (and near) copies: (all groups, the images kept, the groups that bind splits).
+    Copies under conflicting labels are dropped and listed as rejected (or kept together)."""
+    if config.dedupe == "off" or not good:
+        return [], good, []
+    duplicates = duplicate_groups(
+        [r.sha256 for r in good],
+        np.array([r.dhash for r in good], dtype=np.uint64),
+        np.frombuffer(b"".join(r.thumb for r in good), np.uint8).reshape(-1, 256),
+        [r.uri for r in good],
+        [r.label for r in good],
+        config.near_duplicate_distance if config.dedupe == "near" else None,
+    )
+    conflicts = [g for g in duplicates if g.conflicting]
+    if not conflicts or config.conflicting_labels != "drop":
+        return duplicates, good, duplicates
+    dropped = {i for g in conflicts for i in g.members}
+    for i in sorted(dropped):
+        rejected.append(
+            {
+                "uri": good[i].uri,
+                "label": good[i].label,
+                "reason": "the same picture appears under conflicting labels",
+            }
+        )
+    keep = [i for i in range(len(good)) if i not in dropped]
+    remap = {old: new for new, old in enumerate(keep)}
+    for group in duplicates:
+        group.members = [remap[i] for i in group.members if i in remap]
+    return duplicates, [good[i] for i in keep], [g for g in duplicates if not g.conflicting]
+
+
+def drop_small_classes(config: PrepareConfig, listing, good: list, duplicates: list):
+    """(images, their group keys, classes) without the classes too small to split."""
+    counts = Counter(r.label for r in good)
+    small = {label: n for label, n in counts.items() if n < config.min_images_per_class}
+    if small and config.small_classes == "error":
+        raise UserError(
+            f"classes below min_images_per_class={config.min_images_per_class}: "
+            + ", ".join(f"{label!r} ({n})" for label, n in sorted(small.items()))
+            + "; add images, or set prepare.small_classes=drop to leave them out"
+        )
+    if small:
+        progress.log(STAGE, f"dropping small classes (listed in stats.json): {sorted(small)}")
+    classes = sorted(label for label in counts if label not in small)
+    if len(classes) < 2:
+        raise UserError(
+            f"only {len(classes)} usable class left in {listing.source!r} after validation; "
+            "a classifier needs at least 2"
+        )
+    groups = {item.uri: item.group for item in listing.items}
+    keys = group_keys(len(good), duplicates, [groups[r.uri] for r in good])
+    kept = [i for i, r in enumerate(good) if r.label not in small]
+    return [good[i] for i in kept], [keys[i] for i in kept], classes
+
+
+def known_splits(config: PrepareConfig, good: list, keys: list[str]):
+    """prepare.keep_splits: (sha256 -> split, where from, group key -> split)."""
+    if not config.keep_splits:
+        return {}, None, {}
+    kept, kept_from = kept_splits(config.keep_splits)
+    fixed = fixed_groups(keys, [r.sha256 for r in good], [r.uri for r in good], kept, kept_from)
+    progress.log(
+        STAGE,
+        f"keep_splits: {sum(r.sha256 in kept for r in good)} images keep their split from "
+        f"{kept_from}"
+        if kept_from
+        else f"keep_splits: nothing published at {config.keep_splits} yet; a fresh split",
+    )
+    return kept, kept_from, fixed
+
+
+def assign_splits(config: PrepareConfig, listing, good, keys, classes, fixed):
+    """The manifest rows of each split: stratified, group-aware, known images pinned."""
+    fractions = {
+        "train": 1 - config.val_fraction - config.test_fraction,
+        "val": config.val_fraction,
+        "test": config.test_fraction,
+    }
+    splits = stratified_split([r.label for r in good], keys, fractions, config.seed, fixed)
+    items = {item.uri: item for item in listing.items}
+    class_index = {name: i for i, name in enumerate(classes)}
+    rows_by_split: dict[str, list[dict]] = {name: [] for name in SPLITS}
+    for r, key, split in zip(good, keys, splits, strict=True):
+        item = items[r.uri]
+        rows_by_split[split].append(
+            {
+                "uri": r.uri,
+                "label": r.label,
+                "label_index": class_index[r.label],
+                "sha256": r.sha256,
+                "width": r.width,
+                "height": r.height,
+                "group": item.group or key,
+                **item.extra,
+            }
+        )
+    return rows_by_split
+
+
+def write_splits(work: Path, config, listing, rows_by_split, image_size, limits, workers):
+    """splits/*.csv, the TFRecord shards, and the optional k-fold manifest."""
+    (work / "splits").mkdir()
+    columns = ["uri", "label", "sha256", "width", "height", "group", *listing.metadata_columns]
+    for split, rows in rows_by_split.items():
+        write_manifest(work / "splits" / f"{split}.csv", rows, columns)
+        with progress.step(STAGE, f"writing {split} shards ({len(rows)} images, {image_size}px)"):
+            write_split(
+                work / "tfrecords", split, rows, image_size, limits, config.shard_size, workers, bar
+            )
+    if config.kfold:
+        pool = rows_by_split["train"] + rows_by_split["val"]
+        folds = kfold_assignment(
+            [r["label"] for r in pool], [r["group"] for r in pool], config.kfold, config.seed
+        )
+        write_manifest(
+            work / "splits" / "kfold.csv",
+            [{**r, "fold": f} for r, f in zip(pool, folds, strict=True)],
+            [*columns, "fold"],
+        )
 
 
 def keep_summary(source: str, label: str | None, kept: dict[str, str], rows_by_split) -> dict:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,35 @@ def make_deterministic(choice: str) -> bool:
     return on
 
 
+@dataclass
+class Session:
+    """What the steps of one training run share."""
+
+    config: TrainConfig
+    dataset: Path
+    stats: dict
+    classes: list[str]
+    size: int
+    policy: str
+    strategy: Any
+    deterministic: bool
+    steps_per_epoch: int
+    two_stage: bool
+    encoder: Any = None
+    augmenter: Any = None
+    train_ds: Any = None
+    val_ds: Any = None
+    model: Any = None
+    fitted: Any = None  # the model, or the Distiller around it
+    teacher: Any = None
+    trainable: dict = field(default_factory=dict)
+    durable: Any = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
 def run(
     config: TrainConfig,
     dataset: str | Path,
@@ -177,236 +207,319 @@ def run(
     the command); the resumable state is kept beside it, so a fresh process on a fresh
     disk resumes where a killed one stopped (components/train/durable.py).
     """
-    import keras
-
-    from components.common import augment
-    from components.train import data
-    from components.train.models import (
-        batchnorm_momentum,
-        build_model,
-        is_pretrained,
-        set_backbone_trainable,
-        trainable_count,
-    )
-
     record = StageRecord(STAGE, config, {"dataset": str(dataset)})
-    dataset = Path(dataset)
-    output = Path(output)
-    stats = read_json(dataset / "stats.json")
-    classes = read_json(dataset / "classes.json")
-    size, num_classes = int(stats["image_size"]), len(classes)
-    keras.utils.set_random_seed(config.seed)
-    deterministic = make_deterministic(config.deterministic)
-    policy = resolve_policy(config.precision)
-    strategy = distribution_strategy(config.distribute)
-
-    encoder, train_meta, val_meta = None, None, None
-    if config.metadata_columns:
-        encoder = metadata.MetadataEncoder.fit(
-            metadata.read_rows(dataset, "train"),
-            config.metadata_columns,
-            where=f"{dataset}/splits/train.csv",
+    s = start_session(config, Path(dataset))
+    make_input_pipelines(s)
+    build_and_compile(s)
+    teacher_accuracy = measure_teacher(s)
+    log_model(s)
+    resume_key = resume_key_of(s)
+    s.durable = durable_state(state_uri, resume_key)
+    with atomic_dir(Path(output), resume_key=resume_key) as work:
+        restore_durable_state(s, work)
+        stage1 = fit_stage1(s, work)
+        fine_tune = fit_stage2(s, work, stage1) if config.fine_tune_epochs else None
+        metrics = final_metrics(s, work, fine_tune, teacher_accuracy)
+        save_model_folder(s, work, metrics, fine_tune)
+        record.write(
+            work, image_size=s.size, classes=s.classes, metrics=metrics, precision=s.policy
         )
-        train_meta = metadata.split_matrix(encoder, dataset, "train")
-        val_meta = metadata.split_matrix(encoder, dataset, "val")
-    augmenter = augment.build(config.augmentation, config.seed, config.augmentation_layers)
-    train_ds = data.split_dataset(
-        dataset,
-        "train",
-        size,
-        num_classes,
-        config.batch_size,
-        shuffle_buffer=config.shuffle_buffer,
-        augment=augmenter,
-        seed=config.seed,
-        count=stats["counts"]["per_split"]["train"],
-        metadata=train_meta,
-    )
-    val_ds = data.split_dataset(
-        dataset,
-        "val",
-        size,
-        num_classes,
-        config.batch_size,
-        count=stats["counts"]["per_split"]["val"],
-        metadata=val_meta,
-    )
-    n_train = int(stats["counts"]["per_split"]["train"])
-    steps_per_epoch = max(1, -(-n_train // config.batch_size))
-    two_stage = is_pretrained(config.model, config.weights)
-    with strategy.scope():
-        # the policy applies to the layers built now; the output layer stays float32
-        previous_policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(policy)
-        try:
-            model = build_model(
-                config.model,
-                size,
-                num_classes,
-                config.dropout,
-                config.weights,
-                config.width,
-                batchnorm_momentum(steps_per_epoch),
-                encoder.size if encoder else 0,
-            )
-        finally:
-            keras.config.set_dtype_policy(previous_policy)
-        trainable = {
-            "stage1": set_backbone_trainable(model, None) if two_stage else trainable_count(model)
-        }
-        fitted = model
-        teacher_accuracy = None
-        if config.teacher:
-            from components.train.distill import Distiller, load_teacher
-
-            teacher = load_teacher(config.teacher, size, classes, encoder)
-            fitted = Distiller(
-                model, teacher, config.distillation_temperature, config.distillation_alpha
-            )
-            fitted(  # built, as BackupAndRestore needs
-                metadata.model_inputs(
-                    keras.ops.zeros((1, size, size, 3)),
-                    keras.ops.zeros((1, encoder.size)) if encoder else None,
-                )
-            )
-        rate = learning_rate(config, config.learning_rate, config.epochs, steps_per_epoch)
-        compile_model(fitted, config, num_classes, rate)  # loss scaling for mixed_float16
-    if config.teacher:
-        teacher.compile(metrics=["accuracy"], loss="categorical_crossentropy")
-        teacher_val = val_ds
-        if encoder and not metadata.takes_metadata(teacher):  # an image-only teacher
-            teacher_val = val_ds.map(lambda x, y: (x["image"], y))
-        teacher_accuracy = float(
-            teacher.evaluate(teacher_val, verbose=0, return_dict=True)["accuracy"]
-        )
-    progress.log(
-        STAGE,
-        f"{model.name}: {model.count_params():,} weights ({trainable['stage1']:,} trainable), "
-        f"input {size}x{size}, {num_classes} classes, augmentation {config.augmentation!r}, "
-        f"precision {policy}, {strategy.num_replicas_in_sync} replica(s)"
-        + (f", metadata {', '.join(encoder.features)}" if encoder else "")
-        + (", backbone frozen for stage 1" if two_stage else "")
-        + (f", distilling from {config.teacher}" if config.teacher else ""),
-    )
-
-    class_weight = None
-    if config.use_class_weights:
-        class_weight = {i: float(stats["class_weights"][c]) for i, c in enumerate(classes)}
-
-    def fit(initial_epoch: int, epochs: int, work: Path, stage: str) -> None:
-        best = best_so_far(read_history(work / "history.csv"), initial_epoch)
-        fitted.fit(
-            train_ds,
-            validation_data=val_ds,
-            initial_epoch=initial_epoch,
-            epochs=epochs,
-            class_weight=class_weight,
-            callbacks=callbacks(config, work, stage, best, durable),
-            shuffle=False,  # tf.data shuffles; saying so silences Keras' warning
-            verbose=1 if sys.stderr.isatty() else 2,
-        )
-        if best_checkpoint(work, stage).exists():  # the best epoch, not the last one
-            fitted.load_weights(best_checkpoint(work, stage))
-
-    # the work folder and its backups outlive a killed run: the same command resumes. The
-    # key names what determines the result, not where the dataset was copied to
-    resume_key = hashlib.sha256(
-        json.dumps([config.to_dict(), dataset_identity(dataset)], sort_keys=True).encode()
-    ).hexdigest()
-    durable = None
-    if state_uri and storage.is_gcs(state_uri):
-        from components.train.durable import DurableState, state_uri_for
-
-        durable = DurableState(state_uri_for(state_uri), resume_key)
-    with atomic_dir(output, resume_key=resume_key) as work:
-        if durable is not None and durable.restore(work):
-            done = len(read_history(work / "history.csv"))
-            progress.log(STAGE, f"resuming from {durable.uri}: {done} epoch(s) already done")
-        stage1_done = work / "stage1.json"
-        if stage1_done.exists():  # killed during stage 2: stage 1's result is kept
-            stage1 = read_json(stage1_done)
-            model.load_weights(work / "stage1.weights.h5")
-            progress.log(STAGE, f"stage 1 already done ({stage1['epochs_run']} epochs); resuming")
-        else:
-            label = "fitting the head on the frozen backbone" if two_stage else "fitting"
-            with progress.step(STAGE, f"{label}, up to {config.epochs} epochs"):
-                fit(0, config.epochs, work, "stage1")
-            stage1 = {
-                "epochs_run": len(read_history(work / "history.csv")),
-                "val_loss": float(fitted.evaluate(val_ds, verbose=0, return_dict=True)["loss"]),
-            }
-            if config.fine_tune_epochs:
-                model.save_weights(work / "stage1.weights.h5")
-                write_json(stage1_done, stage1)
-                if durable is not None:
-                    durable.save(work)
-        fine_tune = None
-        if config.fine_tune_epochs:
-            start = stage1["epochs_run"]
-            with strategy.scope():
-                trainable["stage2"] = set_backbone_trainable(model, config.fine_tune_layers)
-                low = config.learning_rate * config.fine_tune_learning_rate_factor
-                rate = learning_rate(config, low, config.fine_tune_epochs, steps_per_epoch)
-                compile_model(fitted, config, num_classes, rate)
-            progress.log(
-                STAGE,
-                f"stage 2: {trainable['stage2']:,} trainable weights (BatchNorm frozen), "
-                f"learning rate {low:g}",
-            )
-            with progress.step(STAGE, f"fine-tuning, up to {config.fine_tune_epochs} epochs"):
-                fit(start, start + config.fine_tune_epochs, work, "stage2")
-            stage2_loss = float(fitted.evaluate(val_ds, verbose=0, return_dict=True)["loss"])
-            kept = stage2_loss <= stage1["val_loss"]
-            if not kept:  # fine-tuning made it worse on val: keep the frozen-backbone model
-                model.load_weights(work / "stage1.weights.h5")
-            fine_tune = {
-                "start_epoch": start + 1,
-                "val_loss_before": round(stage1["val_loss"], 6),
-                "val_loss_after": round(stage2_loss, 6),
-                "kept": kept,
-            }
-        # fit() loaded the best epoch's weights; measure them on val once more
-        values = fitted.evaluate(val_ds, verbose=0, return_dict=True)
-        metrics = {f"val_{k}": round(float(v), 6) for k, v in values.items()}
-        history = read_history(work / "history.csv")
-        write_history(work / "history.csv", history)
-        best = min(range(len(history)), key=lambda i: history[i]["val_loss"]) if history else 0
-        metrics.update(
-            {
-                "best_epoch": best + 1,
-                "epochs_run": len(history),
-                "trainable_weights": trainable,
-                "replicas": strategy.num_replicas_in_sync,
-                "deterministic": deterministic,
-            }
-        )
-        if fine_tune:
-            metrics["fine_tune"] = fine_tune
-        if teacher_accuracy is not None:
-            metrics["teacher_val_accuracy"] = round(teacher_accuracy, 6)
-        if encoder:
-            metrics["metadata_features"] = encoder.features
-            encoder.save(work)  # evaluate, export and predict encode with the same statistics
-        model.save(work / "model.keras")
-        shutil.rmtree(work / "checkpoints", ignore_errors=True)
-        for leftover in ("stage1.weights.h5", "stage1.json"):
-            (work / leftover).unlink(missing_ok=True)
-        write_json(work / "metrics.json", metrics)
-        write_json(work / "classes.json", classes)
-        augment.save_policy(work, config.augmentation, config.augmentation_layers)
-        plot_history(history, work / "history.png", fine_tune and fine_tune["start_epoch"])
-        write_augmentation_preview(
-            work / "augmentation_preview.png", dataset, size, augmenter, num_classes
-        )
-        record.write(work, image_size=size, classes=classes, metrics=metrics, precision=policy)
-    if durable is not None:  # the output is complete: the state has done its job
-        durable.clear()
+    if s.durable is not None:  # the output is complete: the state has done its job
+        s.durable.clear()
     progress.log(
         STAGE,
         f"best epoch {metrics['best_epoch']}: val accuracy "
         f"{metrics['val_accuracy']:.4f} -> {output}",
     )
     return metrics
+
+
+def start_session(config: TrainConfig, dataset: Path) -> Session:
+    """Seeds, determinism, the precision policy and the distribution strategy."""
+    import keras
+
+    from components.train.models import is_pretrained
+
+    stats = read_json(dataset / "stats.json")
+    keras.utils.set_random_seed(config.seed)
+    n_train = int(stats["counts"]["per_split"]["train"])
+    return Session(
+        config=config,
+        dataset=dataset,
+        stats=stats,
+        classes=read_json(dataset / "classes.json"),
+        size=int(stats["image_size"]),
+        deterministic=make_deterministic(config.deterministic),
+        policy=resolve_policy(config.precision),
+        strategy=distribution_strategy(config.distribute),
+        steps_per_epoch=max(1, -(-n_train // config.batch_size)),
+        two_stage=is_pretrained(config.model, config.weights),
+    )
+
+
+def make_input_pipelines(s: Session) -> None:
+    """The metadata encoder (fitted on train only), the augmentation, train and val tf.data."""
+    from components.common import augment
+    from components.train import data
+
+    config, counts = s.config, s.stats["counts"]["per_split"]
+    train_meta = val_meta = None
+    if config.metadata_columns:
+        s.encoder = metadata.MetadataEncoder.fit(
+            metadata.read_rows(s.dataset, "train"),
+            config.metadata_columns,
+            where=f"{s.dataset}/splits/train.csv",
+        )
+        train_meta = metadata.split_matrix(s.encoder, s.dataset, "train")
+        val_meta = metadata.split_matrix(s.encoder, s.dataset, "val")
+    s.augmenter = augment.build(config.augmentation, config.seed, config.augmentation_layers)
+    s.train_ds = data.split_dataset(
+        s.dataset,
+        "train",
+        s.size,
+        s.num_classes,
+        config.batch_size,
+        shuffle_buffer=config.shuffle_buffer,
+        augment=s.augmenter,
+        seed=config.seed,
+        count=counts["train"],
+        metadata=train_meta,
+    )
+    s.val_ds = data.split_dataset(
+        s.dataset,
+        "val",
+        s.size,
+        s.num_classes,
+        config.batch_size,
+        count=counts["val"],
+        metadata=val_meta,
+    )
+
+
+def build_and_compile(s: Session) -> None:
+    """The model under the precision policy (float32 output), stage 1's frozen backbone,
+    the Distiller when there is a teacher, compiled for stage 1."""
+    import keras
+
+    from components.train.models import (
+        batchnorm_momentum,
+        build_model,
+        set_backbone_trainable,
+        trainable_count,
+    )
+
+    config = s.config
+    with s.strategy.scope():
+        # the policy applies to the layers built now; the output layer stays float32
+        previous_policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(s.policy)
+        try:
+            s.model = build_model(
+                config.model,
+                s.size,
+                s.num_classes,
+                config.dropout,
+                config.weights,
+                config.width,
+                batchnorm_momentum(s.steps_per_epoch),
+                s.encoder.size if s.encoder else 0,
+            )
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+        frozen = set_backbone_trainable(s.model, None) if s.two_stage else None
+        s.trainable = {"stage1": frozen if frozen is not None else trainable_count(s.model)}
+        s.fitted = s.model
+        if config.teacher:
+            from components.train.distill import Distiller, load_teacher
+
+            s.teacher = load_teacher(config.teacher, s.size, s.classes, s.encoder)
+            s.fitted = Distiller(
+                s.model, s.teacher, config.distillation_temperature, config.distillation_alpha
+            )
+            s.fitted(  # built, as BackupAndRestore needs
+                metadata.model_inputs(
+                    keras.ops.zeros((1, s.size, s.size, 3)),
+                    keras.ops.zeros((1, s.encoder.size)) if s.encoder else None,
+                )
+            )
+        rate = learning_rate(config, config.learning_rate, config.epochs, s.steps_per_epoch)
+        compile_model(s.fitted, config, s.num_classes, rate)  # loss scaling for mixed_float16
+
+
+def measure_teacher(s: Session) -> float | None:
+    """A distillation teacher's own val accuracy (None without one)."""
+    if s.teacher is None:
+        return None
+    s.teacher.compile(metrics=["accuracy"], loss="categorical_crossentropy")
+    teacher_val = s.val_ds
+    if s.encoder and not metadata.takes_metadata(s.teacher):  # an image-only teacher
+        teacher_val = s.val_ds.map(lambda x, y: (x["image"], y))
+    return float(s.teacher.evaluate(teacher_val, verbose=0, return_dict=True)["accuracy"])
+
+
+def log_model(s: Session) -> None:
+    config = s.config
+    progress.log(
+        STAGE,
+        f"{s.model.name}: {s.model.count_params():,} weights ({s.trainable['stage1']:,} "
+        f"trainable), input {s.size}x{s.size}, {s.num_classes} classes, augmentation "
+        f"{config.augmentation!r}, precision {s.policy}, {s.strategy.num_replicas_in_sync} "
+        "replica(s)"
+        + (f", metadata {', '.join(s.encoder.features)}" if s.encoder else "")
+        + (", backbone frozen for stage 1" if s.two_stage else "")
+        + (f", distilling from {config.teacher}" if config.teacher else ""),
+    )
+
+
+def resume_key_of(s: Session) -> str:
+    """What determines the result (not where the dataset was copied to): a killed run's work
+    folder and durable state are used again only by a run with the same key."""
+    return hashlib.sha256(
+        json.dumps([s.config.to_dict(), dataset_identity(s.dataset)], sort_keys=True).encode()
+    ).hexdigest()
+
+
+def durable_state(state_uri: str | None, resume_key: str):
+    if not (state_uri and storage.is_gcs(state_uri)):
+        return None
+    from components.train.durable import DurableState, state_uri_for
+
+    return DurableState(state_uri_for(state_uri), resume_key)
+
+
+def restore_durable_state(s: Session, work: Path) -> None:
+    if s.durable is not None and s.durable.restore(work):
+        done = len(read_history(work / "history.csv"))
+        progress.log(STAGE, f"resuming from {s.durable.uri}: {done} epoch(s) already done")
+
+
+def fit(s: Session, initial_epoch: int, epochs: int, work: Path, stage: str) -> None:
+    """One stage's fit, resumable; ends with the stage's best epoch's weights."""
+    class_weight = None
+    if s.config.use_class_weights:
+        class_weight = {i: float(s.stats["class_weights"][c]) for i, c in enumerate(s.classes)}
+    best = best_so_far(read_history(work / "history.csv"), initial_epoch)
+    s.fitted.fit(
+        s.train_ds,
+        validation_data=s.val_ds,
+        initial_epoch=initial_epoch,
+        epochs=epochs,
+        class_weight=class_weight,
+        callbacks=callbacks(s.config, work, stage, best, s.durable),
+        shuffle=False,  # tf.data shuffles; saying so silences Keras' warning
+        verbose=1 if sys.stderr.isatty() else 2,
+    )
+    if best_checkpoint(work, stage).exists():  # the best epoch, not the last one
+        s.fitted.load_weights(best_checkpoint(work, stage))
+
+
+def val_loss(s: Session) -> float:
+    return float(s.fitted.evaluate(s.val_ds, verbose=0, return_dict=True)["loss"])
+
+
+def fit_stage1(s: Session, work: Path) -> dict[str, Any]:
+    """The whole fit, or the head on the frozen backbone; kept on disk when a stage 2
+    follows, so a run killed during stage 2 does not repeat it."""
+    done = work / "stage1.json"
+    if done.exists():  # killed during stage 2: stage 1's result is kept
+        stage1 = read_json(done)
+        s.model.load_weights(work / "stage1.weights.h5")
+        progress.log(STAGE, f"stage 1 already done ({stage1['epochs_run']} epochs); resuming")
+        return stage1
+    label = "fitting the head on the frozen backbone" if s.two_stage else "fitting"
+    with progress.step(STAGE, f"{label}, up to {s.config.epochs} epochs"):
+        fit(s, 0, s.config.epochs, work, "stage1")
+    stage1 = {"epochs_run": len(read_history(work / "history.csv")), "val_loss": val_loss(s)}
+    if s.config.fine_tune_epochs:
+        s.model.save_weights(work / "stage1.weights.h5")
+        write_json(done, stage1)
+        if s.durable is not None:
+            s.durable.save(work)
+    return stage1
+
+
+def fit_stage2(s: Session, work: Path, stage1: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune the top layers (BatchNorm frozen) at a lower rate; keep stage 1's model
+    when fine-tuning made val worse."""
+    from components.train.models import set_backbone_trainable
+
+    config, start = s.config, stage1["epochs_run"]
+    low = config.learning_rate * config.fine_tune_learning_rate_factor
+    with s.strategy.scope():
+        s.trainable["stage2"] = set_backbone_trainable(s.model, config.fine_tune_layers)
+        rate = learning_rate(config, low, config.fine_tune_epochs, s.steps_per_epoch)
+        compile_model(s.fitted, config, s.num_classes, rate)
+    progress.log(
+        STAGE,
+        f"stage 2: {s.trainable['stage2']:,} trainable weights (BatchNorm frozen), "
+        f"learning rate {low:g}",
+    )
+    with progress.step(STAGE, f"fine-tuning, up to {config.fine_tune_epochs} epochs"):
+        fit(s, start, start + config.fine_tune_epochs, work, "stage2")
+    stage2_loss = val_loss(s)
+    kept = stage2_loss <= stage1["val_loss"]
+    if not kept:  # fine-tuning made it worse on val: keep the frozen-backbone model
+        s.model.load_weights(work / "stage1.weights.h5")
+    return {
+        "start_epoch": start + 1,
+        "val_loss_before": round(stage1["val_loss"], 6),
+        "val_loss_after": round(stage2_loss, 6),
+        "kept": kept,
+    }
+
+
+def final_metrics(
+    s: Session, work: Path, fine_tune: dict | None, teacher_accuracy: float | None
+) -> dict[str, Any]:
+    """`metrics.json`: the kept weights measured on val once more, and how they were made;
+    history.csv rewritten with each epoch once."""
+    values = s.fitted.evaluate(s.val_ds, verbose=0, return_dict=True)
+    metrics: dict[str, Any] = {f"val_{k}": round(float(v), 6) for k, v in values.items()}
+    history = read_history(work / "history.csv")
+    write_history(work / "history.csv", history)
+    best = min(range(len(history)), key=lambda i: history[i]["val_loss"]) if history else 0
+    metrics.update(
+        {
+            "best_epoch": best + 1,
+            "epochs_run": len(history),
+            "trainable_weights": s.trainable,
+            "replicas": s.strategy.num_replicas_in_sync,
+            "deterministic": s.deterministic,
+        }
+    )
+    if fine_tune:
+        metrics["fine_tune"] = fine_tune
+    if teacher_accuracy is not None:
+        metrics["teacher_val_accuracy"] = round(teacher_accuracy, 6)
+    if s.encoder:
+        metrics["metadata_features"] = s.encoder.features
+    return metrics
+
+
+def save_model_folder(
+    s: Session, work: Path, metrics: dict[str, Any], fine_tune: dict | None
+) -> None:
+    """The trained model's contract: model.keras, metrics, classes, the augmentation policy,
+    the metadata encoder, plots; the resumable state removed."""
+    from components.common import augment
+
+    if s.encoder:
+        s.encoder.save(work)  # evaluate, export and predict encode with the same statistics
+    s.model.save(work / "model.keras")
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    for leftover in ("stage1.weights.h5", "stage1.json"):
+        (work / leftover).unlink(missing_ok=True)
+    write_json(work / "metrics.json", metrics)
+    write_json(work / "classes.json", s.classes)
+    augment.save_policy(work, s.config.augmentation, s.config.augmentation_layers)
+    plot_history(
+        read_history(work / "history.csv"),
+        work / "history.png",
+        fine_tune and fine_tune["start_epoch"],
+    )
+    write_augmentation_preview(
+        work / "augmentation_preview.png", s.dataset, s.size, s.augmenter, s.num_classes
+    )
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
