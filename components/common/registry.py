@@ -76,3 +76,13 @@ def _version(uri: str) -> Version:
         model_name=str(manifest.get("model_name", "")),
         manifest=manifest,
     )
+
+
+def resolve_part(reference: str, part: str, setting: str, fix: str) -> Version | None:
+    """`resolve`, refusing a version published without `part` (model/, dataset/, ...)."""
+    version = resolve(reference)
+    if version is not None and not version.has(part):
+        raise UserError(
+            f"{setting}: {version.label} at {version.uri} was published without its {part}/; {fix}"
+        )
+    return version

@@ -241,6 +241,13 @@ def list_files(uri: str) -> Iterator[str]:
                 yield os.path.join(dirpath, name)
 
 
+def is_empty(uri: str) -> bool:
+    """Nothing at all under a folder or prefix (or no such folder)."""
+    if not is_gcs(uri) and not Path(uri).is_dir():
+        return not Path(uri).exists()
+    return next(iter(list_files(uri)), None) is None
+
+
 def relative(uri: str, root: str) -> str:
     """`uri` relative to `root` with forward slashes (both local or both gs://)."""
     root = str(root).rstrip("/")

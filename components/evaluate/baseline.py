@@ -47,14 +47,13 @@ def trained_on(version: registry.Version) -> set[str] | None:
 
 def find_baseline(reference: str) -> Baseline | None:
     """What `reference` names; None when it names a place with nothing published yet."""
-    version = registry.resolve(reference)
+    version = registry.resolve_part(
+        reference,
+        registry.MODEL,
+        "evaluate.baseline_model",
+        "push it with --model, or point evaluate.baseline_model at a model folder",
+    )
     if version is not None:
-        if not version.has(registry.MODEL):
-            raise UserError(
-                f"deployed version {version.label} at {version.uri} has no {registry.MODEL}/"
-                "model.keras to re-measure (pushed without the train stage's folder); "
-                "push again with --model, or point evaluate.baseline_model at a model folder"
-            )
         return Baseline(
             reference,
             f"deployed {version.label}",
@@ -64,20 +63,13 @@ def find_baseline(reference: str) -> Baseline | None:
         )
     if storage.exists(model_file(reference)):
         return Baseline(reference, f"baseline {reference}", reference, None)
-    anything = next(iter(storage.list_files(reference)), None) if _listable(reference) else None
-    if anything is None:
+    if storage.is_empty(reference):
         return None  # nothing there at all: nothing deployed yet
     raise UserError(
         f"evaluate.baseline_model {reference!r} is neither a model (no model.keras) nor a "
         "registry reference (no latest.json or manifest.json); pass <registry>/<model_name>, "
         "<registry>/<model_name>/<version>, or a model folder"
     )
-
-
-def _listable(reference: str) -> bool:
-    from pathlib import Path
-
-    return storage.is_gcs(reference) or Path(reference).is_dir()
 
 
 def load(baseline: Baseline):

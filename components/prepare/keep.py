@@ -26,23 +26,22 @@ from components.prepare.split import SPLITS
 
 def splits_folder(source: str) -> tuple[str | None, str]:
     """(the folder holding splits/*.csv, how to name it); None when nothing is there yet."""
-    version = registry.resolve(source)
+    version = registry.resolve_part(
+        source,
+        registry.DATASET,
+        "prepare.keep_splits",
+        "push it with --dataset, or pass a prepared dataset folder",
+    )
     if version is not None:
-        if not version.has(registry.DATASET):
-            raise UserError(
-                f"prepare.keep_splits: {version.label} at {version.uri} was published without "
-                "its split manifests; push it with --dataset, or pass a prepared dataset folder"
-            )
         return version.part(registry.DATASET), version.label
     root = str(source).rstrip("/")
     if storage.exists(f"{root}/splits/train.csv"):
         return root, root
-    if storage.is_gcs(root) or storage.exists(root):
-        if next(iter(storage.list_files(root)), None) is not None:
-            raise UserError(
-                f"prepare.keep_splits {source!r} is neither a prepared dataset (no "
-                "splits/train.csv) nor a registry reference (no latest.json or manifest.json)"
-            )
+    if not storage.is_empty(root):
+        raise UserError(
+            f"prepare.keep_splits {source!r} is neither a prepared dataset (no "
+            "splits/train.csv) nor a registry reference (no latest.json or manifest.json)"
+        )
     return None, root
 
 
