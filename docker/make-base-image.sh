@@ -9,10 +9,10 @@ set -euo pipefail
 tag="${1:-visionpipe/base:bookworm}"
 host_mirror() {
     # deb822 (/etc/apt/sources.list.d/*.sources: "URIs: ...") or one-line sources.list
-    { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
+    { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' || true
       grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
-        sed -E 's/^deb (\[[^]]*\] )?//' | awk '{print $1}'
-    } | grep -v -i security | head -n 1
+        sed -E 's/^deb (\[[^]]*\] )?//' | awk '{print $1}' || true
+    } 2>/dev/null | grep -v -i security | head -n 1 || true
 }
 mirror="${DEBIAN_MIRROR:-$(host_mirror)}"
 if [ -z "$mirror" ]; then

@@ -111,7 +111,10 @@ def test_whole_pipeline_runs_in_the_image_with_docker_runner(cpu_image, tmp_path
     )  # fmt: skip
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]
-    assert f"Found image '{cpu_image}'" in log  # the tasks ran in the image, not this Python
+    # the tasks ran in the image, not this Python (kfp.local says so in the run's logs)
+    logs = tmp_path / "runs" / "in-docker" / "logs"
+    assert f"Found image '{cpu_image}'" in (logs / "runner.log").read_text()
+    assert "[train] epoch" in log and "executor" not in log.lower()
     summary = json.loads((tmp_path / "runs" / "in-docker" / "summary.json").read_text())
     assert summary["status"] == "succeeded" and summary["blessed"] is True
     assert summary["test_accuracy"] >= 0.9

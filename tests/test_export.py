@@ -68,8 +68,15 @@ def test_every_format_agrees_with_keras_on_the_test_split(exported):
         assert parity[name]["top1_agreement"] >= 0.999
         assert parity[name]["max_abs_diff"] < 1e-4
         assert parity[name]["accuracy"] == pytest.approx(parity["keras"]["accuracy"], abs=0.005)
+    # the SavedModel is verified like the rest, through its serving signature
+    assert parity["saved_model"]["count"] == 270 and parity["saved_model"]["passed"]
+    assert parity["saved_model"]["top1_agreement"] >= 0.999
+    assert parity["saved_model"]["max_abs_diff"] < 1e-4
     benchmark = json.loads((exported / "benchmark.json").read_text())
     assert set(benchmark) == set(parity)
+    assert benchmark["onnx"]["runtime"] == "CPUExecutionProvider"  # no GPU here
+    assert benchmark["saved_model"]["runtime"] == "tensorflow"
+    assert benchmark["tflite"]["runtime"] == "litert"
     assert all(b["median_ms"] > 0 and b["size_bytes"] > 0 for b in benchmark.values())
     assert all(b["batch32_images_per_s"] > 0 for b in benchmark.values())
     card = (exported / "model_card.md").read_text()
@@ -178,3 +185,37 @@ def test_png_round_trip_matches_training_pixels(tmp_path, digits_dir):
     array = load_for_model(str(next((digits_dir / "5").iterdir())), 32)
     assert array.shape == (32, 32, 3) and array.dtype == np.uint8
     assert Image.fromarray(array).size == (32, 32)
+
+
+def test_model_card_says_how_each_runtime_calls_the_files(exported):
+    import onnx
+
+    onnx.checker.check_model(str(exported / "model.onnx"), full_check=True)
+    card = (exported / "model_card.md").read_text()
+    assert "signature `serving_default`" in card and "output `probabilities`" in card
+    assert "POST http://<host>:8501/v1/models/visionpipe:predict" in card
+    request = next(line for line in card.splitlines() if line.startswith('{"signature_name"'))
+    assert json.loads(request)["instances"][0]["image"].startswith("<32x32x3")
+    assert "opset 17" in card and "`image` (" in card and "`probabilities` (" in card
+
+
+def test_onnx_runs_on_cuda_where_onnx_runtime_has_it():
+    """The choice itself (no GPU here): CUDA first when onnxruntime-gpu lists it."""
+    from components.common import runtimes
+
+    assert runtimes.onnx_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
+    assert runtimes.onnx_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert runtimes.onnx_providers() == ["CPUExecutionProvider"]  # this machine, for real
+
+
+def test_the_gpu_image_carries_onnxruntime_gpu():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pins = (root / "docker" / "constraints-gpu.txt").read_text().splitlines()
+    assert any(line.startswith("onnxruntime-gpu==") for line in pins)
+    dockerfile = (root / "docker" / "Dockerfile").read_text()
+    assert "s/^onnxruntime==.*/onnxruntime-gpu/" in dockerfile

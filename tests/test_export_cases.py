@@ -133,8 +133,8 @@ def test_a_failed_verification_is_one_line_exit_1_and_keeps_its_evidence(
 
     real = runtimes.onnx_predictor
 
-    def shifted(path):
-        predictor = real(path)
+    def shifted(path, **kwargs):
+        predictor = real(path, **kwargs)
         return lambda *args, **kwargs: np.roll(predictor(*args, **kwargs), 1, axis=1)
 
     monkeypatch.setattr(core.runtimes, "onnx_predictor", shifted)

@@ -25,6 +25,7 @@ TRACKED_PACKAGES = (
     "kfp",
     "tf2onnx",
     "onnxruntime",
+    "onnxruntime-gpu",
     "ai-edge-litert",
     "pillow",
 )

@@ -1,4 +1,8 @@
-"""Running each exported format: Keras, LiteRT (TFLite) and ONNX Runtime, batch by batch."""
+"""Running each exported format: Keras, a TF SavedModel, LiteRT (TFLite) and ONNX Runtime.
+
+Every predictor takes float32 images and returns float32 probabilities, batch by
+batch, so parity, latency and `visionpipe predict` treat all formats alike.
+"""
 
 from __future__ import annotations
 
@@ -77,13 +81,54 @@ def tflite_predictor(path: str, threads: int | None = None) -> Predictor:
     return predict
 
 
-def onnx_predictor(path: str, threads: int | None = None) -> Predictor:
+def saved_model_predictor(path: str) -> Predictor:
+    """The SavedModel's `serving_default` signature, called as TF Serving would: named
+    inputs `image` (and `metadata`), named output `probabilities`."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    two_inputs = "metadata" in serve.structured_input_signature[1]
+
+    def predict(images: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
+        feed = {"image": tf.constant(images, tf.float32)}
+        if two_inputs:
+            if metadata is None:
+                raise missing_metadata()
+            feed["metadata"] = tf.constant(metadata, tf.float32)
+        return np.asarray(serve(**feed)["probabilities"], dtype=np.float32)
+
+    return predict
+
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def onnx_providers(available: list[str] | None = None) -> list[str]:
+    """CUDA first where ONNX Runtime has it (onnxruntime-gpu on a GPU node), else the CPU."""
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+def onnx_session(path: str, threads: int | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=onnx_providers())
+
+
+def onnx_provider(session) -> str:
+    """The provider a session actually runs on (CUDA may be listed and still fail to load)."""
+    return session.get_providers()[0]
+
+
+def onnx_predictor(path: str, threads: int | None = None, session=None) -> Predictor:
+    session = session or onnx_session(path, threads)
     inputs = session.get_inputs()
     image_name = next(i.name for i in inputs if len(i.shape) == 4)
     metadata_input = next((i for i in inputs if len(i.shape) == 2), None)

@@ -228,3 +228,34 @@ def write_onnx(
         entry = proto.metadata_props.add()
         entry.key, entry.value = "metadata_encoder", json.dumps(encoder)
     onnx.save(proto, str(path))
+    check_onnx(path)
+
+
+def check_onnx(path: Path) -> None:
+    """The file as a consumer would check it: onnx's checker with shape inference."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        raise ExportFailed(
+            f"{path.name} fails onnx.checker.check_model(full_check=True): "
+            + " ".join(str(error).split())[:300]
+        ) from None
+
+
+def onnx_signature(path: Path) -> dict[str, list]:
+    """Input and output names with their shapes (None for a dynamic dimension), and the
+    opset: what the model card documents."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+
+    def shape(value) -> list:
+        return [d.dim_value or d.dim_param or None for d in value.type.tensor_type.shape.dim]
+
+    return {
+        "inputs": [[v.name, shape(v)] for v in proto.graph.input],
+        "outputs": [[v.name, shape(v)] for v in proto.graph.output],
+        "opset": [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")],
+    }

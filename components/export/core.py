@@ -107,9 +107,13 @@ def run(
         if encoder:  # how to build the metadata input, beside every format
             encoder.save(work)
         predictors: dict[str, runtimes.Predictor] = {"keras": runtimes.keras_predictor(model)}
+        providers = {"keras": "tensorflow", "saved_model": "tensorflow"}  # what ran each format
+        providers.update({name: "litert" for name in convert.TFLITE_VARIANTS})
         saved_model = work / FILES["saved_model"]
         with progress.step(STAGE, "SavedModel"):
             convert.write_saved_model(model, size, saved_model)
+        if "saved_model" in config.formats:  # verified like every other format
+            predictors["saved_model"] = runtimes.saved_model_predictor(saved_model)
         for name, (file, quantization) in convert.TFLITE_VARIANTS.items():
             if name not in config.formats:
                 continue
@@ -127,7 +131,9 @@ def run(
                 convert.write_onnx(
                     model, size, work / FILES["onnx"], config.onnx_opset, classes, spec
                 )
-            predictors["onnx"] = runtimes.onnx_predictor(work / FILES["onnx"])
+            session = runtimes.onnx_session(work / FILES["onnx"])
+            providers["onnx"] = runtimes.onnx_provider(session)
+            predictors["onnx"] = runtimes.onnx_predictor(work / FILES["onnx"], session=session)
 
         with progress.step(STAGE, f"verifying every format on {len(labels)} test images"):
             reference = runtimes.predict_all(predictors["keras"], images, config.batch_size, rows)
@@ -155,6 +161,7 @@ def run(
                         predictor, images[:32], rows=None if rows is None else rows[:32]
                     ),
                     "size_bytes": folder_size(path),
+                    "runtime": providers.get(name, "unknown"),
                 }
         write_json(work / "benchmark.json", benchmark)
         write_model_card(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ def write_model_card(
         "`model_int8.tflite` takes uint8 pixels and gives uint8 scores (scale in the file). "
         f"Output: (batch, {len(classes)}) class probabilities in the order of `labels.txt`.",
         *metadata_lines(folder),
+        *serving_lines(folder, size, len(classes)),
         "",
         "## Training",
         "```",
@@ -96,6 +98,52 @@ def write_model_card(
 
 def _read_optional(path: Path) -> dict[str, Any] | None:
     return read_json(path) if path.exists() else None
+
+
+def serving_lines(folder: Path, size: int, num_classes: int) -> list[str]:
+    """How a runtime calls each file: SavedModel signature with a TF Serving REST request,
+    ONNX input and output names, shapes and opset."""
+    from components.common.metadata import load
+
+    encoder = load(folder)
+    lines = []
+    if (folder / "saved_model").is_dir():
+        instance = {"image": f"<{size}x{size}x3 nested list of 0..255 floats>"}
+        inputs = "`image` float32 (batch, height, width, 3)"
+        if encoder is not None:
+            instance["metadata"] = f"<{encoder.size} floats>"
+            inputs += f" and `metadata` float32 (batch, {encoder.size})"
+        lines += [
+            "",
+            f"SavedModel (`saved_model/`): signature `serving_default`, inputs {inputs}, "
+            f"output `probabilities` float32 (batch, {num_classes}). With TensorFlow Serving "
+            "(model name `visionpipe`):",
+            "```",
+            "POST http://<host>:8501/v1/models/visionpipe:predict",
+            json.dumps({"signature_name": "serving_default", "instances": [instance]}),
+            "```",
+            'The answer is `{"predictions": [[p_0, ..., p_K-1]]}` in the order of `labels.txt`.',
+        ]
+    if (folder / "model.onnx").exists():
+        from components.export.convert import onnx_signature
+
+        signature = onnx_signature(folder / "model.onnx")
+
+        def named(values) -> str:
+            return ", ".join(
+                f"`{n}` ({', '.join('batch' if d is None else str(d) for d in shape)})"
+                for n, shape in values
+            )
+
+        lines += [
+            "",
+            f"ONNX (`model.onnx`, opset {', '.join(map(str, signature['opset']))}, passes "
+            "`onnx.checker.check_model(full_check=True)`): inputs "
+            f"{named(signature['inputs'])}, outputs {named(signature['outputs'])}; a "
+            "dimension given by name is dynamic. ONNX Runtime runs it on CUDA where "
+            "onnxruntime-gpu finds a GPU, on the CPU otherwise (benchmark.json says which).",
+        ]
+    return lines
 
 
 def metadata_lines(folder: Path) -> list[str]:

@@ -90,21 +90,8 @@ def open_model(model_path: Path):
         model = load_model(model_path)
         return runtimes.keras_predictor(model), int(model.inputs[0].shape[1])
     if model_path.is_dir() and (model_path / "saved_model.pb").exists():
-        import tensorflow as tf
-
-        loaded = open_runtime(lambda p: tf.saved_model.load(str(p)), model_path, "SavedModel")
-        serve = loaded.signatures["serving_default"]
-        two_inputs = "metadata" in serve.structured_input_signature[1]
-
-        def predict(images, metadata=None):
-            feed = {"image": tf.constant(images, tf.float32)}
-            if two_inputs:
-                if metadata is None:
-                    raise runtimes.missing_metadata()
-                feed["metadata"] = tf.constant(metadata, tf.float32)
-            return serve(**feed)["probabilities"].numpy()
-
-        return predict, image_size_of(model_path)
+        predictor = open_runtime(runtimes.saved_model_predictor, model_path, "SavedModel")
+        return predictor, image_size_of(model_path)
     raise UserError(
         f"cannot tell the format of {str(model_path)!r}; expected a .tflite, .onnx "
         "or .keras file or a SavedModel folder"
