@@ -58,7 +58,7 @@ def test_export_folder_contract(exported):
 
 def test_every_format_agrees_with_keras_on_the_test_split(exported):
     parity = json.loads((exported / "parity.json").read_text())
-    for name in ("tflite_fp16", "tflite_dynamic", "tflite_int8"):
+    for name in ("tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx_int8"):
         assert parity[name]["count"] == 270 and parity[name]["passed"]
         assert parity[name]["accuracy_drop"] <= 0.01  # quantized: at most one point lost
         assert parity[name]["top1_agreement"] >= 0.98  # a near-tie may flip on this 8-epoch model
@@ -219,3 +219,22 @@ def test_the_gpu_image_carries_onnxruntime_gpu():
     assert any(line.startswith("onnxruntime-gpu==") for line in pins)
     dockerfile = (root / "docker" / "Dockerfile").read_text()
     assert "s/^onnxruntime==.*/onnxruntime-gpu/" in dockerfile
+
+
+def test_int8_onnx_is_static_qdq_and_carries_the_labels(exported):
+    import onnx
+
+    from components.predict.core import load_labels
+
+    model = onnx.load(str(exported / "model_int8.onnx"))
+    ops = {node.op_type for node in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ: readable by any runtime
+    assert load_labels(exported / "model_int8.onnx") == [str(d) for d in range(10)]
+    assert (exported / "model_int8.onnx").stat().st_size < (exported / "model.onnx").stat().st_size
+
+
+def test_onnx_int8_needs_onnx():
+    from components.common.errors import UserError
+
+    with pytest.raises(UserError, match="onnx_int8 is quantized from the onnx file"):
+        ExportConfig.from_dict({"formats": ["tflite", "onnx_int8"]})

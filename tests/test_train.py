@@ -146,3 +146,13 @@ def test_robustness_checks_each_part_of_the_policy_and_skips_label_mixing():
     assert sorted(custom) == ["RandomShear", "horizontal_flip"]
     image = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3)).astype("float32")
     assert all(t(image).shape == image.shape for t in safe.values())
+
+
+@pytest.mark.slow
+def test_every_known_model_builds():
+    """Each name the config accepts builds (random weights, 96 px); EfficientNetB0 did not."""
+    from components.train.models import build_model, known_models
+
+    for name in known_models():
+        model = build_model(name, 96, 3, 0.1, "none", 8, 0.9, 0)
+        assert model.output_shape == (None, 3), name

@@ -19,6 +19,7 @@ STAGE = "export"
 FILES = {
     "saved_model": "saved_model",
     "onnx": "model.onnx",
+    "onnx_int8": "model_int8.onnx",
     **{name: file for name, (file, _) in convert.TFLITE_VARIANTS.items()},
 }
 
@@ -131,9 +132,18 @@ def run(
                 convert.write_onnx(
                     model, size, work / FILES["onnx"], config.onnx_opset, classes, spec
                 )
-            session = runtimes.onnx_session(work / FILES["onnx"])
-            providers["onnx"] = runtimes.onnx_provider(session)
-            predictors["onnx"] = runtimes.onnx_predictor(work / FILES["onnx"], session=session)
+        if "onnx_int8" in config.formats:
+            with progress.step(STAGE, "ONNX int8 (static QDQ, per channel)"):
+                convert.write_onnx_int8(
+                    work / FILES["onnx"],
+                    work / FILES["onnx_int8"],
+                    representative_batches(dataset, size, config.representative_images, encoder),
+                )
+        for name in ("onnx", "onnx_int8"):
+            if name in config.formats:
+                session = runtimes.onnx_session(work / FILES[name])
+                providers[name] = runtimes.onnx_provider(session)
+                predictors[name] = runtimes.onnx_predictor(work / FILES[name], session=session)
 
         with progress.step(STAGE, f"verifying every format on {len(labels)} test images"):
             reference = runtimes.predict_all(predictors["keras"], images, config.batch_size, rows)

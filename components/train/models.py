@@ -181,7 +181,8 @@ def backbone_model(
         "input_shape": (image_size, image_size, 3),
         "weights": "imagenet" if weights == "imagenet" else None,
     }
-    if kind == "builtin" and name.startswith(("MobileNetV3", "EfficientNet")):
+    # EfficientNet (v1) always rescales inside and has no such argument
+    if kind == "builtin" and name.startswith(("MobileNetV3", "EfficientNetV2")):
         kwargs["include_preprocessing"] = True
     backbone = constructor(**kwargs)
     backbone.name = "backbone"
