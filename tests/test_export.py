@@ -197,6 +197,9 @@ def test_model_card_says_how_each_runtime_calls_the_files(exported):
     request = next(line for line in card.splitlines() if line.startswith('{"signature_name"'))
     assert json.loads(request)["instances"][0]["image"].startswith("<32x32x3")
     assert "opset 17" in card and "`image` (" in card and "`probabilities` (" in card
+    shipping = card.split("## Which file to ship where", 1)[1].split("\n## ", 1)[0]
+    assert "`model_int8.tflite`" in shipping and "Server CPUs" in shipping
+    assert "x." in shipping or "x," in shipping  # the measured fp32/int8 ratio
 
 
 def test_onnx_runs_on_cuda_where_onnx_runtime_has_it():

@@ -164,3 +164,22 @@ def test_a_failed_verification_is_one_line_exit_1_and_keeps_its_evidence(
     parity = json.loads((kept / "parity.json").read_text())
     assert parity["onnx"]["passed"] is False and parity["onnx"]["top1_agreement"] < 0.5
     assert (kept / "model.onnx").is_file() and not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["EfficientNetB0", "DenseNet121"])
+def test_backbones_with_normalization_export_to_onnx_with_only_their_inputs(name, tmp_path):
+    """Their Normalization constants used to become extra ONNX inputs nobody can feed."""
+    import onnx
+
+    from components.common import runtimes
+    from components.export import convert
+    from components.train.models import build_model
+
+    model = build_model(name, 64, 3, 0.1, "none", 8, 0.9, 0)
+    path = tmp_path / "model.onnx"
+    convert.write_onnx(model, 64, path, 17, ["a", "b", "c"])
+    assert [i.name for i in onnx.load(str(path)).graph.input] == ["image"]
+    images = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32)
+    expected = np.asarray(convert.serving_model(model, 64).predict_on_batch(images))
+    np.testing.assert_allclose(runtimes.onnx_predictor(path)(images), expected, atol=1e-5)

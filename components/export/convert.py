@@ -208,6 +208,7 @@ def write_onnx(
         )
     except ValueError as error:
         raise UserError(f"export.onnx_opset={opset} cannot express this model: {error}") from None
+    freeze_captured_constants(proto, serve.get_concrete_function(*input_specs(model)))
     entry = proto.metadata_props.add()
     entry.key, entry.value = "labels", json.dumps(classes)
     entry = proto.metadata_props.add()
@@ -229,6 +230,24 @@ def write_onnx(
         entry.key, entry.value = "metadata_encoder", json.dumps(encoder)
     onnx.save(proto, str(path))
     check_onnx(path)
+
+
+def freeze_captured_constants(proto, concrete) -> None:
+    """Tensors the traced function captured by value (a Normalization layer's mean and
+    variance in EfficientNet or DenseNet preprocessing) reach tf2onnx as extra graph inputs
+    that no caller can feed; make each an initializer holding its value."""
+    from onnx import numpy_helper
+
+    values = {
+        inner.name: outer.numpy()
+        for outer, inner in concrete.graph.captures
+        if outer.dtype.name != "resource" and hasattr(outer, "numpy")
+    }
+    graph = proto.graph
+    frozen = [i for i in graph.input if i.name in values]
+    for graph_input in frozen:
+        graph.initializer.append(numpy_helper.from_array(values[graph_input.name], graph_input.name))
+        graph.input.remove(graph_input)
 
 
 def check_onnx(path: Path) -> None:
@@ -279,11 +298,13 @@ def write_onnx_int8(fp32: Path, path: Path, representative) -> None:
         quantize_static,
     )
 
-    graph_inputs = onnx.load(str(fp32), load_external_data=False).graph.input
+    graph = onnx.load(str(fp32), load_external_data=False).graph
+    constants = {i.name for i in graph.initializer}  # some graphs list constants as inputs too
     # the 4-D input is the image, a 2-D one the metadata (whatever tf2onnx named them)
     names = {
         ("image" if len(i.type.tensor_type.shape.dim) == 4 else "metadata"): i.name
-        for i in graph_inputs
+        for i in graph.input
+        if i.name not in constants
     }
 
     class Reader(CalibrationDataReader):

@@ -87,6 +87,7 @@ def write_model_card(
             latency_rows,
         ),
         "",
+        *shipping_lines(benchmark),
         "## Intended use and limits",
         "Classifies images like those of the training source into the listed classes. It has "
         "no 'none of these' class: an image from elsewhere is still given one of them. Accuracy "
@@ -98,6 +99,35 @@ def write_model_card(
 
 def _read_optional(path: Path) -> dict[str, Any] | None:
     return read_json(path) if path.exists() else None
+
+
+def shipping_lines(benchmark: dict[str, Any]) -> list[str]:
+    """Which file to ship where, with this export's own latencies where they decide it."""
+    lines = ["## Which file to ship where"]
+    if "tflite_int8" in benchmark or "tflite" in benchmark:
+        lines.append(
+            "- Phones, edge boards, the browser (LiteRT / MediaPipe): `model_int8.tflite` "
+            "(uint8 in and out, about a quarter of the float size, fast on int8 NPUs and DSPs) "
+            "or `model.tflite` where float accuracy matters more than size. On an x86 server "
+            "CPU the int8 TFLite file is slower than float (no int8 kernels there)."
+        )
+    onnx, int8 = benchmark.get("onnx"), benchmark.get("onnx_int8")
+    if onnx and int8:
+        ratio = onnx["median_ms"] / int8["median_ms"] if int8["median_ms"] else 0
+        choice = "`model_int8.onnx`" if ratio >= 1.0 else "`model.onnx`"
+        lines.append(
+            f"- Server CPUs (ONNX Runtime, Triton): {choice}; on the export machine batch-1 "
+            f"latency was {onnx['median_ms']:.3f} ms (fp32) against {int8['median_ms']:.3f} ms "
+            f"(int8), {ratio:.2f}x. Conv-heavy backbones gain most (ResNet50 at 224 px: "
+            "docs/benchmarks.md); depthwise-heavy ones little."
+        )
+    elif onnx:
+        lines.append("- Server CPUs (ONNX Runtime, Triton): `model.onnx`.")
+    lines.append(
+        "- GPU servers: `model.onnx` with onnxruntime-gpu or Triton, or `saved_model/` with "
+        "TensorFlow Serving."
+    )
+    return [*lines, ""]
 
 
 def serving_lines(folder: Path, size: int, num_classes: int) -> list[str]:
