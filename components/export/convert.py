@@ -246,7 +246,9 @@ def freeze_captured_constants(proto, concrete) -> None:
     graph = proto.graph
     frozen = [i for i in graph.input if i.name in values]
     for graph_input in frozen:
-        graph.initializer.append(numpy_helper.from_array(values[graph_input.name], graph_input.name))
+        graph.initializer.append(
+            numpy_helper.from_array(values[graph_input.name], graph_input.name)
+        )
         graph.input.remove(graph_input)
 
 
