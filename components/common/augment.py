@@ -28,6 +28,7 @@ from typing import Any
 import keras
 
 from components.common.errors import UserError
+from components.common.registration import registrar
 
 PRESETS: dict[str, Callable[[int], list]] = {}
 
@@ -172,14 +173,7 @@ def _range(value, name: str) -> tuple[float, float]:
     return (low, high)
 
 
-def preset(name: str):
-    def register(factory):
-        if name in PRESETS:
-            raise ValueError(f"augmentation preset {name!r} is registered twice")
-        PRESETS[name] = factory
-        return factory
-
-    return register
+preset = registrar(PRESETS, "augmentation preset")
 
 
 @preset("none")

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from components.common.layers import CaffePreprocess
+from components.common.registration import registrar
 from components.common.storage import read_bytes
 
 # keras.applications models: constructor name -> how the family expects its input.
@@ -48,14 +49,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def from_scratch(name: str):
-    def register(builder):
-        if name in FROM_SCRATCH:
-            raise ValueError(f"model {name!r} is registered twice")
-        FROM_SCRATCH[name] = builder
-        return builder
-
-    return register
+from_scratch = registrar(FROM_SCRATCH, "model")
 
 
 def known_models() -> list[str]:
