@@ -201,7 +201,7 @@ def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
                 return _coerce(section, key, value, option)
             except UserError:
                 continue  # the next option may take it; the message names them all
-        raise refuse(" or ".join(_describe(o) for o in options))
+        raise refuse(_describe_all(hint))
     if origin is Literal:
         choices = get_args(hint)
         if value in choices:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.common import metadata, progress, storage
+from components.common import metadata, progress
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
 from components.train.config import TrainConfig
 from components.train.precision import resolve_policy
@@ -380,11 +380,11 @@ def resume_key_of(s: Session) -> str:
 
 
 def durable_state(state_uri: str | None, resume_key: str):
-    if not (state_uri and storage.is_gcs(state_uri)):
-        return None
+    """The durable mirror of the work folder; None where the output is not in a bucket."""
     from components.train.durable import DurableState, state_uri_for
 
-    return DurableState(state_uri_for(state_uri), resume_key)
+    uri = state_uri_for(state_uri)
+    return DurableState(uri, resume_key) if uri else None
 
 
 def restore_durable_state(s: Session, work: Path) -> None:
