@@ -96,8 +96,14 @@ push-images: images ## push both images (IMAGE=<registry>/visionpipe-cpu ...); p
 base-image: ## an offline Debian bookworm base for `make image BASE_IMAGE=visionpipe/base:bookworm`
 	docker/make-base-image.sh visionpipe/base:bookworm
 
-system-deps: ## optional, Debian/Ubuntu as root: Chromium for the report-rendering test
+# The TFLite metadata schema (the one MediaPipe, the TFLite Support library and Android
+# Studio read), compiled to Python by flatbuffers' own compiler (Debian: flatbuffers-compiler).
+tflite-schema: ## regenerate components/export/schema/metadata_schema_generated.py with flatc
+	cd components/export/schema && flatc --python --gen-object-api --gen-onefile metadata_schema.fbs
+
+system-deps: ## optional, Debian/Ubuntu as root: Chromium (report rendering test), flatc (schema test)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	@command -v flatc >/dev/null || (apt-get update -qq && apt-get install -y -qq flatbuffers-compiler)
 
 clean: ## remove run outputs and build files (keeps .venv)
 	rm -rf $(OUTPUT) build .pytest_cache
@@ -105,4 +111,4 @@ clean: ## remove run outputs and build files (keeps .venv)
 distclean: clean ## also remove .venv
 	rm -rf $(VENV)
 
-.PHONY: image images push-images base-image k8s-check help venv run prepare train evaluate export compile lint format test test-fast system-deps clean distclean
+.PHONY: tflite-schema image images push-images base-image k8s-check help venv run prepare train evaluate export compile lint format test test-fast system-deps clean distclean

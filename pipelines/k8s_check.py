@@ -1,14 +1,20 @@
 """`make k8s-check`: render every kustomize overlay and validate what comes out.
 
-    python -m pipelines.k8s_check [k8s/overlays/dev k8s/overlays/prod ...]
+    python -m pipelines.k8s_check [k8s/overlays/dev ...] [path/to/inferenceservice.yaml ...]
 
 For each overlay: `kubectl kustomize` renders it (a rendering error fails the
 check); every object is validated against the Kubernetes API schema as the
 `kubernetes` Python client's models define it (unknown fields, wrong types,
 missing required fields, at every depth); and the visionpipe configs inside
 ConfigMaps (run.yaml, cluster.yaml) and the command the CronJob runs are
-checked by visionpipe's own parsers. Exit 0 when all is valid, 2 with one line
-per problem otherwise.
+checked by visionpipe's own parsers.
+
+The KServe InferenceService that `visionpipe push` writes beside each version is
+validated against the InferenceService CRD's OpenAPI schema (unknown fields
+refused): the one push would write for each serving runtime, on CPU and GPU,
+and any published inferenceservice.yaml given as an argument (no kubectl
+needed for these). Exit 0 when all is valid, 2 with one line per problem
+otherwise.
 """
 
 from __future__ import annotations
@@ -184,13 +190,41 @@ def check(overlays: list[Path]) -> list[str]:
     return problems
 
 
+def check_serving(files: list[Path]) -> list[str]:
+    """The InferenceService push writes (each runtime, CPU and GPU), and published files."""
+    from components.push import serving
+    from components.push.config import PushConfig
+
+    problems: list[str] = []
+    target = "gs://CHANGE-ME/models/visionpipe-classifier/VERSION"
+    for runtime in serving.RUNTIME:
+        for gpus in (0, 1):
+            config = PushConfig(
+                serving=runtime,
+                serving_gpus=gpus,
+                serving_runtime_version="2.6.2-gpu" if runtime == "tensorflow" and gpus else "",
+            )
+            service = serving.service_for(config, target, "VERSION")
+            problems += serving.validate(service, f"push.serving={runtime} gpus={gpus}")
+    for path in files:
+        problems += serving.validate_file(path)
+    print(
+        f"k8s-check: InferenceService for push.serving={'/'.join(serving.RUNTIME)} "
+        f"(CPU, GPU) and {len(files)} published file(s) validated against KServe's schema"
+    )
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     from components.common.cli import quiet_tensorflow
 
     quiet_tensorflow()  # the config checks import Keras
     names = argv if argv is not None else sys.argv[1:]
-    overlays = [Path(n) for n in names] or sorted((ROOT / "k8s" / "overlays").iterdir())
-    problems = check(overlays)
+    files = [Path(n) for n in names if Path(n).is_file()]
+    overlays = [Path(n) for n in names if not Path(n).is_file()]
+    if not names:
+        overlays = sorted((ROOT / "k8s" / "overlays").iterdir())
+    problems = check_serving(files) + check(overlays)
     for problem in problems:
         print(f"k8s-check: {problem}", file=sys.stderr)
     return 2 if problems else 0

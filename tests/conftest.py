@@ -79,6 +79,29 @@ def trained_model(tmp_path_factory, digits_dataset) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def evaluation(tmp_path_factory, digits_dataset, trained_model) -> Path:
+    """A real evaluation, in a folder that is nowhere near the model or the export (as on
+    a cluster, where each artifact has its own URI)."""
+    from components.evaluate.config import EvaluateConfig
+    from components.evaluate.core import run
+
+    out = tmp_path_factory.mktemp("elsewhere") / "a" / "b" / "evaluation"
+    run(EvaluateConfig(min_accuracy=0.0), digits_dataset, trained_model, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, digits_dataset, trained_model, evaluation) -> Path:
+    """Every export format of `trained_model`, verified (tests copy before they change it)."""
+    from components.export.config import ExportConfig
+    from components.export.core import run
+
+    out = tmp_path_factory.mktemp("export") / "export"
+    run(ExportConfig(benchmark_runs=5), digits_dataset, trained_model, out, evaluation)
+    return out
+
+
 # the installed console script, as users run it (not `python -m`, which would put the
 # checkout's top-level folders such as docker/ on sys.path ahead of site-packages)
 VISIONPIPE = str(Path(sys.executable).parent / "visionpipe")

@@ -4,24 +4,9 @@ import shutil
 
 import pytest
 
-from components.export.config import ExportConfig
 from pipelines.cli import main
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, digits_dataset, trained_model):
-    from components.export.core import run
-
-    out = tmp_path_factory.mktemp("bad") / "export"
-    run(
-        ExportConfig(formats=["tflite", "onnx"], benchmark_runs=2),
-        digits_dataset,
-        trained_model,
-        out,
-    )
-    return out
 
 
 @pytest.fixture(scope="module")

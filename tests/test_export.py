@@ -13,27 +13,6 @@ from tests.conftest import VISIONPIPE
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def evaluation(tmp_path_factory, digits_dataset, trained_model):
-    """A real evaluation, in a folder that is nowhere near the model or the export (as on
-    a cluster, where each artifact has its own URI)."""
-    from components.evaluate.config import EvaluateConfig
-    from components.evaluate.core import run
-
-    out = tmp_path_factory.mktemp("elsewhere") / "a" / "b" / "evaluation"
-    run(EvaluateConfig(min_accuracy=0.0), digits_dataset, trained_model, out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, digits_dataset, trained_model, evaluation):
-    from components.export.core import run
-
-    out = tmp_path_factory.mktemp("export") / "export"
-    run(ExportConfig(benchmark_runs=5), digits_dataset, trained_model, out, evaluation)
-    return out
-
-
 def test_model_card_test_metrics_come_from_the_evaluation_input(exported, evaluation):
     metrics = json.loads((evaluation / "metrics.json").read_text())
     card = (exported / "model_card.md").read_text()
@@ -95,7 +74,7 @@ def test_onnx_has_dynamic_batch_and_labels(exported):
     assert meta["image_size"] == "32"
 
 
-def test_exported_models_resize_any_image_size_inside(exported, trained_model):
+def test_server_formats_resize_any_image_size_inside(exported, trained_model):
     import keras
 
     from components.common import runtimes
@@ -106,10 +85,23 @@ def test_exported_models_resize_any_image_size_inside(exported, trained_model):
     images = np.random.default_rng(0).integers(0, 256, (3, 57, 41, 3)).astype(np.float32)
     expected = reference.predict_on_batch(images)
     for name, predictor in (
-        ("tflite", runtimes.tflite_predictor(exported / "model.tflite")),
         ("onnx", runtimes.onnx_predictor(exported / "model.onnx")),
+        ("saved_model", runtimes.saved_model_predictor(exported / "saved_model")),
     ):
         np.testing.assert_allclose(predictor(images), expected, atol=1e-5, err_msg=name)
+
+
+def test_tflite_files_take_one_image_of_the_training_size(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    for name in (
+        "model.tflite",
+        "model_fp16.tflite",
+        "model_dynamic_int8.tflite",
+        "model_int8.tflite",
+    ):
+        (detail,) = Interpreter(model_path=str(exported / name)).get_input_details()
+        assert list(detail["shape_signature"]) == [1, 32, 32, 3], name
 
 
 def test_predict_cli_matches_keras_on_sample_images(tmp_path, exported, trained_model, digits_dir):

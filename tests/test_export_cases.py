@@ -91,9 +91,8 @@ def test_a_model_needing_flex_ops_fails_naming_the_ops(tmp_path):
     inputs = keras.Input((32, 32, 3), name="image")
     outputs = keras.layers.Dense(2, activation="softmax")(Determinant()(inputs))
     model = keras.Model(inputs, outputs)
-    convert.write_saved_model(model, 32, tmp_path / "saved_model")
     with pytest.raises(convert.ExportFailed, match=r"builtin set: .*MatrixDeterminant"):
-        convert.write_tflite(tmp_path / "saved_model", tmp_path / "model.tflite")
+        convert.write_tflite(model, 32, tmp_path / "model.tflite")
     assert not (tmp_path / "model.tflite").exists()
 
 
@@ -106,6 +105,9 @@ def test_int8_tflite_takes_and_returns_uint8(tmp_path, digits_dataset, trained_m
     result = run(config, digits_dataset, trained_model, tmp_path / "export")
     interpreter = Interpreter(model_path=str(tmp_path / "export" / "model_int8.tflite"))
     assert interpreter.get_input_details()[0]["dtype"] == np.uint8
+    # raw pixels are the input as they are (what MediaPipe and the Task Library feed)
+    assert interpreter.get_input_details()[0]["quantization"] == (1.0, 0)
+    assert list(interpreter.get_input_details()[0]["shape_signature"]) == [1, 32, 32, 3]
     assert interpreter.get_output_details()[0]["dtype"] == np.uint8
     assert result["parity"]["tflite_int8"]["accuracy_drop"] <= 0.01
 

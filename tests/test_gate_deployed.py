@@ -23,7 +23,13 @@ def publish(registry, model, dataset, version, tmp_path):
     export.mkdir()
     (export / "model.onnx").write_bytes(version.encode())
     (export / "parity.json").write_text(json.dumps({"onnx": {"passed": True}}))
-    push(PushConfig(registry=str(registry), version=version), export, evaluation, model, dataset)
+    push(
+        PushConfig(serving="none", registry=str(registry), version=version),
+        export,
+        evaluation,
+        model,
+        dataset,
+    )
 
 
 @pytest.fixture(scope="module")

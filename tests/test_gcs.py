@@ -46,7 +46,11 @@ def test_push_to_a_bucket(gcs_emulator, verified):  # noqa: F811
     from components.push.core import run
 
     export, evaluation = verified
-    result = run(PushConfig(registry=f"{gcs_emulator}/models", version="v7"), export, evaluation)
+    result = run(
+        PushConfig(serving="none", registry=f"{gcs_emulator}/models", version="v7"),
+        export,
+        evaluation,
+    )
     base = f"{gcs_emulator}/models/visionpipe-classifier"
     manifest = json.loads(storage.read_bytes(f"{base}/v7/manifest.json"))
     assert storage.read_bytes(f"{base}/v7/model.onnx") == b"onnx-bytes"
@@ -84,7 +88,11 @@ def test_transient_429_and_503_are_retried(tmp_path, gcs_emulator, monkeypatch, 
         # workers=1: every read goes through this process's client and the proxy
         stats = prepare(PrepareConfig(workers=1), f"{gcs_emulator}/flaky", tmp_path / "out")
         export, evaluation = verified
-        push(PushConfig(registry=f"{gcs_emulator}/flaky-models", version="v1"), export, evaluation)
+        push(
+            PushConfig(serving="none", registry=f"{gcs_emulator}/flaky-models", version="v1"),
+            export,
+            evaluation,
+        )
         pushed = storage.read_bytes(
             f"{gcs_emulator}/flaky-models/visionpipe-classifier/v1/model.onnx"
         )
@@ -185,7 +193,9 @@ def concurrent_pushes(registry, export, evaluation, count=2, version=""):
     from tests.conftest import VISIONPIPE
 
     command = [VISIONPIPE, "push", "--export", str(export), "--evaluation", str(evaluation)]
-    command += ["--set", f"registry={registry}"] + (["--set", f"version={version}"] * bool(version))
+    command += ["--set", f"registry={registry}", "--set", "serving=none"] + (
+        ["--set", f"version={version}"] * bool(version)
+    )
     processes = [
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(count)

@@ -91,7 +91,12 @@ def test_a_registry_reference_keeps_the_published_splits(grown, tmp_path):
     (export / "parity.json").write_text(json.dumps({"onnx": {"passed": True}}))
     (evaluation / "blessing.json").write_text(json.dumps({"blessed": True, "reasons": []}))
     registry = tmp_path / "registry"
-    push(PushConfig(registry=str(registry)), export, evaluation, dataset=root / "dataset-before")
+    push(
+        PushConfig(serving="none", registry=str(registry)),
+        export,
+        evaluation,
+        dataset=root / "dataset-before",
+    )
     config = PrepareConfig(seed=3, keep_splits=str(registry / "visionpipe-classifier"))
     stats = run(config, str(after), tmp_path / "dataset")
     earlier = split_of(root / "dataset-before")

@@ -32,7 +32,9 @@ def verified(tmp_path):
 def test_push_copies_every_file_with_its_hash_then_moves_latest(tmp_path, verified):
     export, evaluation = verified
     registry = tmp_path / "registry"
-    result = run(PushConfig(registry=str(registry), version="v1"), export, evaluation)
+    result = run(
+        PushConfig(serving="none", registry=str(registry), version="v1"), export, evaluation
+    )
     target = registry / "visionpipe-classifier" / "v1"
     manifest = json.loads((target / "manifest.json").read_text())
     assert {e["path"] for e in manifest["files"]} == {
@@ -57,7 +59,7 @@ def test_push_copies_every_file_with_its_hash_then_moves_latest(tmp_path, verifi
 
 def test_a_version_is_never_overwritten(tmp_path, verified):
     export, evaluation = verified
-    config = PushConfig(registry=str(tmp_path / "registry"), version="v1")
+    config = PushConfig(serving="none", registry=str(tmp_path / "registry"), version="v1")
     run(config, export, evaluation)
     with pytest.raises(UserError, match="already exists"):
         run(config, export, evaluation)
@@ -65,7 +67,7 @@ def test_a_version_is_never_overwritten(tmp_path, verified):
 
 def test_automatic_versions_sort_by_time_and_name_the_model_hash(tmp_path, verified):
     export, evaluation = verified
-    result = run(PushConfig(registry=str(tmp_path / "r")), export, evaluation)
+    result = run(PushConfig(serving="none", registry=str(tmp_path / "r")), export, evaluation)
     onnx_hash = hashlib.sha256(b"onnx-bytes").hexdigest()[:8]
     assert result["version"].endswith("-" + onnx_hash) and result["version"][:8].isdigit()
 
@@ -76,17 +78,17 @@ def test_unblessed_or_unverified_exports_are_refused(tmp_path, verified):
         json.dumps({"blessed": False, "reasons": ["accuracy 0.5 is below the threshold 0.9"]})
     )
     with pytest.raises(PushRefused, match="not blessed: accuracy 0.5"):
-        run(PushConfig(registry=str(tmp_path / "r")), export, evaluation)
+        run(PushConfig(serving="none", registry=str(tmp_path / "r")), export, evaluation)
     (evaluation / "blessing.json").write_text(json.dumps({"blessed": True}))
     (export / "parity.json").write_text(json.dumps({"tflite_int8": {"passed": False}}))
     with pytest.raises(PushRefused, match="failed verification: tflite_int8"):
-        run(PushConfig(registry=str(tmp_path / "r")), export, evaluation)
+        run(PushConfig(serving="none", registry=str(tmp_path / "r")), export, evaluation)
     assert not (tmp_path / "r").exists()
 
 
 def test_no_registry_publishes_nothing(tmp_path, verified):
     export, evaluation = verified
-    assert run(PushConfig(), export, evaluation)["pushed"] is False
+    assert run(PushConfig(serving="none"), export, evaluation)["pushed"] is False
 
 
 def test_model_name_is_validated():
@@ -119,7 +121,7 @@ def test_push_publishes_what_re_evaluation_needs(tmp_path, verified):
     for split in ("train", "val", "test"):
         (dataset / "splits" / f"{split}.csv").write_text(f"uri,label,sha256\n{split}.png,a,ff\n")
     (dataset / "classes.json").write_text('["a", "b"]')
-    config = PushConfig(registry=str(tmp_path / "registry"), version="1.10")
+    config = PushConfig(serving="none", registry=str(tmp_path / "registry"), version="1.10")
     run(config, export, evaluation, model=model, dataset=dataset)
     found = registry.resolve(str(tmp_path / "registry" / "visionpipe-classifier"))
     assert found.version == "1.10" and found.label == "visionpipe-classifier 1.10"

@@ -1,37 +1,18 @@
 """What travels inside the exported files: labels, the input size and the metadata encoder.
 
-A `.tflite` carries them in a zip archive appended to the flatbuffer (the
-TFLite Support associated-file convention; runtimes ignore the trailing
-bytes), a `.onnx` in its `metadata_props`. Export writes them; predict (and
-anyone holding only the file) reads them back.
+A `.tflite` carries them as the associated files of its standard TFLite
+metadata: a zip archive appended to the flatbuffer (export's tflite_metadata
+writes it; runtimes ignore the trailing bytes). A `.onnx` carries them in its
+`metadata_props`. Predict (and anyone holding only the file) reads them back.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
-def attach_labels(
-    tflite_path: Path, classes: list[str], image_size: int, encoder: dict | None = None
-) -> None:
-    """Pack labels.txt (and metadata.json, the metadata encoder) into the .tflite file.
-
-    This is the TFLite Support convention: a zip archive appended to the
-    flatbuffer. Runtimes ignore the trailing bytes; `zipfile` (and TFLite
-    Support's metadata tools) read the labels back from the same file.
-    """
-    import zipfile
-
-    with zipfile.ZipFile(tflite_path, "a", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr("labels.txt", "".join(f"{name}\n" for name in classes))
-        archive.writestr("model_info.json", json.dumps({"image_size": image_size}))
-        if encoder is not None:
-            archive.writestr("metadata.json", json.dumps(encoder))
-
-
 def read_attached(tflite_path: Path, name: str) -> str | None:
-    """A file packed into a .tflite by `attach_labels` (None when absent)."""
+    """A file packed into a .tflite as a metadata associated file (None when absent)."""
     import zipfile
 
     try:
@@ -52,3 +33,20 @@ def onnx_properties(model_path: Path) -> dict[str, str]:
 
     proto = onnx.load(str(model_path), load_external_data=False)
     return {p.key: p.value for p in proto.metadata_props}
+
+
+def onnx_signature(path: Path) -> dict[str, list]:
+    """Input and output names with their shapes (None for a dynamic dimension), and the
+    opset: what the model card documents."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+
+    def shape(value) -> list:
+        return [d.dim_value or d.dim_param or None for d in value.type.tensor_type.shape.dim]
+
+    return {
+        "inputs": [[v.name, shape(v)] for v in proto.graph.input],
+        "outputs": [[v.name, shape(v)] for v in proto.graph.output],
+        "opset": [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")],
+    }

@@ -34,10 +34,12 @@ def missing_metadata(width: int | None = None) -> ValueError:
 
 
 def tflite_predictor(path: str, threads: int | None = None) -> Predictor:
-    """A LiteRT interpreter that resizes its batch dimension as needed.
+    """A LiteRT interpreter that speaks float batches of any size.
 
     Integer models get their input quantized and output dequantized with the
     scale and zero point stored in the file, so every predictor speaks float.
+    A file with a fixed batch (the exported [1, S, S, 3]) is run image by image;
+    a dynamic one is resized to the batch.
     """
     from ai_edge_litert.interpreter import Interpreter
 
@@ -49,6 +51,7 @@ def tflite_predictor(path: str, threads: int | None = None) -> Predictor:
     metadata_detail = next((d for d in details if len(d["shape"]) == 2), None)
     (output_detail,) = interpreter.get_output_details()
     out_scale, out_zero = output_detail["quantization"]
+    fixed_batch = int(image_detail["shape_signature"][0])  # -1 when dynamic
     state = {"shapes": None}
 
     def feed(detail, values: np.ndarray) -> None:
@@ -59,11 +62,9 @@ def tflite_predictor(path: str, threads: int | None = None) -> Predictor:
             values = np.round(values / scale + zero).clip(info.min, info.max)
         interpreter.set_tensor(detail["index"], values.astype(kind))
 
-    def predict(images: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
-        if metadata_detail is not None and metadata is None:
-            raise missing_metadata(int(metadata_detail["shape"][-1]))
+    def run(images: np.ndarray, metadata: np.ndarray | None) -> np.ndarray:
         shapes = (images.shape, None if metadata_detail is None else metadata.shape)
-        if state["shapes"] != shapes:
+        if fixed_batch < 0 and state["shapes"] != shapes:
             interpreter.resize_tensor_input(image_detail["index"], list(images.shape))
             if metadata_detail is not None:
                 interpreter.resize_tensor_input(metadata_detail["index"], list(metadata.shape))
@@ -77,6 +78,19 @@ def tflite_predictor(path: str, threads: int | None = None) -> Predictor:
         if np.issubdtype(output.dtype, np.integer) and out_scale:
             return ((output.astype(np.float32) - out_zero) * out_scale).astype(np.float32)
         return output.astype(np.float32)
+
+    def predict(images: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
+        if metadata_detail is not None and metadata is None:
+            raise missing_metadata(int(metadata_detail["shape"][-1]))
+        if fixed_batch < 0 or len(images) == fixed_batch:
+            return run(images, metadata)
+        step = fixed_batch
+        return np.concatenate(
+            [
+                run(images[i : i + step], None if metadata is None else metadata[i : i + step])
+                for i in range(0, len(images), step)
+            ]
+        )
 
     return predict
 

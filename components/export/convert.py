@@ -1,10 +1,13 @@
 """Turning the Keras model into SavedModel, TFLite and ONNX files.
 
-The exported graph is the serving model: float32 RGB images in 0..255 of any
-size, (B, H, W, 3), named `image`; float32 class probabilities out, (B, K).
-Resizing to the training size S (bilinear) and normalisation live inside it;
-augmentation never does (it runs in tf.data). An S x S input passes the resize
-unchanged, so images resized as in preparation (what `visionpipe predict`
+The SavedModel and ONNX graphs are the serving model: float32 RGB images in
+0..255 of any size, (B, H, W, 3), named `image`; float32 class probabilities
+out, (B, K), named `probabilities`. The TFLite files take one image of the
+training size, [1, S, S, 3] (uint8 for the full-integer one), and their
+standard metadata tells mobile runtimes to resize to it.
+Resizing to the training size S (bilinear, SavedModel and ONNX) and
+normalisation (all) live inside the graph; augmentation never does (it runs in
+tf.data). An S x S input passes the resize unchanged, so images resized as in preparation (what `visionpipe predict`
 feeds) give exactly the Keras model's outputs. A model trained with metadata
 columns has a second input, `metadata`: float32 (B, M), the vector that
 `metadata.json` (written beside every format, and packed into the .tflite and
@@ -99,18 +102,63 @@ TFLITE_VARIANTS = {  # format name -> (file, quantization)
 QUANTIZED_FORMATS = ("tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx_int8")
 
 
+def tflite_specs(model, image_size: int) -> list:
+    """The TFLite inputs: one RGB image of the training size, [1, S, S, 3] (and its [1, M]
+    metadata row). Mobile runtimes (MediaPipe, the Task Library, Android Studio) want a
+    fixed shape and do the resize themselves, as the metadata tells them."""
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec([1, image_size, image_size, 3], tf.float32, name="image")]
+    if metadata_size(model):
+        specs.append(tf.TensorSpec([1, metadata_size(model)], tf.float32, name="metadata"))
+    return specs
+
+
+def pinned_pixel_range(representative):
+    """`representative` with a first batch that holds a 0 and a 255 pixel, so full-integer
+    calibration gives the uint8 input scale 1 and zero point 0: the input is then exactly
+    the image's pixel values, which is what MediaPipe and the Task Library feed."""
+    import numpy as np
+
+    def batches():
+        first = True
+        for batch in representative():
+            if first:
+                image = batch["image"] if isinstance(batch, dict) else batch
+                pinned = np.array(image, dtype=np.float32, copy=True)
+                pinned[:, 0, 0, :], pinned[:, 0, 1, :] = 0.0, 255.0
+                yield {**batch, "image": pinned} if isinstance(batch, dict) else pinned
+                first = False
+            yield batch
+
+    return batches
+
+
 def write_tflite(
-    saved_model: Path, path: Path, quantization: str = "float32", representative=None
+    model, image_size: int, path: Path, quantization: str = "float32", representative=None
 ) -> None:
-    """TFLite with builtin ops only; a graph that needs Flex ops is refused by name.
+    """TFLite with builtin ops only, input [1, S, S, 3]; a graph that needs Flex ops is
+    refused by name.
 
     quantization: float32 | float16 (weights) | dynamic (int8 weights, float
     activations) | int8 (full integer, uint8 input and output; needs
     `representative`, an iterable of float32 batches from the train split).
     """
+    import tempfile
+
+    import keras
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    # through a fixed-shape SavedModel: converting a concrete function of a Keras 3 model
+    # leaves its variables as READ_VARIABLE ops that integer calibration cannot run
+    scratch = tempfile.TemporaryDirectory(prefix="tflite-")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serve", fn=endpoint(model), input_signature=tflite_specs(model, image_size)
+    )
+    archive.write_out(scratch.name, verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(scratch.name)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -120,8 +168,9 @@ def write_tflite(
     elif quantization == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         # batches of the image, or {"image", "metadata"} for a two-input model
+        batches = pinned_pixel_range(representative)
         converter.representative_dataset = lambda: (
-            batch if isinstance(batch, dict) else [batch] for batch in representative()
+            batch if isinstance(batch, dict) else [batch] for batch in batches()
         )
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
@@ -138,6 +187,8 @@ def write_tflite(
                 + "; replace the layers that use them (Flex ops are not in the mobile runtime)"
             ) from None
         raise
+    finally:
+        scratch.cleanup()
     path.write_bytes(flatbuffer)
 
 
@@ -263,23 +314,6 @@ def check_onnx(path: Path) -> None:
             f"{path.name} fails onnx.checker.check_model(full_check=True): "
             + " ".join(str(error).split())[:300]
         ) from None
-
-
-def onnx_signature(path: Path) -> dict[str, list]:
-    """Input and output names with their shapes (None for a dynamic dimension), and the
-    opset: what the model card documents."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-
-    def shape(value) -> list:
-        return [d.dim_value or d.dim_param or None for d in value.type.tensor_type.shape.dim]
-
-    return {
-        "inputs": [[v.name, shape(v)] for v in proto.graph.input],
-        "outputs": [[v.name, shape(v)] for v in proto.graph.output],
-        "opset": [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")],
-    }
 
 
 def write_onnx_int8(fp32: Path, path: Path, representative) -> None:

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from components.common import metadata, packed, progress, runtimes
+from components.common import metadata, progress, runtimes
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
-from components.export import convert
+from components.export import convert, tflite_metadata
 from components.export.config import ExportConfig
 from components.export.model_card import write_model_card
 from components.export.verify import latency, parity, throughput
@@ -42,6 +42,32 @@ def representative_batches(dataset: Path, size: int, count: int, encoder=None, s
     _, rows = metadata.split_matrix(encoder, dataset, "train", uris)
     return lambda: (
         {"image": images[i : i + 1].astype(np.float32), "metadata": rows[i : i + 1]} for i in picks
+    )
+
+
+def tflite_description(
+    dataset: Path, model_dir: Path, classes: list[str], size: int, encoder: dict | None
+) -> tflite_metadata.Description:
+    """What the .tflite files say about themselves in their standard metadata."""
+    import components
+
+    trained = read_json(model_dir / "config.json") if (model_dir / "config.json").exists() else {}
+    backbone = trained.get("config", {}).get("model", "model")
+    source = read_json(dataset / "stats.json").get("source", "")
+    shown = ", ".join(classes[:10]) + (
+        f" and {len(classes) - 10} more" if len(classes) > 10 else ""
+    )
+    return tflite_metadata.Description(
+        name=f"{backbone} image classifier",
+        description=(
+            f"Classifies an RGB image into one of {len(classes)} classes ({shown}). "
+            f"Trained by visionpipe on {source} at {size}x{size}."
+        ),
+        version=trained.get("started", "unversioned"),
+        author=f"visionpipe {components.__version__}",
+        classes=classes,
+        image_size=size,
+        encoder=encoder,
     )
 
 
@@ -123,9 +149,11 @@ def run(
                 representative = representative_batches(
                     dataset, size, config.representative_images, encoder
                 )
-            with progress.step(STAGE, f"TFLite {quantization} (builtin ops)"):
-                convert.write_tflite(saved_model, work / file, quantization, representative)
-                packed.attach_labels(work / file, classes, size, spec)
+            with progress.step(STAGE, f"TFLite {quantization} (builtin ops, with metadata)"):
+                convert.write_tflite(model, size, work / file, quantization, representative)
+                tflite_metadata.populate(
+                    work / file, tflite_description(dataset, model_dir, classes, size, spec)
+                )
             predictors[name] = runtimes.tflite_predictor(work / file)
         if "onnx" in config.formats:
             with progress.step(STAGE, f"ONNX (opset {config.onnx_opset})"):

@@ -50,12 +50,22 @@ def write_model_card(
         f"imbalance ratio {stats['imbalance_ratio']}.",
         "",
         "## Input and output",
-        "Input `image`: float32 (batch, height, width, 3), raw RGB values 0..255 of any size; "
-        f"the graph resizes to {size}x{size} (bilinear, aspect ratio not kept) and normalises. "
+        "SavedModel and ONNX: input `image`, float32 (batch, height, width, 3), raw RGB "
+        f"values 0..255 of any size; the graph resizes to {size}x{size} (bilinear, aspect "
+        "ratio not kept) and normalises. "
         f"For exactly the training pixels, resize to {size}x{size} the way preparation does "
         "(Pillow bilinear; `visionpipe predict` does this). "
-        "`model_int8.tflite` takes uint8 pixels and gives uint8 scores (scale in the file). "
         f"Output: (batch, {len(classes)}) class probabilities in the order of `labels.txt`.",
+        "",
+        f"TFLite: one image, [1, {size}, {size}, 3], float32 pixel values 0..255 "
+        "(`model_int8.tflite`: uint8 pixels in, scale 1 and zero point 0, and uint8 scores "
+        "out, scale in the file). Each file carries standard TFLite metadata: name, version, "
+        "an RGB image input with its normalization (mean 0, std 1: the graph normalises "
+        "inside) and the output's labels (`labels.txt`, TENSOR_AXIS_LABELS). MediaPipe "
+        "Tasks' ImageClassifier, the TFLite Task Library and Android Studio's ML model "
+        "binding take them as they are and resize camera frames themselves, e.g. "
+        "`ImageClassifier.create_from_options(ImageClassifierOptions(base_options="
+        "BaseOptions(model_asset_path='model.tflite')))`.",
         *metadata_lines(folder),
         *serving_lines(folder, size, len(classes)),
         "",
@@ -155,7 +165,7 @@ def serving_lines(folder: Path, size: int, num_classes: int) -> list[str]:
             'The answer is `{"predictions": [[p_0, ..., p_K-1]]}` in the order of `labels.txt`.',
         ]
     if (folder / "model.onnx").exists():
-        from components.export.convert import onnx_signature
+        from components.common.packed import onnx_signature
 
         signature = onnx_signature(folder / "model.onnx")
 

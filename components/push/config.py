@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from components.common.config import StageConfig
 
+RUNTIMES = ("triton", "tensorflow", "none")  # components/push/serving.py writes the first two
+
 
 @dataclass
 class PushConfig(StageConfig):
@@ -16,6 +18,18 @@ class PushConfig(StageConfig):
     registry: str = ""  # a folder or gs://bucket/prefix; empty: do not push
     model_name: str = "visionpipe-classifier"
     version: str = ""  # empty: UTC time plus the first 8 hex digits of the ONNX file's hash
+    # the KServe InferenceService written beside each version (inferenceservice.yaml):
+    # triton (model.onnx in a Triton model repository) | tensorflow (the SavedModel under
+    # TF Serving) | none
+    serving: str = "triton"
+    serving_int8: bool = False  # triton: serve model_int8.onnx (faster on server CPUs)
+    serving_gpus: int = 0  # nvidia.com/gpu per predictor pod
+    serving_cpu: str = "1"
+    serving_memory: str = "2Gi"
+    serving_runtime_version: str = ""  # the runtime image tag; empty: the cluster's default
+    serving_max_batch: int = 32  # triton: the largest batch dynamic batching forms
+    serving_min_replicas: int = 1
+    serving_max_replicas: int = 1
 
     def validate(self) -> None:
         import re
@@ -29,4 +43,32 @@ class PushConfig(StageConfig):
             self.version == "" or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.version),
             "version",
             "expected empty (automatic) or letters, digits, '.', '_' or '-'",
+        )
+        self.check(self.serving in RUNTIMES, "serving", f"expected one of {', '.join(RUNTIMES)}")
+        self.check(self.serving_gpus >= 0, "serving_gpus", "expected >= 0")
+        quantity = r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?"
+        self.check(
+            re.fullmatch(quantity, self.serving_cpu) is not None,
+            "serving_cpu",
+            "expected a Kubernetes quantity such as 1, 500m or 2",
+        )
+        self.check(
+            re.fullmatch(quantity, self.serving_memory) is not None,
+            "serving_memory",
+            "expected a Kubernetes quantity such as 2Gi or 512Mi",
+        )
+        self.check(
+            not (
+                self.serving == "tensorflow"
+                and self.serving_gpus
+                and not self.serving_runtime_version
+            ),
+            "serving_runtime_version",
+            "TF Serving on a GPU needs its GPU image: set a -gpu tag such as 2.6.2-gpu",
+        )
+        self.check(1 <= self.serving_max_batch <= 4096, "serving_max_batch", "expected 1..4096")
+        self.check(
+            1 <= self.serving_min_replicas <= self.serving_max_replicas,
+            "serving_min_replicas",
+            "expected 1 <= serving_min_replicas <= serving_max_replicas",
         )

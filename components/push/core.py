@@ -14,12 +14,16 @@ The layout is `components/common/registry.py`'s. A push:
    does not replace a newer version.
 
 A version is never overwritten, and `latest.json` only ever names a complete one.
+With `push.serving` (triton by default) the version also holds the serving runtime's
+model folder and `inferenceservice.yaml`, a KServe InferenceService pointing at it
+(components/push/serving.py), validated against KServe's schema before publishing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ from typing import Any
 from components.common import progress, registry, storage
 from components.common.artifacts import read_json
 from components.common.errors import PushRefused, UserError
+from components.push import serving
 from components.push.config import PushConfig
 
 STAGE = "push"
@@ -92,6 +97,53 @@ def files_to_publish(
     return sorted(files, key=lambda item: item[1])
 
 
+def serving_source(config: PushConfig, export_dir: Path) -> str:
+    """The export file the serving runtime gets; refused before anything is claimed."""
+    if config.serving == "tensorflow":
+        if not (export_dir / "saved_model" / "saved_model.pb").is_file():
+            raise UserError(
+                f"push.serving=tensorflow needs saved_model/ in {export_dir}; add saved_model "
+                "to export.formats, or set push.serving to triton or none"
+            )
+        return "saved_model"
+    name = "model_int8.onnx" if config.serving_int8 else "model.onnx"
+    if config.serving == "triton" and not (export_dir / name).is_file():
+        fmt = "onnx_int8" if config.serving_int8 else "onnx"
+        raise UserError(
+            f"push.serving=triton needs {name} in {export_dir}; add {fmt} to export.formats, "
+            "or set push.serving to tensorflow or none"
+        )
+    return name
+
+
+def serving_files(
+    config: PushConfig, export_dir: Path, target: str, version: str, scratch: Path
+) -> list[tuple[Path, str]]:
+    """The runtime's model folder and inferenceservice.yaml for the version at `target`."""
+    name = serving.service_name(config.model_name)
+    files = serving.layout(
+        config.serving,
+        export_dir,
+        name,
+        serving_source(config, export_dir),
+        scratch,
+        config.serving_max_batch,
+    )
+    service = serving.service_for(config, target, version)
+    problems = serving.validate(service, remote=False)
+    if problems:  # the config was validated: this is a bug in the manifest writer
+        raise ValueError("the InferenceService does not match KServe's schema: " + problems[0])
+    if not storage.is_gcs(target):
+        progress.log(
+            STAGE,
+            f"{serving.MANIFEST_FILE} points at the folder {target}: KServe reads buckets "
+            "(gs://, s3://) or PVCs, so publish to one before applying it",
+        )
+    manifest = scratch / serving.MANIFEST_FILE
+    manifest.write_text(serving.to_yaml(service, target))
+    return [*files, (manifest, serving.MANIFEST_FILE)]
+
+
 def claim(base: str, wanted: str, explicit: bool, token: bytes) -> str:
     """Take a version name under `base`; refuse a taken explicit one."""
     for n in range(1, MAX_SUFFIX + 1):
@@ -148,6 +200,8 @@ def run(
         progress.log(STAGE, "no push.registry configured: nothing published")
         return {"pushed": False, "elapsed_s": 0.0}
     blessing = refuse_unless_verified(export_dir, evaluation_dir)
+    if config.serving != "none":
+        serving_source(config, export_dir)
     files = files_to_publish(
         export_dir,
         evaluation_dir,
@@ -168,15 +222,32 @@ def run(
     target = f"{base}/{version}"
     metrics_path = evaluation_dir / "metrics.json"
     metrics = read_json(metrics_path) if metrics_path.exists() else {}
-    with progress.step(STAGE, f"copying {len(files)} files to {target}"):
-        for path, name in files:
-            storage.copy_file(path, f"{target}/{name}")
+    with tempfile.TemporaryDirectory(prefix="push-") as scratch:
+        if config.serving != "none":
+            extra = serving_files(config, export_dir, target, version, Path(scratch))
+            files += extra
+            entries += [
+                {"path": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+                for path, name in extra
+            ]
+        with progress.step(STAGE, f"copying {len(files)} files to {target}"):
+            for path, name in files:
+                storage.copy_file(path, f"{target}/{name}")
     manifest = {
         "model_name": config.model_name,
         "version": version,
         "created": created,
         "uri": target,
         "files": entries,
+        "serving": (
+            {
+                "runtime": config.serving,
+                "inference_service": f"{target}/{serving.MANIFEST_FILE}",
+                "storage_uri": f"{target}/{serving.RUNTIME[config.serving].folder}",
+            }
+            if config.serving != "none"
+            else None
+        ),
         "blessing": blessing,
         "test_accuracy": metrics.get("accuracy"),
         "macro_f1": metrics.get("macro_f1"),

@@ -1,0 +1,148 @@
+"""Push writes a KServe InferenceService and the runtime's model folder beside every
+version; both are checked offline (KServe's CRD schema, ONNX Runtime and TensorFlow
+loading the published files). No KServe cluster runs here."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from components.common.errors import UserError
+from components.push import serving
+from components.push.config import PushConfig
+from pipelines import k8s_check
+
+
+def service(**overrides):
+    config = PushConfig(**overrides)
+    return serving.service_for(config, "gs://bucket/models/m/v1", "v1")
+
+
+def test_every_runtime_on_cpu_and_gpu_matches_the_schema():
+    assert k8s_check.check_serving([]) == []
+    gpu = service(serving="triton", serving_gpus=2)
+    limits = gpu["spec"]["predictor"]["model"]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "2"
+    model = service(serving="tensorflow")["spec"]["predictor"]["model"]
+    assert model["modelFormat"] == {"name": "tensorflow"}
+    assert model["runtime"] == "kserve-tensorflow-serving" and model["protocolVersion"] == "v1"
+    assert model["storageUri"] == "gs://bucket/models/m/v1/serving/tensorflow"
+
+
+def test_the_schema_check_catches_what_the_api_server_would_refuse():
+    broken = service()
+    model = broken["spec"]["predictor"]["model"]
+    model["storageUrl"] = model.pop("storageUri")  # a typo: an unknown field
+    broken["spec"]["predictor"]["minReplicas"] = "one"
+    broken["metadata"]["name"] = "Visionpipe_Classifier"
+    problems = serving.validate(broken)
+    assert any("'storageUrl' was unexpected" in p for p in problems)
+    assert any("minReplicas" in p and "integer" in p for p in problems)
+    assert any("RFC 1035" in p for p in problems)
+    local = service()
+    local["spec"]["predictor"]["model"]["storageUri"] = "/home/me/registry/m/v1"
+    assert any("not a location KServe can read" in p for p in serving.validate(local))
+    assert serving.validate(local, remote=False) == []
+
+
+def test_service_names_are_dns_labels():
+    assert serving.service_name("visionpipe-classifier") == "visionpipe-classifier"
+    assert serving.service_name("My_Model.v2") == "my-model-v2"
+    assert serving.service_name("2025-digits") == "m-2025-digits"
+    assert len(serving.service_name("x" * 100)) <= 45
+
+
+def test_config_refuses_what_cannot_be_served():
+    with pytest.raises(UserError, match="serving"):
+        PushConfig.from_dict({"serving": "torchserve"})
+    with pytest.raises(UserError, match="serving_runtime_version"):
+        PushConfig.from_dict({"serving": "tensorflow", "serving_gpus": 1})
+    with pytest.raises(UserError, match="serving_memory"):
+        PushConfig.from_dict({"serving_memory": "two gigs"})
+
+
+@pytest.mark.slow
+def test_triton_version_in_a_folder(tmp_path, exported, evaluation):
+    """The published Triton repository holds the verified ONNX file, and its config names
+    the graph's own inputs and outputs."""
+    import onnxruntime as ort
+
+    from components.common.packed import onnx_signature
+    from components.push.core import run
+
+    registry = tmp_path / "registry"
+    result = run(PushConfig(registry=str(registry), version="v1"), exported, evaluation)
+    version = registry / "visionpipe-classifier" / "v1"
+    manifest = json.loads((version / "manifest.json").read_text())
+    paths = {e["path"] for e in manifest["files"]}
+    folder = "serving/triton/visionpipe-classifier"
+    assert {f"{folder}/config.pbtxt", f"{folder}/labels.txt", f"{folder}/1/model.onnx"} <= paths
+    assert "inferenceservice.yaml" in paths and result["pushed"]
+    assert manifest["serving"]["runtime"] == "triton"
+    published = yaml.safe_load((version / "inferenceservice.yaml").read_text())
+    assert serving.validate(published, remote=False) == []
+    assert published["spec"]["predictor"]["model"]["storageUri"] == f"{version}/serving/triton"
+    assert (version / folder / "1" / "model.onnx").read_bytes() == (
+        exported / "model.onnx"
+    ).read_bytes()
+    config = (version / folder / "config.pbtxt").read_text()
+    signature = onnx_signature(exported / "model.onnx")
+    for name, _shape in signature["inputs"] + signature["outputs"]:
+        assert f'name: "{name}"' in config
+    assert 'platform: "onnxruntime_onnx"' in config and "dims: [ -1, -1, 3 ]" in config
+    assert "dims: [ 10 ]" in config and 'label_filename: "labels.txt"' in config
+    session = ort.InferenceSession(str(version / folder / "1" / "model.onnx"))
+    image = np.zeros((2, 32, 32, 3), np.float32)
+    (probabilities,) = session.run(None, {session.get_inputs()[0].name: image})
+    assert probabilities.shape == (2, 10)
+
+
+@pytest.mark.slow
+def test_tensorflow_version_in_a_bucket(gcs_emulator, tmp_path, exported, evaluation):
+    """Published to a bucket (the emulator): a remote storageUri, a TF Serving base path
+    with version 1, and a published file that k8s-check accepts."""
+    import tensorflow as tf
+
+    from components.common import storage
+    from components.push.core import run
+
+    config = PushConfig(
+        registry=f"{gcs_emulator}/served",
+        version="v2",
+        serving="tensorflow",
+        serving_gpus=1,
+        serving_runtime_version="2.6.2-gpu",
+    )
+    run(config, exported, evaluation)
+    version = f"{gcs_emulator}/served/visionpipe-classifier/v2"
+    text = storage.read_bytes(f"{version}/inferenceservice.yaml").decode()
+    local = tmp_path / "inferenceservice.yaml"
+    local.write_text(text)
+    assert k8s_check.check_serving([local]) == []
+    model = yaml.safe_load(text)["spec"]["predictor"]["model"]
+    assert model["storageUri"] == f"{version}/serving/tensorflow"
+    assert model["runtimeVersion"] == "2.6.2-gpu"
+    assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    base = storage.download_tree(model["storageUri"], tmp_path / "base")
+    serve = tf.saved_model.load(str(base / "1")).signatures["serving_default"]
+    out = serve(image=tf.zeros((1, 32, 32, 3)))["probabilities"]
+    assert out.shape == (1, 10)
+    # a broken published file fails the check with its path
+    local.write_text(text.replace("storageUri", "storageURI"))
+    assert k8s_check.main([str(local)]) == 2
+
+
+def test_a_missing_serving_file_is_refused_before_a_version_is_claimed(tmp_path):
+    from components.push.core import run
+
+    export, evaluation = tmp_path / "export", tmp_path / "evaluation"
+    export.mkdir()
+    evaluation.mkdir()
+    (export / "model.tflite").write_bytes(b"tflite")
+    (export / "parity.json").write_text(json.dumps({"tflite": {"passed": True}}))
+    (evaluation / "blessing.json").write_text(json.dumps({"blessed": True, "reasons": []}))
+    registry = tmp_path / "registry"
+    with pytest.raises(UserError, match="push.serving=triton needs model.onnx"):
+        run(PushConfig(registry=str(registry)), export, evaluation)
+    assert not registry.exists() or not any(registry.rglob(".claimed"))
