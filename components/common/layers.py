@@ -19,3 +19,22 @@ class CaffePreprocess(keras.layers.Layer):
     def call(self, inputs):
         bgr = keras.ops.flip(inputs, axis=-1)
         return bgr - keras.ops.convert_to_tensor(CAFFE_MEAN_BGR, dtype=inputs.dtype)
+
+
+@keras.saving.register_keras_serializable(package="visionpipe")
+class TemperatureScaling(keras.layers.Layer):
+    """Softmax probabilities p -> softmax(log(p) / T): the same as dividing the logits by
+    the temperature T (softmax is invariant to the log-sum-exp shift), so it can follow
+    any model's softmax. The top-1 class never changes. T is fitted on val by evaluate."""
+
+    def __init__(self, temperature: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = float(temperature)
+
+    def call(self, probabilities):
+        tiny = keras.ops.cast(1e-30, probabilities.dtype)
+        logits = keras.ops.log(keras.ops.maximum(probabilities, tiny))
+        return keras.ops.softmax(logits / self.temperature, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}

@@ -25,6 +25,9 @@ class EvaluateConfig(StageConfig):
     robustness_flag_drop: float = 0.25  # flag a transform that costs a class this much accuracy
     max_listed: int = 50  # rows per table in the report (the CSV/JSON files hold all)
     calibration_bins: int = 15
+    # fit a temperature on val (components/evaluate/calibration.py); export bakes it into
+    # every format, so `ece` is what ships and `ece_uncalibrated` is the raw model's
+    calibrate: bool = True
     batch_size: int = 256
 
     def validate(self) -> None:

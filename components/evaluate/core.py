@@ -16,9 +16,15 @@ from components.common.errors import UserError
 from components.common.models import load_model, metadata_rows
 from components.evaluate import analysis, report, robustness
 from components.evaluate.baseline import compare as compare_baseline
+from components.evaluate.calibration import apply_temperature, calibrate, negative_log_likelihood
 from components.evaluate.config import EvaluateConfig
 from components.evaluate.gate import bless
-from components.evaluate.metrics import classification_metrics, confusion, most_confused_pairs
+from components.evaluate.metrics import (
+    classification_metrics,
+    confusion,
+    expected_calibration_error,
+    most_confused_pairs,
+)
 
 STAGE = "evaluate"
 
@@ -54,9 +60,14 @@ def run(
     model = load_checked_model(model_dir, classes)
     with progress.step(STAGE, "predicting the test and train splits"):
         test, train = predict_splits(config, model, model_dir, dataset)
+    raw_test = test.probs
+    calibration = fit_calibration(config, model, model_dir, dataset)
+    test.probs = apply_temperature(test.probs, calibration["temperature"])
+    train.probs = apply_temperature(train.probs, calibration["temperature"])
     metrics = classification_metrics(
         test.probs, test.labels, classes, config.top_k, config.calibration_bins
     )
+    metrics.update(uncalibrated_metrics(raw_test, test.labels, config, calibration))
     matrix = confusion(test.labels, test.probs.argmax(axis=1), len(classes))
     metrics["most_confused_pairs"] = most_confused_pairs(matrix, classes)
     baseline = measure_baseline(config, dataset, test, classes) if config.baseline_model else None
@@ -72,6 +83,7 @@ def run(
     metrics["robustness"] = robustness_check(config, model, model_dir, test, classes)
     with atomic_dir(output) as work:
         write_evaluation(work, metrics, blessing, errors, label_errors, matrix, classes)
+        write_json(work / "calibration.json", calibration)  # export bakes the temperature in
         write_report(
             work,
             config,
@@ -130,6 +142,46 @@ def predict_splits(config: EvaluateConfig, model, model_dir, dataset: Path) -> t
             np.asarray(embed.predict(inputs, verbose=0, batch_size=config.batch_size)),
         )
     return splits["test"], splits["train"]
+
+
+def fit_calibration(config: EvaluateConfig, model, model_dir, dataset: Path) -> dict[str, Any]:
+    """Temperature scaling fitted on the val split (T = 1 when evaluate.calibrate is off)."""
+    if not config.calibrate:
+        return {"temperature": 1.0, "kept": False, "fitted_on": None}
+    from components.common.records import load_split_arrays
+
+    size = int(read_json(dataset / "stats.json")["image_size"])
+    images, labels, uris = load_split_arrays(dataset, "val", size)
+    _, rows = metadata_rows(model, model_dir, dataset, {"val": uris})
+    probs = predict_probs(model, images, config.batch_size, rows["val"])
+    found = calibrate(probs, labels, config.calibration_bins)
+    progress.log(
+        STAGE,
+        f"temperature {found['temperature']:.3f} fitted on {len(labels)} val images"
+        + (
+            f" (val log loss {found['val_before']['log_loss']:.4f} -> "
+            f"{found['val_after']['log_loss']:.4f}, ECE {found['val_before']['ece']:.4f} -> "
+            f"{found['val_after']['ece']:.4f})"
+            if found.get("kept")
+            else " (kept at 1: scaling did not improve val)"
+        ),
+    )
+    return found
+
+
+def uncalibrated_metrics(
+    raw: np.ndarray, labels: np.ndarray, config: EvaluateConfig, calibration: dict[str, Any]
+) -> dict[str, Any]:
+    """What the model's own softmax scores: beside `ece` and `log_loss` (the shipped,
+    temperature-scaled probabilities)."""
+    ece, reliability = expected_calibration_error(raw, labels, config.calibration_bins)
+    return {
+        "temperature": calibration["temperature"],
+        "ece_uncalibrated": ece,
+        "log_loss_uncalibrated": negative_log_likelihood(raw, labels) if len(labels) else 0.0,
+        "reliability_uncalibrated": reliability,
+        "calibration": calibration,
+    }
 
 
 def measure_baseline(config: EvaluateConfig, dataset: Path, test: Split, classes: list[str]):

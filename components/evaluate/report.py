@@ -51,17 +51,46 @@ def confusion_png(matrix: np.ndarray, classes: list[str]) -> bytes:
     return figure_png(fig)
 
 
-def reliability_png(reliability: list[dict]) -> bytes:
+def calibration_paragraphs(metrics: dict) -> list[tuple[str, str]]:
+    ece = f"Expected calibration error: {metrics['ece']:.4f}"
+    if "ece_uncalibrated" not in metrics:
+        return [("", ece)]
+    calibration = metrics.get("calibration") or {}
+    if metrics.get("temperature", 1.0) == 1.0:
+        why = (
+            "temperature scaling is off (evaluate.calibrate)"
+            if calibration.get("fitted_on") is None
+            else "a temperature fitted on val did not improve it, so none is applied"
+        )
+        return [("", f"{ece}; {why}.")]
+    return [
+        (
+            "",
+            f"{ece} with temperature {metrics['temperature']:.3f} (fitted on "
+            f"{calibration.get('count', 0)} val images, baked into every exported format); "
+            f"{metrics['ece_uncalibrated']:.4f} before. Log loss {metrics['log_loss']:.4f} "
+            f"({metrics['log_loss_uncalibrated']:.4f} before). Accuracy is unchanged.",
+        )
+    ]
+
+
+def reliability_png(reliability: list[dict], before: list[dict] | None = None) -> bytes:
+    """The shipped probabilities' reliability, and the raw model's (`before`) where a
+    temperature changed them."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
-    if reliability:
-        ax.plot(
-            [b["confidence"] for b in reliability],
-            [b["accuracy"] for b in reliability],
-            "o-",
-            label="model",
-        )
+    for table, style, label in (
+        (before, "s:", "before scaling"),
+        (reliability, "o-", "model" if before is None else "after scaling (shipped)"),
+    ):
+        if table:
+            ax.plot(
+                [b["confidence"] for b in table],
+                [b["accuracy"] for b in table],
+                style,
+                label=label,
+            )
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1)
@@ -259,6 +288,8 @@ def write(
             "worst_class_recall",
             "log_loss",
             "ece",
+            "ece_uncalibrated",
+            "temperature",
             "roc_auc_ovr",
             "count",
         )
@@ -320,8 +351,13 @@ def write(
     report.add(
         Section(
             "Calibration",
-            paragraphs=[("", f"Expected calibration error: {metrics['ece']:.4f}")],
-            picture=reliability_png(metrics["reliability"]),
+            paragraphs=calibration_paragraphs(metrics),
+            picture=reliability_png(
+                metrics["reliability"],
+                metrics.get("reliability_uncalibrated")
+                if metrics.get("temperature", 1) != 1
+                else None,
+            ),
             picture_alt="reliability diagram",
         )
     )

@@ -45,6 +45,18 @@ def representative_batches(dataset: Path, size: int, count: int, encoder=None, s
     )
 
 
+def calibration_temperature(evaluation: str | Path | None) -> float:
+    """The temperature evaluate fitted on val (1.0 without an evaluation or calibration)."""
+    if evaluation is None or not (Path(evaluation) / "calibration.json").exists():
+        return 1.0
+    temperature = float(read_json(Path(evaluation) / "calibration.json")["temperature"])
+    if temperature != 1.0:
+        progress.log(
+            STAGE, f"baking temperature {temperature:.3f} (evaluate, on val) into each format"
+        )
+    return temperature
+
+
 def tflite_description(
     dataset: Path, model_dir: Path, classes: list[str], size: int, encoder: dict | None
 ) -> tflite_metadata.Description:
@@ -123,7 +135,8 @@ def run(
     record = StageRecord(STAGE, config, {"dataset": str(dataset), "model": str(model_dir)})
     classes = read_json(dataset / "classes.json")
     size = int(read_json(dataset / "stats.json")["image_size"])
-    model = convert.inference_model(load_model(model_dir))
+    temperature = calibration_temperature(evaluation)
+    model = convert.with_temperature(convert.inference_model(load_model(model_dir)), temperature)
     images, labels, uris = load_split_arrays(dataset, "test", size)
     encoder, rows = metadata_rows(model, model_dir, dataset, {"test": uris})
     rows = rows["test"]
@@ -215,7 +228,7 @@ def run(
                 + ", ".join(describe_failure(n, report[n]) for n in failed)
                 + f"; parity.json and the failing files are kept in {kept}"
             )
-        record.write(work, image_size=size, classes=classes)
+        record.write(work, image_size=size, classes=classes, temperature=temperature)
     summary = ", ".join(f"{n} {r['top1_agreement']:.4f}" for n, r in report.items() if n != "keras")
     progress.log(STAGE, f"top-1 agreement with Keras: {summary} -> {output}")
     return {"parity": report, "benchmark": benchmark}

@@ -81,7 +81,14 @@ def write_model_card(
         lines += [
             "## Test metrics",
             f"Accuracy {evaluation['accuracy']:.4f}, macro F1 {evaluation['macro_f1']:.4f}, "
-            f"ECE {evaluation['ece']:.4f} on {evaluation['count']} test images.",
+            f"ECE {evaluation['ece']:.4f} on {evaluation['count']} test images"
+            + (
+                f" (probabilities temperature-scaled with T = {evaluation['temperature']:.3f}, "
+                f"fitted on val and built into every file here; "
+                f"{evaluation['ece_uncalibrated']:.4f} without)."
+                if evaluation.get("temperature", 1.0) != 1.0
+                else "."
+            ),
             "Worst classes by recall: "
             + ", ".join(f"{name} {m['recall']:.3f}" for name, m in worst)
             + ".",

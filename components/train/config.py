@@ -55,6 +55,11 @@ class TrainConfig(StageConfig):
     # auto: mixed_float16 on CUDA GPUs with compute capability >= 7.0, float32 otherwise
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     seed: int = 42
+    # the debugging checklist before the long fit (components/train/preflight.py): fail stops
+    # the run when one batch cannot be overfitted, warn only says so, off skips it
+    preflight: Literal["fail", "warn", "off"] = "fail"
+    preflight_steps: int = 50  # optimizer steps on one batch
+    preflight_min_loss_drop: float = 0.3  # the fraction of that batch's loss they must remove
 
     def validate(self) -> None:
         # plain values first: a wrong number is refused before Keras is imported
@@ -78,6 +83,12 @@ class TrainConfig(StageConfig):
             "expected 1..1024",
         )
         self.check(0 < self.ema_momentum < 1, "ema_momentum", "expected 0 < value < 1")
+        self.check(1 <= self.preflight_steps <= 10000, "preflight_steps", "expected 1..10000")
+        self.check(
+            0 <= self.preflight_min_loss_drop < 1,
+            "preflight_min_loss_drop",
+            "expected a fraction 0 <= value < 1",
+        )
         self.check(self.fine_tune_epochs >= 0, "fine_tune_epochs", "expected >= 0")
         self.check(self.fine_tune_layers >= 0, "fine_tune_layers", "expected >= 0 (0 = all)")
         self.check(

@@ -12,6 +12,7 @@ from typing import Any
 
 from components.common import metadata, progress
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
+from components.train import preflight
 from components.train.config import TrainConfig
 from components.train.precision import resolve_policy
 
@@ -216,6 +217,7 @@ def run(
     resume_key = resume_key_of(s)
     s.durable = durable_state(state_uri, resume_key)
     with atomic_dir(Path(output), resume_key=resume_key) as work:
+        preflight.run(s, work)  # the checklist; a batch that cannot be overfitted stops here
         restore_durable_state(s, work)
         stage1 = fit_stage1(s, work)
         fine_tune = fit_stage2(s, work, stage1) if config.fine_tune_epochs else None

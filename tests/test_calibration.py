@@ -1,0 +1,94 @@
+"""Temperature scaling: fitted on val, measured on test, baked into every exported format."""
+
+import json
+
+import numpy as np
+import pytest
+
+from components.evaluate.calibration import apply_temperature, calibrate, fit_temperature
+
+
+def softmax(logits):
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def over_confident(n=4000, k=5, true_temperature=2.5, seed=0):
+    """Labels drawn from softmax(z / 2.5); the model reports softmax(z): over-confident."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (n, k))
+    truth = softmax(logits / true_temperature)
+    labels = np.array([rng.choice(k, p=p) for p in truth])
+    return softmax(logits), labels
+
+
+def test_the_fitted_temperature_recovers_the_one_that_made_the_labels():
+    probs, labels = over_confident()
+    assert fit_temperature(probs, labels) == pytest.approx(2.5, rel=0.1)
+
+
+def test_scaling_keeps_the_top_class_and_t1_is_the_identity():
+    probs, _ = over_confident(n=200)
+    np.testing.assert_allclose(apply_temperature(probs, 1.0), probs, atol=1e-12)
+    for t in (0.3, 2.0):
+        scaled = apply_temperature(probs, t)
+        assert (scaled.argmax(1) == probs.argmax(1)).all()
+        np.testing.assert_allclose(scaled.sum(1), 1.0)
+
+
+def test_calibration_lowers_val_ece_or_keeps_t1():
+    probs, labels = over_confident()
+    found = calibrate(probs[:2000], labels[:2000], bins=15)
+    assert found["kept"] and found["val_after"]["ece"] < found["val_before"]["ece"]
+    # a model whose labels follow its own probabilities is calibrated: T stays at 1 or near
+    calibrated_probs, calibrated_labels = over_confident(true_temperature=1.0, seed=1)
+    again = calibrate(calibrated_probs, calibrated_labels, bins=15)
+    assert again["temperature"] == 1.0 or abs(again["temperature"] - 1.0) < 0.1
+
+
+def test_the_keras_layer_is_the_same_function_and_saves(tmp_path):
+    import keras
+
+    from components.common.layers import TemperatureScaling
+
+    probs, _ = over_confident(n=64)
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, TemperatureScaling(1.7)(inputs))
+    np.testing.assert_allclose(
+        model.predict(probs.astype(np.float32), verbose=0), apply_temperature(probs, 1.7), atol=1e-6
+    )
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.layers[-1].temperature == pytest.approx(1.7)
+
+
+@pytest.mark.slow
+def test_evaluate_records_both_and_export_ships_the_calibrated_probabilities(
+    evaluation, exported, trained_model, digits_dataset
+):
+    from components.common import runtimes
+    from components.common.models import load_model
+    from components.common.records import load_split_arrays
+
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    calibration = json.loads((evaluation / "calibration.json").read_text())
+    assert {"ece", "ece_uncalibrated", "log_loss_uncalibrated", "temperature"} <= set(metrics)
+    assert metrics["temperature"] == calibration["temperature"]
+    assert calibration["fitted_on"] == "val" and calibration["count"] > 0
+    if calibration["kept"]:
+        assert calibration["val_after"]["ece"] <= calibration["val_before"]["ece"]
+    images, _, _ = load_split_arrays(digits_dataset, "test", 32)
+    raw = load_model(trained_model).predict(images[:64].astype(np.float32), verbose=0)
+    expected = apply_temperature(raw.astype(np.float64), metrics["temperature"])
+    for name in ("model.onnx", "model.tflite"):
+        predictor = (
+            runtimes.onnx_predictor if name.endswith(".onnx") else runtimes.tflite_predictor
+        )(exported / name)
+        np.testing.assert_allclose(predictor(images[:64].astype(np.float32)), expected, atol=2e-5)
+    parity = json.loads((exported / "parity.json").read_text())
+    assert all(r.get("passed", True) for r in parity.values())
+    assert (
+        json.loads((exported / "config.json").read_text())["temperature"] == metrics["temperature"]
+    )
+    report = (evaluation / "report.md").read_text()
+    assert "Expected calibration error" in report
