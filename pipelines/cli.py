@@ -64,6 +64,35 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=module.DESCRIPTION.rstrip(".").lower())
         module.add_arguments(sub)
 
+    tune = commands.add_parser(
+        "tune", help="search train settings (KerasTuner here; --katib: a Katib Experiment)"
+    )
+    tune.add_argument(
+        "--data",
+        default="builtin:digits",
+        help="what `run` takes: folder, gs:// prefix, manifest or builtin:digits",
+    )
+    tune.add_argument("--output", required=True, help="folder (local search) or file (--katib)")
+    tune.add_argument("--trials", type=int, help="trials at most (tune.trials)")
+    tune.add_argument("--max-epochs", type=int, help="epochs per trial at most (tune.max_epochs)")
+    tune.add_argument(
+        "--algorithm", choices=("bayesian", "hyperband", "random"), help="tune.algorithm"
+    )
+    tune.add_argument(
+        "--katib", action="store_true", help="write a Katib Experiment to --output instead"
+    )
+    tune.add_argument(
+        "--dataset",
+        help="--katib: the prepared dataset the trials train on (a gs:// prepare output)",
+    )
+    tune.add_argument(
+        "--preset",
+        choices=sorted(presets()),
+        help="a named whole-run config applied before --config and --set",
+    )
+    add_cluster_arguments(tune)
+    add_config_arguments(tune)
+
     compile_ = commands.add_parser("compile", help="write the Kubeflow pipeline YAML")
     compile_.add_argument("--output", default="build/visionpipe.yaml", help="YAML file to write")
     add_cluster_arguments(compile_)
@@ -157,10 +186,22 @@ def presets() -> dict[str, Path]:
     return {path.stem: path for path in sorted(PRESETS_DIR.glob("*.yaml"))}
 
 
+def section_class(name: str):
+    if name == "tune":
+        from pipelines.tune import TuneConfig
+
+        return TuneConfig
+    return config_class(name)
+
+
 def run_configs(
-    config_file: str | None, overrides: list[str], preset: str | None = None
+    config_file: str | None,
+    overrides: list[str],
+    preset: str | None = None,
+    include_tune: bool = False,
 ) -> dict[str, dict]:
-    """Whole-run config: preset, then file sections, then `--set stage.key=value`; validated."""
+    """Whole-run config: preset, then file sections, then `--set stage.key=value`; validated.
+    The `tune` section is validated always and returned only with `include_tune`."""
     merged = split_sections(load_config_file(presets()[preset]) if preset else {})
     for section, values in split_sections(load_config_file(config_file)).items():
         merged[section].update(values)
@@ -170,12 +211,13 @@ def run_configs(
     # was set (typed), and no nulls: a pipeline parameter cannot hold one, and every
     # optional key's default is null anyway
     validated = {
-        name: config_class(name).from_dict(values).to_dict() if values else {}
+        name: section_class(name).from_dict(values).to_dict() if values else {}
         for name, values in merged.items()
     }
     return {
         name: {k: v for k, v in validated[name].items() if k in merged[name] and v is not None}
         for name in merged
+        if include_tune or name != "tune"
     }
 
 
@@ -213,6 +255,41 @@ def command_run(args: argparse.Namespace) -> int:
     ):
         if artifacts.get(key):
             print(f"  {label:12s} {artifacts[key]}")
+    return 0
+
+
+def command_tune(args: argparse.Namespace) -> int:
+    configs = run_configs(args.config, args.set, args.preset, include_tune=True)
+    overrides = {
+        key: value
+        for key, value in (
+            ("trials", args.trials),
+            ("max_epochs", args.max_epochs),
+            ("algorithm", args.algorithm),
+        )
+        if value is not None
+    }
+    if args.katib:
+        from pipelines.cluster import load_cluster_settings
+        from pipelines.katib import write_experiment
+
+        settings = load_cluster_settings(args.cluster)
+        path = write_experiment(args.output, configs, overrides, settings, args.dataset)
+        print(f"Katib Experiment written to {path}: kubectl apply -n <namespace> -f {path}")
+        return 0
+    from components.common.sources import list_source
+    from pipelines.tune import search
+
+    list_source(args.data)  # a wrong path fails here, in a second
+    summary = search(args.data, configs, args.output, overrides)
+    best = summary["best"]
+    print(
+        f"\nbest of {summary['trials']} trials: {summary['objective']} "
+        f"{best[summary['objective']]:.4f} (trial {best['trial']})"
+    )
+    print(f"  config       {summary['best_config']}")
+    print(f"  model        {summary['best_model']}")
+    print(f"  trials       {Path(args.output).resolve() / 'trials.csv'}")
     return 0
 
 
@@ -284,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         return command_submit(args)
     if args.command == "predict":
         return command_predict(args)
+    if args.command == "tune":
+        return command_tune(args)
     raise UserError(f"unknown command {args.command!r}")
 
 

@@ -10,10 +10,11 @@ ConfigMaps (run.yaml, cluster.yaml) and the command the CronJob runs are
 checked by visionpipe's own parsers.
 
 The KServe InferenceService that `visionpipe push` writes beside each version is
-validated against the InferenceService CRD's OpenAPI schema (unknown fields
-refused): the one push would write for each serving runtime, on CPU and GPU,
-and any published inferenceservice.yaml given as an argument (no kubectl
-needed for these). Exit 0 when all is valid, 2 with one line per problem
+validated against the InferenceService CRD's OpenAPI schema, and the Katib
+Experiment that `visionpipe tune --katib` writes against Katib's v1beta1
+swagger (unknown fields refused in both): the ones visionpipe would write for
+each serving runtime / search algorithm, on CPU and GPU, and any such file
+given as an argument (no kubectl needed for these). Exit 0 when all is valid, 2 with one line per problem
 otherwise.
 """
 
@@ -190,6 +191,45 @@ def check(overlays: list[Path]) -> list[str]:
     return problems
 
 
+def check_katib() -> list[str]:
+    """The Katib Experiment `visionpipe tune --katib` writes, for each algorithm, GPU and CPU."""
+    from pipelines import katib
+    from pipelines.cluster import ClusterSettings
+
+    problems: list[str] = []
+    for algorithm in katib.ALGORITHMS:
+        for gpus in (1, 0):
+            settings = ClusterSettings.from_dict(
+                {"gpu_count": gpus, "pipeline_root": "gs://CHANGE-ME/visionpipe"}
+            )
+            obj = katib.experiment({}, {"algorithm": algorithm}, settings)
+            problems += katib.validate(obj, f"tune --katib algorithm={algorithm} gpus={gpus}")
+    print(
+        f"k8s-check: Katib Experiment for tune.algorithm={'/'.join(katib.ALGORITHMS)} "
+        "(GPU, CPU) validated against Katib's v1beta1 schema"
+    )
+    return problems
+
+
+def check_files(files: list[Path]) -> list[str]:
+    """Published InferenceService and written Experiment files, by their kind."""
+    from components.push import serving
+    from pipelines import katib
+
+    problems: list[str] = []
+    for path in files:
+        for i, doc in enumerate(yaml.safe_load_all(path.read_text())):
+            where = f"{path}[{i}]"
+            kind = doc.get("kind") if isinstance(doc, dict) else None
+            if kind == "InferenceService":
+                problems += serving.validate(doc, where)
+            elif kind == "Experiment":
+                problems += katib.validate(doc, where)
+            elif doc is not None:
+                problems.append(f"{where}: expected an InferenceService or a Katib Experiment")
+    return problems
+
+
 def check_serving(files: list[Path]) -> list[str]:
     """The InferenceService push writes (each runtime, CPU and GPU), and published files."""
     from components.push import serving
@@ -206,8 +246,7 @@ def check_serving(files: list[Path]) -> list[str]:
             )
             service = serving.service_for(config, target, "VERSION")
             problems += serving.validate(service, f"push.serving={runtime} gpus={gpus}")
-    for path in files:
-        problems += serving.validate_file(path)
+    problems += check_files(files)
     print(
         f"k8s-check: InferenceService for push.serving={'/'.join(serving.RUNTIME)} "
         f"(CPU, GPU) and {len(files)} published file(s) validated against KServe's schema"
@@ -224,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     overlays = [Path(n) for n in names if not Path(n).is_file()]
     if not names:
         overlays = sorted((ROOT / "k8s" / "overlays").iterdir())
-    problems = check_serving(files) + check(overlays)
+    problems = check_serving(files) + check_katib() + check(overlays)
     for problem in problems:
         print(f"k8s-check: {problem}", file=sys.stderr)
     return 2 if problems else 0

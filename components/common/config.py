@@ -144,7 +144,9 @@ def load_config_file(path: str | Path | None) -> dict[str, Any]:
     return data
 
 
-SECTIONS = STAGES  # a whole-run config has one section per stage
+# a whole-run config has one section per stage, and `tune` (the search space of
+# `visionpipe tune`, which `run` accepts and ignores so a tuned config runs as it is)
+SECTIONS = (*STAGES, "tune")
 
 
 def split_sections(merged: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -20,8 +20,6 @@ fields refused, as `kubectl apply --validate=strict` would.
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -29,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from components.common import schemas
 
 SCHEMA = Path(__file__).parent / "schemas" / "inferenceservice-v1beta1.json.gz"
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -212,28 +212,7 @@ def to_yaml(service: dict[str, Any], version_uri: str) -> str:
 
 @cache
 def _schema() -> dict[str, Any]:
-    return _closed(json.loads(gzip.decompress(SCHEMA.read_bytes())))
-
-
-def _closed(schema: Any) -> Any:
-    """The CRD's structural schema with unknown fields refused: every object that lists its
-    properties and does not preserve unknown fields gets additionalProperties: false; an
-    int-or-string field takes either."""
-    if isinstance(schema, list):
-        return [_closed(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: _closed(v) for k, v in schema.items()}
-    if out.pop("x-kubernetes-int-or-string", False):
-        out.pop("type", None)
-        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if (
-        "properties" in out
-        and "additionalProperties" not in out
-        and not out.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        out["additionalProperties"] = False
-    return {k: v for k, v in out.items() if not k.startswith("x-kubernetes-")}
+    return schemas.closed(schemas.load(SCHEMA))
 
 
 DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
@@ -242,8 +221,6 @@ DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 def validate(service: Any, where: str = "InferenceService", remote: bool = True) -> list[str]:
     """Problems of `service` against the v1beta1 InferenceService schema (one line each).
     remote: also refuse a storageUri that a cluster cannot read (a local path)."""
-    import jsonschema
-
     if not isinstance(service, dict):
         return [f"{where}: expected a mapping, got {type(service).__name__}"]
     problems = []
@@ -252,10 +229,7 @@ def validate(service: Any, where: str = "InferenceService", remote: bool = True)
     name = (service.get("metadata") or {}).get("name", "")
     if not isinstance(name, str) or not DNS_1035.fullmatch(name) or len(name) > 63:
         problems.append(f"{where}: metadata.name {name!r} is not an RFC 1035 label")
-    validator = jsonschema.Draft7Validator(_schema())
-    for error in sorted(validator.iter_errors(service), key=lambda e: list(e.path)):
-        path = ".".join(str(p) for p in error.path) or "(root)"
-        problems.append(f"{where}: {path}: {error.message[:200]}")
+    problems += schemas.problems(_schema(), service, where)
     predictor = (service.get("spec") or {}).get("predictor") or {}
     uri = (predictor.get("model") or {}).get("storageUri", "")
     if remote and uri and not re.match(r"(gs|s3|pvc|https?|hdfs|webhdfs|oci|hf)://", uri):
@@ -263,12 +237,4 @@ def validate(service: Any, where: str = "InferenceService", remote: bool = True)
             f"{where}: storageUri {uri!r} is not a location KServe can read (gs://, s3://, "
             "pvc://, https://...); publish to a bucket, or copy the version there"
         )
-    return problems
-
-
-def validate_file(path: Path) -> list[str]:
-    problems = []
-    for i, doc in enumerate(yaml.safe_load_all(path.read_text())):
-        if doc is not None:
-            problems += validate(doc, f"{path}[{i}]")
     return problems

@@ -13,6 +13,11 @@ DESCRIPTION = "Train an image classifier on a prepared dataset."
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_stage_io(parser, ("dataset",), "model")
+    parser.add_argument(
+        "--print-metrics",
+        action="store_true",
+        help="print each epoch's metrics to stdout as name=value (Katib's metrics collector)",
+    )
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -23,7 +28,10 @@ def execute(args: argparse.Namespace) -> int:
     # a gs:// output keeps the resumable state beside it: the same command on another
     # machine (a fresh disk, HOME and TMPDIR) resumes where a killed one stopped
     run_with_storage(
-        functools.partial(run, state_uri=args.output), config, [args.dataset], args.output
+        functools.partial(run, state_uri=args.output, print_metrics=args.print_metrics),
+        config,
+        [args.dataset],
+        args.output,
     )
     return 0
 

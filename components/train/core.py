@@ -74,8 +74,24 @@ def compile_model(model, config: TrainConfig, num_classes: int, rate=None) -> No
     )
 
 
+def metrics_printer():
+    """Each epoch's metrics on stdout as `epoch=N name=value ...` (Katib's StdOut format)."""
+    import keras
+
+    def show(epoch: int, logs: dict | None) -> None:
+        pairs = " ".join(f"{k}={float(v):.6f}" for k, v in sorted((logs or {}).items()))
+        print(f"epoch={epoch + 1} {pairs}", flush=True)
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=show)
+
+
 def callbacks(
-    config: TrainConfig, work: Path, stage: str, best_val_loss: float | None, durable=None
+    config: TrainConfig,
+    work: Path,
+    stage: str,
+    best_val_loss: float | None,
+    durable=None,
+    print_metrics: bool = False,
 ) -> list:
     """The fit's callbacks; `stage` names its backup and best-checkpoint files, and
     `best_val_loss` is the best epoch so far of a resumed stage (None: a fresh one)."""
@@ -114,6 +130,8 @@ def callbacks(
                 monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-6
             )
         )
+    if print_metrics:
+        found.append(metrics_printer())
     if durable is not None:  # last: it copies what the callbacks above wrote
         from components.train.durable import sync_callback
 
@@ -190,6 +208,7 @@ class Session:
     teacher: Any = None
     trainable: dict = field(default_factory=dict)
     durable: Any = None
+    print_metrics: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -201,8 +220,12 @@ def run(
     dataset: str | Path,
     output: str | Path,
     state_uri: str | None = None,
+    print_metrics: bool = False,
 ) -> dict[str, Any]:
     """Train on the prepared `dataset` folder; write the model folder `output`.
+
+    print_metrics: print every epoch's metrics to stdout as `name=value` pairs, the
+    format Katib's StdOut metrics collector reads (pipelines/katib.py).
 
     state_uri: the output's durable location (a gs:// artifact URI, or the gs:// output of
     the command); the resumable state is kept beside it, so a fresh process on a fresh
@@ -210,6 +233,7 @@ def run(
     """
     record = StageRecord(STAGE, config, {"dataset": str(dataset)})
     s = start_session(config, Path(dataset))
+    s.print_metrics = print_metrics
     make_input_pipelines(s)
     build_and_compile(s)
     teacher_accuracy = measure_teacher(s)
@@ -407,7 +431,7 @@ def fit(s: Session, initial_epoch: int, epochs: int, work: Path, stage: str) -> 
         initial_epoch=initial_epoch,
         epochs=epochs,
         class_weight=class_weight,
-        callbacks=callbacks(s.config, work, stage, best, s.durable),
+        callbacks=callbacks(s.config, work, stage, best, s.durable, s.print_metrics),
         shuffle=False,  # tf.data shuffles; saying so silences Keras' warning
         verbose=1 if sys.stderr.isatty() else 2,
     )
