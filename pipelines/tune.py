@@ -311,19 +311,20 @@ def trial_rows(tuner, tune: TuneConfig) -> list[dict[str, Any]]:
 
 def write_results(tuner, tune: TuneConfig, configs: dict[str, dict], output: Path) -> dict:
     rows = trial_rows(tuner, tune)
-    scored = [r for r in rows if r[tune.objective] is not None and r["status"] == "completed"]
-    if not scored:
-        raise UserError(
-            f"no trial completed in {output}: every one failed its preflight or was cut short; "
-            "widen tune.space (a learning rate near 1e-3) or check the data"
-        )
-    pick = min if tune.direction == "min" else max
-    best = pick(scored, key=lambda r: r[tune.objective])
     with open(output / "trials.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     plot_trials(rows, tune.objective, output / "trials.png")
+    scored = [r for r in rows if r[tune.objective] is not None and r["status"] == "completed"]
+    if not scored:
+        raise UserError(
+            f"no trial completed in {output} (trials.csv says why): every one failed its "
+            "preflight or was cut short; widen tune.space (a learning rate near 1e-3) or "
+            "check the data"
+        )
+    pick = min if tune.direction == "min" else max
+    best = pick(scored, key=lambda r: r[tune.objective])
     best_train = {
         **configs.get("train", {}),
         **{k: best[k] for k in tune.space},

@@ -58,8 +58,8 @@ class TrainConfig(StageConfig):
     # the debugging checklist before the long fit (components/train/preflight.py): fail stops
     # the run when one batch cannot be overfitted, warn only says so, off skips it
     preflight: Literal["fail", "warn", "off"] = "fail"
-    preflight_steps: int = 50  # optimizer steps on one batch
-    preflight_min_loss_drop: float = 0.3  # the fraction of that batch's loss they must remove
+    preflight_steps: int = 100  # optimizer steps on one batch
+    preflight_min_loss_drop: float = 0.2  # the fraction of that batch's loss they must remove
 
     def validate(self) -> None:
         # plain values first: a wrong number is refused before Keras is imported

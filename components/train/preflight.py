@@ -8,8 +8,8 @@
 3. The model: `model.summary()` to summary.txt, and model.png where pydot and graphviz
    are installed.
 4. Overfit one batch: `preflight_steps` steps of the configured optimizer at its peak
-   learning rate on one fixed batch must cut that batch's loss (inference mode) by
-   `preflight_min_loss_drop`. If they cannot, the long fit will not either: wrong
+   learning rate on one fixed batch must cut that batch's training loss (the first
+   step's against the mean of the last five) by `preflight_min_loss_drop`. If they cannot, the long fit will not either: wrong
    labels, a learning rate far off, or nothing trainable. This check stops the run.
 5. Gradients at step 0: the global norm per layer, vanishing (< 1e-8 or 1e-6 of the
    median) and exploding (> 1e3 or 1e4 x the median) layers flagged; a non-finite
@@ -139,8 +139,9 @@ def gradient_flags(norms: dict[str, float]) -> list[str]:
 
 
 def overfit_one_batch(s, x, y) -> tuple[dict[str, Any], dict[str, float]]:
-    """`preflight_steps` optimizer steps on one batch; the loss before and after (inference
-    mode), and the per-layer gradient norms of the first step. Weights are restored."""
+    """`preflight_steps` optimizer steps on one batch; the loss of the first step and of
+    the last ones, and the per-layer gradient norms of the first step. Weights are
+    restored."""
     import keras
     import tensorflow as tf
 
@@ -169,17 +170,21 @@ def overfit_one_batch(s, x, y) -> tuple[dict[str, Any], dict[str, float]]:
                 if g is not None
             ]
         )
-        return gradients
+        return loss, gradients
 
+    losses = []
     try:
-        before = float(loss_of(False))
-        first = step()
+        loss, first = step()
+        losses.append(float(loss))
         norms = per_layer_norms(model, first)
         for _ in range(config.preflight_steps - 1):
-            step()
-        after = float(loss_of(False))
+            losses.append(float(step()[0]))
     finally:
         model.set_weights(saved)
+    # training-mode losses of the steps themselves: BatchNorm's moving statistics, which
+    # lag behind in so few steps, do not blur the answer
+    before = losses[0]
+    after = float(np.mean(losses[-min(5, len(losses)) :]))
     drop = (before - after) / before if before > 0 else 0.0
     record = {
         "steps": config.preflight_steps,
