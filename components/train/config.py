@@ -34,6 +34,9 @@ class TrainConfig(StageConfig):
     gradient_accumulation_steps: int = 1  # apply the summed gradients of N batches at once
     ema: bool = False  # keep an exponential moving average of the weights; it is what is saved
     ema_momentum: float = 0.99
+    # stochastic weight averaging: average the weights at the end of every epoch from this
+    # one (1-based, of the last fitting stage) on, then re-estimate BatchNorm; 0 = off
+    swa_start: int = 0
     # stage 2 for pretrained backbones: unfreeze the top N backbone layers (0 = all),
     # BatchNorm stays frozen, learning rate x fine_tune_learning_rate_factor
     fine_tune_epochs: int = 0
@@ -83,6 +86,17 @@ class TrainConfig(StageConfig):
             "expected 1..1024",
         )
         self.check(0 < self.ema_momentum < 1, "ema_momentum", "expected 0 < value < 1")
+        last_stage = self.fine_tune_epochs or self.epochs
+        self.check(
+            0 <= self.swa_start <= last_stage,
+            "swa_start",
+            f"expected 0 (off) .. {last_stage} (the epochs of the last fitting stage)",
+        )
+        self.check(
+            not (self.swa_start and self.ema),
+            "swa_start",
+            "SWA and EMA are two ways to average the weights: set ema false or swa_start 0",
+        )
         self.check(1 <= self.preflight_steps <= 10000, "preflight_steps", "expected 1..10000")
         self.check(
             0 <= self.preflight_min_loss_drop < 1,

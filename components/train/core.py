@@ -92,6 +92,7 @@ def callbacks(
     best_val_loss: float | None,
     durable=None,
     print_metrics: bool = False,
+    extra: list | None = None,
 ) -> list:
     """The fit's callbacks; `stage` names its backup and best-checkpoint files, and
     `best_val_loss` is the best epoch so far of a resumed stage (None: a fresh one)."""
@@ -132,6 +133,7 @@ def callbacks(
         )
     if print_metrics:
         found.append(metrics_printer())
+    found += extra or []  # SWA: saves its running mean in the work folder each epoch
     if durable is not None:  # last: it copies what the callbacks above wrote
         from components.train.durable import sync_callback
 
@@ -209,6 +211,8 @@ class Session:
     trainable: dict = field(default_factory=dict)
     durable: Any = None
     print_metrics: bool = False
+    train_meta: Any = None  # the train split's metadata rows, for SWA's BatchNorm pass
+    swa: Any = None  # the SWA callback of the last stage, once it ran
 
     @property
     def num_classes(self) -> int:
@@ -298,6 +302,7 @@ def make_input_pipelines(s: Session) -> None:
         )
         train_meta = metadata.split_matrix(s.encoder, s.dataset, "train")
         val_meta = metadata.split_matrix(s.encoder, s.dataset, "val")
+    s.train_meta = train_meta
     s.augmenter = augment.build(config.augmentation, config.seed, config.augmentation_layers)
     s.train_ds = data.split_dataset(
         s.dataset,
@@ -425,18 +430,51 @@ def fit(s: Session, initial_epoch: int, epochs: int, work: Path, stage: str) -> 
     if s.config.use_class_weights:
         class_weight = {i: float(s.stats["class_weights"][c]) for i, c in enumerate(s.classes)}
     best = best_so_far(read_history(work / "history.csv"), initial_epoch)
+    last_stage = stage == ("stage2" if s.config.fine_tune_epochs else "stage1")
+    swa = swa_for(s, work, initial_epoch) if s.config.swa_start and last_stage else None
     s.fitted.fit(
         s.train_ds,
         validation_data=s.val_ds,
         initial_epoch=initial_epoch,
         epochs=epochs,
         class_weight=class_weight,
-        callbacks=callbacks(s.config, work, stage, best, s.durable, s.print_metrics),
+        callbacks=callbacks(
+            s.config, work, stage, best, s.durable, s.print_metrics, [swa] if swa else None
+        ),
         shuffle=False,  # tf.data shuffles; saying so silences Keras' warning
         verbose=1 if sys.stderr.isatty() else 2,
     )
-    if best_checkpoint(work, stage).exists():  # the best epoch, not the last one
+    if swa is not None:  # the average is the model, not the best epoch
+        s.swa = swa
+        progress.log(
+            STAGE,
+            f"SWA: the average of {len(swa.epochs)} epoch(s) ({swa.epochs[0] if swa.epochs else '-'}"
+            f"..{swa.epochs[-1] if swa.epochs else '-'}), BatchNorm re-estimated on "
+            f"{swa.bn_batches} train batches",
+        )
+    elif best_checkpoint(work, stage).exists():  # the best epoch, not the last one
         s.fitted.load_weights(best_checkpoint(work, stage))
+
+
+def swa_for(s: Session, work: Path, initial_epoch: int):
+    """The SWA callback of the last stage: averaging from its swa_start-th epoch, BatchNorm
+    re-estimated on the train split without augmentation or shuffling."""
+    from components.train import data
+    from components.train.swa import swa_callback
+
+    def batches():
+        plain = data.split_dataset(
+            s.dataset,
+            "train",
+            s.size,
+            s.num_classes,
+            s.config.batch_size,
+            count=s.stats["counts"]["per_split"]["train"],
+            metadata=s.train_meta,
+        )
+        return (x for x, _ in plain)
+
+    return swa_callback(initial_epoch + s.config.swa_start, work, batches, s.model)
 
 
 def val_loss(s: Session) -> float:
@@ -519,6 +557,8 @@ def final_metrics(
         metrics["teacher_val_accuracy"] = round(teacher_accuracy, 6)
     if s.encoder:
         metrics["metadata_features"] = s.encoder.features
+    if s.swa is not None:
+        metrics["swa"] = {"epochs_averaged": s.swa.epochs, "bn_batches": s.swa.bn_batches}
     return metrics
 
 
@@ -533,7 +573,7 @@ def save_model_folder(
         s.encoder.save(work)  # evaluate, export and predict encode with the same statistics
     s.model.save(work / "model.keras")
     shutil.rmtree(work / "checkpoints", ignore_errors=True)
-    for leftover in ("stage1.weights.h5", "stage1.json"):
+    for leftover in ("stage1.weights.h5", "stage1.json", "swa.npz"):
         (work / leftover).unlink(missing_ok=True)
     write_json(work / "metrics.json", metrics)
     write_json(work / "classes.json", s.classes)
