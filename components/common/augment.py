@@ -27,6 +27,7 @@ from typing import Any
 
 import keras
 
+from components.common.autoaugment import AutoAugment
 from components.common.errors import UserError
 from components.common.registration import registrar
 
@@ -58,6 +59,7 @@ IMAGE_LAYERS = (
     "Solarization",
     "Equalization",
     "AutoContrast",
+    "AutoAugment",
 )
 # ...and the ones that mix two images and their labels.
 MIXING_LAYERS = ("MixUp", "CutMix")
@@ -164,6 +166,9 @@ class RandomAffine(keras.layers.Layer):
         return found
 
 
+OWN_LAYERS = {"RandomAffine": RandomAffine, "AutoAugment": AutoAugment}
+
+
 def _range(value, name: str) -> tuple[float, float]:
     if isinstance(value, int | float):
         return (-float(value), float(value))
@@ -211,6 +216,13 @@ def _medium(seed: int) -> list:
     ]
 
 
+@preset("autoaugment")
+def _autoaugment(seed: int) -> list:
+    """AutoAugment's ImageNet policy (25 sub-policies of two operations each); it
+    inverts, solarizes and rotates up to 30 degrees: check the robustness report."""
+    return [AutoAugment(seed=seed)]
+
+
 @preset("heavy")
 def _heavy(seed: int) -> list:
     return [
@@ -247,7 +259,7 @@ def parse_custom(entries: list, seed: int) -> list:
             raise UserError(
                 f"{where}: unknown augmentation layer {name!r}; expected one of {', '.join(allowed)}"
             )
-        cls = RandomAffine if name == "RandomAffine" else getattr(keras.layers, name)
+        cls = OWN_LAYERS.get(name) or getattr(keras.layers, name)
         parameters = inspect.signature(cls.__init__).parameters
         if "value_range" in parameters:
             kwargs.setdefault("value_range", (0, 255))

@@ -20,9 +20,11 @@ def transforms_for(
 ) -> dict[str, Transform]:
     """Each transform of the training policy on its own, plus a deterministic horizontal flip.
 
-    A RandomAffine is split into its rotation, shift and zoom; MixUp and CutMix are left
-    out (they blend two images and their labels, so no single label is expected)."""
-    from components.common.augment import PRESETS, RandomAffine, is_mixing, parse_custom
+    A RandomAffine is split into its rotation, shift and zoom, AutoAugment into its
+    operations that may not preserve the label (each at the policy's strongest
+    magnitude); MixUp and CutMix are left out (they blend two images and their labels,
+    so no single label is expected)."""
+    from components.common.augment import PRESETS, is_mixing, parse_custom
 
     if augmentation == "custom":
         layers = parse_custom(custom or [], seed)
@@ -32,12 +34,16 @@ def transforms_for(
     for layer in layers:
         if is_mixing(layer):
             continue
-        for part in layer.parts() if isinstance(layer, RandomAffine) else [layer]:
+        # RandomAffine: rotation, shift and zoom apart; AutoAugment: the operations that
+        # may change what an image shows (rotation, shear, inversion, solarization)
+        for part in layer.parts() if hasattr(layer, "parts") else [layer]:
             found[_layer_label(part)] = lambda x, part=part: np.asarray(part(x, training=True))
     return found
 
 
 def _layer_label(layer) -> str:
+    if hasattr(layer, "label"):
+        return layer.label
     config = layer.get_config()
     for key in ("factor", "mode", "height_factor", "rotation", "translation", "zoom"):
         if key in config and config[key] not in ((0.0, 0.0), 0, 0.0):
