@@ -81,7 +81,8 @@ def test_server_formats_resize_any_image_size_inside(exported, trained_model):
     from components.export import convert
 
     model = keras.models.load_model(trained_model / "model.keras", compile=False)
-    reference = convert.serving_model(model, 32)
+    temperature = json.loads((exported / "config.json").read_text())["temperature"]
+    reference = convert.serving_model(convert.with_temperature(model, temperature), 32)
     images = np.random.default_rng(0).integers(0, 256, (3, 57, 41, 3)).astype(np.float32)
     expected = reference.predict_on_batch(images)
     for name, predictor in (
