@@ -79,3 +79,15 @@ def metadata_rows(
         split: metadata.split_matrix(encoder, dataset, split, uris)[1]
         for split, uris in splits.items()
     }
+
+
+ENSEMBLE_AVERAGE = "ensemble_average"  # the layer train.ensemble averages members with
+
+
+def ensemble_members(model) -> list:
+    """The member models of an averaged ensemble (train.ensemble); [] for a single model."""
+    import keras
+
+    if ENSEMBLE_AVERAGE not in {layer.name for layer in model.layers}:
+        return []
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)]

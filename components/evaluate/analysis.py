@@ -14,9 +14,18 @@ import numpy as np
 
 
 def embedding_model(model):
-    """A model from the input to the penultimate representation (the last layer's input)."""
+    """A model from the input to the penultimate representation (the last layer's input);
+    for an averaged ensemble, its first member's."""
     import keras
 
+    from components.common.models import ensemble_members
+
+    members = ensemble_members(model)
+    if members:
+        first = members[0]
+        inner = keras.Model(first.inputs, first.layers[-1].input)
+        feed = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        return keras.Model(feed, inner(feed))
     return keras.Model(model.inputs, model.layers[-1].input)
 
 

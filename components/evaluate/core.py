@@ -68,6 +68,9 @@ def run(
         test.probs, test.labels, classes, config.top_k, config.calibration_bins
     )
     metrics.update(uncalibrated_metrics(raw_test, test.labels, config, calibration))
+    ensemble = ensemble_report(config, model, test, classes, calibration["temperature"])
+    if ensemble:
+        metrics["ensemble"] = ensemble
     matrix = confusion(test.labels, test.probs.argmax(axis=1), len(classes))
     metrics["most_confused_pairs"] = most_confused_pairs(matrix, classes)
     baseline = measure_baseline(config, dataset, test, classes) if config.baseline_model else None
@@ -142,6 +145,41 @@ def predict_splits(config: EvaluateConfig, model, model_dir, dataset: Path) -> t
             np.asarray(embed.predict(inputs, verbose=0, batch_size=config.batch_size)),
         )
     return splits["test"], splits["train"]
+
+
+def ensemble_report(
+    config: EvaluateConfig, model, test: Split, classes: list[str], temperature: float
+) -> dict[str, Any] | None:
+    """Each member of an averaged ensemble on the test split, beside the average."""
+    from components.common.models import ensemble_members
+
+    members = ensemble_members(model)
+    if not members:
+        return None
+    rows = []
+    for member in members:
+        probs = apply_temperature(
+            predict_probs(member, test.images, config.batch_size, test.rows), temperature
+        )
+        found = classification_metrics(
+            probs, test.labels, classes, config.top_k, config.calibration_bins
+        )
+        rows.append(
+            {
+                "member": member.name,
+                **{k: found[k] for k in ("accuracy", "macro_f1", "log_loss", "ece")},
+            }
+        )
+    average = classification_metrics(
+        test.probs, test.labels, classes, config.top_k, config.calibration_bins
+    )
+    best = max(r["accuracy"] for r in rows)
+    return {
+        "members": rows,
+        "average": {k: average[k] for k in ("accuracy", "macro_f1", "log_loss", "ece")},
+        "best_member_accuracy": best,
+        "beats_best_member": average["accuracy"] > best,
+    }
 
 
 def fit_calibration(config: EvaluateConfig, model, model_dir, dataset: Path) -> dict[str, Any]:

@@ -267,6 +267,24 @@ def baseline_section(baseline: dict[str, Any] | None) -> Section | None:
     return section
 
 
+def ensemble_section(ensemble: dict[str, Any] | None) -> Section | None:
+    """Each member of an averaged ensemble beside the average (the model that ships)."""
+    if not ensemble:
+        return None
+    section = Section("Ensemble members")
+    verdict = "beats" if ensemble["beats_best_member"] else "does not beat"
+    section.say(
+        f"The average of {len(ensemble['members'])} members {verdict} its best member on test "
+        f"accuracy ({ensemble['average']['accuracy']:.4f} against "
+        f"{ensemble['best_member_accuracy']:.4f})."
+    )
+    keys = ("accuracy", "macro_f1", "log_loss", "ece")
+    rows = [[m["member"], *(m[k] for k in keys)] for m in ensemble["members"]]
+    rows.append(["average (shipped)", *(ensemble["average"][k] for k in keys)])
+    section.tables.append(Table(["model", *keys], rows))
+    return section
+
+
 def write(
     folder: Path,
     metrics: dict[str, Any],
@@ -313,6 +331,9 @@ def write(
     if against is not None:
         report.add(against)
     report.add(Section("Headline metrics", tables=[Table(["metric", "value"], headline)]))
+    members = ensemble_section(metrics.get("ensemble"))
+    if members is not None:
+        report.add(members)
     report.add(
         Section(
             "Per class",

@@ -37,6 +37,10 @@ class TrainConfig(StageConfig):
     # stochastic weight averaging: average the weights at the end of every epoch from this
     # one (1-based, of the last fitting stage) on, then re-estimate BatchNorm; 0 = off
     swa_start: int = 0
+    # K > 1: train K members and average their probabilities in one model (what evaluate
+    # and export see); members differ by seed, or each leaves out one fold of kfold.csv
+    ensemble: int = 1
+    ensemble_from: Literal["seeds", "kfold"] = "seeds"
     # stage 2 for pretrained backbones: unfreeze the top N backbone layers (0 = all),
     # BatchNorm stays frozen, learning rate x fine_tune_learning_rate_factor
     fine_tune_epochs: int = 0
@@ -98,6 +102,12 @@ class TrainConfig(StageConfig):
             "SWA and EMA are two ways to average the weights: set ema false or swa_start 0",
         )
         self.check(1 <= self.preflight_steps <= 10000, "preflight_steps", "expected 1..10000")
+        self.check(1 <= self.ensemble <= 20, "ensemble", "expected 1 (one model) .. 20 members")
+        self.check(
+            not (self.ensemble_from == "kfold" and self.metadata_columns),
+            "ensemble_from",
+            "k-fold members with metadata_columns are not supported; use seeds",
+        )
         self.check(
             0 <= self.preflight_min_loss_drop < 1,
             "preflight_min_loss_drop",

@@ -212,6 +212,7 @@ class Session:
     durable: Any = None
     print_metrics: bool = False
     train_meta: Any = None  # the train split's metadata rows, for SWA's BatchNorm pass
+    fold: Any = None  # a k-fold ensemble member: (train uris, val uris) of train+val
     swa: Any = None  # the SWA callback of the last stage, once it ran
 
     @property
@@ -225,6 +226,7 @@ def run(
     output: str | Path,
     state_uri: str | None = None,
     print_metrics: bool = False,
+    fold: tuple[list[str], list[str]] | None = None,
 ) -> dict[str, Any]:
     """Train on the prepared `dataset` folder; write the model folder `output`.
 
@@ -234,10 +236,20 @@ def run(
     state_uri: the output's durable location (a gs:// artifact URI, or the gs:// output of
     the command); the resumable state is kept beside it, so a fresh process on a fresh
     disk resumes where a killed one stopped (components/train/durable.py).
+    fold: for a k-fold ensemble member, the uris it trains on and validates on.
+    With `train.ensemble` K > 1 the K members are trained, then averaged into one model
+    (components/train/ensemble.py).
     """
+    if config.ensemble > 1:
+        from components.train.ensemble import run_ensemble
+
+        return run_ensemble(config, Path(dataset), output, state_uri, print_metrics)
     record = StageRecord(STAGE, config, {"dataset": str(dataset)})
     s = start_session(config, Path(dataset))
     s.print_metrics = print_metrics
+    if fold is not None:
+        s.fold = fold
+        s.steps_per_epoch = max(1, -(-len(fold[0]) // config.batch_size))
     make_input_pipelines(s)
     build_and_compile(s)
     teacher_accuracy = measure_teacher(s)
@@ -304,26 +316,32 @@ def make_input_pipelines(s: Session) -> None:
         val_meta = metadata.split_matrix(s.encoder, s.dataset, "val")
     s.train_meta = train_meta
     s.augmenter = augment.build(config.augmentation, config.seed, config.augmentation_layers)
+    # a k-fold member trains on its folds of train+val and validates on the one left out
+    splits = ("train+val", "train+val") if s.fold else ("train", "val")
+    keeps = s.fold or (None, None)
+    sizes = (len(s.fold[0]), len(s.fold[1])) if s.fold else (counts["train"], counts["val"])
     s.train_ds = data.split_dataset(
         s.dataset,
-        "train",
+        splits[0],
         s.size,
         s.num_classes,
         config.batch_size,
         shuffle_buffer=config.shuffle_buffer,
         augment=s.augmenter,
         seed=config.seed,
-        count=counts["train"],
+        count=sizes[0],
         metadata=train_meta,
+        keep=keeps[0],
     )
     s.val_ds = data.split_dataset(
         s.dataset,
-        "val",
+        splits[1],
         s.size,
         s.num_classes,
         config.batch_size,
-        count=counts["val"],
+        count=sizes[1],
         metadata=val_meta,
+        keep=keeps[1],
     )
 
 
@@ -465,12 +483,13 @@ def swa_for(s: Session, work: Path, initial_epoch: int):
     def batches():
         plain = data.split_dataset(
             s.dataset,
-            "train",
+            "train+val" if s.fold else "train",
             s.size,
             s.num_classes,
             s.config.batch_size,
-            count=s.stats["counts"]["per_split"]["train"],
+            count=len(s.fold[0]) if s.fold else s.stats["counts"]["per_split"]["train"],
             metadata=s.train_meta,
+            keep=s.fold[0] if s.fold else None,
         )
         return (x for x, _ in plain)
 

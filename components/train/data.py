@@ -35,15 +35,30 @@ def split_dataset(
     count: int | None = None,
     limit: int | None = None,
     metadata: tuple[list[str], np.ndarray] | None = None,
+    keep: list[str] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 images 0..255 (B, S, S, 3), one-hot labels (B, K)); with
-    `metadata` (uris, float32 (N, M) rows), of ({"image", "metadata" (B, M)}, labels)."""
-    files = shard_files(dataset_dir, split)
+    `metadata` (uris, float32 (N, M) rows), of ({"image", "metadata" (B, M)}, labels).
+
+    split: one split, or several joined with "+" ("train+val"); keep: only the records
+    whose uri is listed (a k-fold member's folds)."""
+    files = [f for name in split.split("+") for f in shard_files(dataset_dir, name)]
     ds = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 8) or None)
     if limit is not None:  # the first `limit` examples only (benchmarks)
         ds = ds.take(limit)
         count = None if count is None else min(count, limit)
-    ds = ds.map(parse_fn(image_size, with_uri=metadata is not None), num_parallel_calls=AUTOTUNE)
+    with_uri = metadata is not None or keep is not None
+    ds = ds.map(parse_fn(image_size, with_uri=with_uri), num_parallel_calls=AUTOTUNE)
+    if keep is not None:
+        kept = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(keep, tf.string), tf.ones(len(keep), tf.int32)
+            ),
+            default_value=0,
+        )
+        ds = ds.filter(lambda image, label, uri: kept.lookup(uri) > 0)
+        if metadata is None:
+            ds = ds.map(lambda image, label, uri: (image, label))
     if metadata is not None:
         ds = ds.map(metadata_lookup(*metadata, split), num_parallel_calls=AUTOTUNE)
     if cache:

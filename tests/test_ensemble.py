@@ -1,0 +1,96 @@
+"""train.ensemble: K members averaged in one model that evaluate reports member by member
+and export verifies in every format; real training on the digits."""
+
+import json
+
+import numpy as np
+import pytest
+
+from components.common.errors import UserError
+from components.train.config import TrainConfig
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory, digits_dataset):
+    from components.train.core import run
+
+    out = tmp_path_factory.mktemp("ensemble") / "model"
+    metrics = run(TrainConfig(epochs=2, width=8, ensemble=2), digits_dataset, out)
+    return out, metrics
+
+
+def test_the_model_is_the_average_of_its_members(ensemble, digits_dataset):
+    from components.common.models import ensemble_members, load_model
+    from components.common.records import load_split_arrays
+
+    folder, metrics = ensemble
+    model = load_model(folder)
+    members = ensemble_members(model)
+    assert [m.name for m in members] == ["member_0", "member_1"]
+    images = load_split_arrays(digits_dataset, "test", 32)[0][:32].astype(np.float32)
+    expected = np.mean([m.predict(images, verbose=0) for m in members], axis=0)
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-6)
+    # members differ (their own seeds), each is a complete model folder
+    assert not np.allclose(members[0].get_weights()[0], members[1].get_weights()[0])
+    for i in range(2):
+        assert (folder / "members" / f"member_{i}" / "model.keras").exists()
+    assert [m["member"] for m in metrics["ensemble"]["members"]] == [0, 1]
+    assert (
+        json.loads((folder / "metrics.json").read_text())["val_accuracy"] == metrics["val_accuracy"]
+    )
+
+
+def test_evaluate_reports_each_member_and_export_verifies_the_average(
+    tmp_path, ensemble, digits_dataset
+):
+    from components.evaluate.config import EvaluateConfig
+    from components.evaluate.core import run as evaluate
+    from components.export.config import ExportConfig
+    from components.export.core import run as export
+
+    folder, _ = ensemble
+    result = evaluate(EvaluateConfig(min_accuracy=0.0), digits_dataset, folder, tmp_path / "e")
+    report = result["metrics"]["ensemble"]
+    assert [m["member"] for m in report["members"]] == ["member_0", "member_1"]
+    assert report["average"]["accuracy"] == result["metrics"]["accuracy"]
+    assert report["beats_best_member"] == (
+        report["average"]["accuracy"] > report["best_member_accuracy"]
+    )
+    assert "## Ensemble members" in (tmp_path / "e" / "report.md").read_text()
+    exported = export(
+        ExportConfig(formats=["tflite", "onnx"], benchmark_runs=2),
+        digits_dataset,
+        folder,
+        tmp_path / "x",
+        tmp_path / "e",
+    )
+    assert exported["parity"]["onnx"]["passed"] and exported["parity"]["tflite"]["passed"]
+
+
+def test_kfold_members_leave_out_their_fold(tmp_path):
+    from components.prepare.config import PrepareConfig
+    from components.prepare.core import run as prepare
+    from components.train.ensemble import kfold_members
+    from tests.conftest import write_digit_images
+
+    source = write_digit_images(tmp_path / "digits", per_class=30, size=32)
+    dataset = tmp_path / "dataset"
+    prepare(PrepareConfig(kfold=2), str(source), dataset)
+    folds = kfold_members(dataset, 2)
+    for train, val in folds:
+        assert not set(train) & set(val)
+    assert set(folds[0][1]) == set(folds[1][0]) and set(folds[1][1]) == set(folds[0][0])
+    with pytest.raises(UserError, match="has 2 folds but train.ensemble=3"):
+        kfold_members(dataset, 3)
+    from components.train.core import run
+
+    metrics = run(
+        TrainConfig(
+            epochs=1, width=8, ensemble=2, ensemble_from="kfold", batch_size=16, preflight="warn"
+        ),
+        dataset,
+        tmp_path / "model",
+    )
+    assert metrics["ensemble"]["from"] == "kfold" and len(metrics["ensemble"]["members"]) == 2
