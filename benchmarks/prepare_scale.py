@@ -46,13 +46,13 @@ def make_image(args: tuple[str, int, int]) -> None:
     image.rotate(label * 17).save(path, quality=90)
 
 
-def make_dataset(folder: Path, count: int) -> None:
+def make_dataset(folder: Path, count: int, classes: int = 10) -> None:
     done = folder / ".complete"
     if done.exists() and int(done.read_text()) == count:
         return
     jobs = []
     for n in range(count):
-        label = n % 10
+        label = n % classes
         (folder / f"class_{label}").mkdir(parents=True, exist_ok=True)
         jobs.append((str(folder / f"class_{label}" / f"{n:06d}.jpg"), label, n))
     with ProcessPoolExecutor() as pool:

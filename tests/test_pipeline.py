@@ -159,6 +159,8 @@ def test_run_on_a_user_folder_exports_verified_models(tmp_path):
         "--set",
         "train.learning_rate=0.00001",
         "--set",
+        "train.preflight=warn",  # a model this weak on purpose: preflight would stop it
+        "--set",
         "evaluate.min_accuracy=0",
         "--set",
         f"evaluate.baseline_model={registry}/visionpipe-classifier",

@@ -166,6 +166,9 @@ def test_two_stage_run_freezes_then_unfreezes_with_batchnorm_frozen(
         fine_tune_epochs=1,
         fine_tune_layers=20,
         augmentation="none",
+        # random weights stand in for ImageNet's: a linear head on random 32 px features
+        # learns too slowly for the one-batch check, which says so and trains on (warn)
+        preflight="warn",
     )
     # first attempt dies as stage 2 starts (the on-disk state a kill there leaves)
     from components.train import models
