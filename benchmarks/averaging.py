@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         "digits": "builtin:digits",
         "noisy": str(noisy_digits(root / "noisy-digits-png", args.noise)),
     }
-    print(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()}))
+    print(
+        json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()})
+    )
     for name in args.sets.split(","):
         print(json.dumps(run_set(name, sources[name], args, root)), flush=True)
     return 0
