@@ -58,10 +58,13 @@ def parse_fn(image_size: int, with_uri: bool = False):
     return parse
 
 
-def load_split_arrays(dataset_dir: str | Path, split: str, image_size: int):
-    """A whole split in memory: uint8 images (N, H, W, 3), int labels (N,), uris (N,).
+def load_split_arrays(
+    dataset_dir: str | Path, split: str, image_size: int, keep: set[str] | None = None
+):
+    """A split in memory: uint8 images (N, H, W, 3), int labels (N,), uris (N,); only the
+    records whose uri is in `keep` when given (a sample: memory bounded by its size).
 
-    For evaluation and export checks on the test split (small by design).
+    For evaluation and export checks on the test split (small by design), and samples.
     """
     import tensorflow as tf
 
@@ -82,9 +85,42 @@ def load_split_arrays(dataset_dir: str | Path, split: str, image_size: int):
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
     images, labels, uris = [], [], []
     for image_batch, label_batch, uri_batch in ds.as_numpy_iterator():
+        names = [v.decode() for v in uri_batch]
+        if keep is not None:
+            chosen = [i for i, name in enumerate(names) if name in keep]
+            image_batch, label_batch = image_batch[chosen], label_batch[chosen]
+            names = [names[i] for i in chosen]
         images.append(image_batch)
         labels.extend(int(v) for v in label_batch)
-        uris.extend(v.decode() for v in uri_batch)
+        uris.extend(names)
     shape = (0, image_size, image_size, 3)
     array = np.concatenate(images) if images else np.zeros(shape, np.uint8)
     return array, np.asarray(labels, dtype=np.int64), uris
+
+
+def split_labels(dataset_dir: str | Path, split: str) -> list[tuple[str, str]]:
+    """(uri, label) of every image of a split, from its manifest splits/<split>.csv."""
+    import csv
+
+    with open(Path(dataset_dir) / "splits" / f"{split}.csv", newline="") as handle:
+        return [(row["uri"], row["label"]) for row in csv.DictReader(handle)]
+
+
+def stratified_sample(
+    dataset_dir: str | Path, split: str, limit: int, seed: int = 0
+) -> tuple[set[str] | None, int]:
+    """At most `limit` uris of a split, each class in proportion (at least one of each
+    class present); (None, total) when the split is not larger than `limit`."""
+    rows = split_labels(dataset_dir, split)
+    if len(rows) <= limit:
+        return None, len(rows)
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[str]] = {}
+    for uri, label in rows:
+        by_class.setdefault(label, []).append(uri)
+    chosen: set[str] = set()
+    for members in by_class.values():
+        share = max(1, round(limit * len(members) / len(rows)))
+        picks = rng.choice(len(members), size=min(share, len(members)), replace=False)
+        chosen.update(members[i] for i in picks)
+    return chosen, len(rows)

@@ -45,16 +45,28 @@ def gallery(probs: np.ndarray, labels: np.ndarray, classes: list[str], per_class
     return out
 
 
-def nearest_neighbours(query: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
-    """Indices and cosine similarities of the k nearest `pool` rows for each `query` row."""
+def nearest_neighbours(
+    query: np.ndarray, pool: np.ndarray, k: int, chunk: int = 256
+) -> tuple[np.ndarray, ...]:
+    """Indices and cosine similarities of the k nearest `pool` rows for each `query` row,
+    `chunk` query rows at a time: the similarity matrix in memory is (chunk, P), never
+    (Q, P). Embeddings may be float16; the arithmetic is float32."""
     if len(query) == 0 or len(pool) == 0:
         return np.zeros((len(query), 0), int), np.zeros((len(query), 0))
-    q = query / (np.linalg.norm(query, axis=1, keepdims=True) + 1e-12)
-    p = pool / (np.linalg.norm(pool, axis=1, keepdims=True) + 1e-12)
-    similarity = q @ p.T  # (Q, P)
+    p = pool.astype(np.float32)
+    p /= np.linalg.norm(p, axis=1, keepdims=True) + 1e-12
     k = min(k, len(pool))
-    index = np.argsort(-similarity, axis=1)[:, :k]
-    return index, np.take_along_axis(similarity, index, axis=1)
+    indices, similarities = [], []
+    for start in range(0, len(query), chunk):
+        q = query[start : start + chunk].astype(np.float32)
+        q /= np.linalg.norm(q, axis=1, keepdims=True) + 1e-12
+        similarity = q @ p.T  # (chunk, P)
+        top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(similarity, top, axis=1), axis=1)
+        top = np.take_along_axis(top, order, axis=1)
+        indices.append(top)
+        similarities.append(np.take_along_axis(similarity, top, axis=1))
+    return np.concatenate(indices), np.concatenate(similarities)
 
 
 def likely_label_errors(

@@ -28,6 +28,11 @@ class EvaluateConfig(StageConfig):
     # fit a temperature on val (components/evaluate/calibration.py); export bakes it into
     # every format, so `ece` is what ships and `ece_uncalibrated` is the raw model's
     calibrate: bool = True
+    # bounded memory and time on large data: label errors and nearest neighbours look at a
+    # stratified sample of this many train images (all of them when the split is smaller),
+    # and robustness replays its transforms on at most this many test images
+    max_train_analysis: int = 5000
+    max_robustness_images: int = 2000
     batch_size: int = 256
 
     def validate(self) -> None:
@@ -50,3 +55,5 @@ class EvaluateConfig(StageConfig):
         self.check(self.max_listed >= 1, "max_listed", "expected >= 1")
         self.check(2 <= self.calibration_bins <= 100, "calibration_bins", "expected 2..100")
         self.check(self.batch_size >= 1, "batch_size", "expected >= 1")
+        self.check(self.max_train_analysis >= 1, "max_train_analysis", "expected >= 1")
+        self.check(self.max_robustness_images >= 1, "max_robustness_images", "expected >= 1")

@@ -29,12 +29,28 @@ from components.evaluate.metrics import (
 STAGE = "evaluate"
 
 
+def predict_batches(
+    model, images: np.ndarray, batch_size: int, rows: np.ndarray | None = None, dtype=np.float32
+) -> np.ndarray:
+    """The model's outputs, batch by batch: only one float32 batch of images at a time
+    (never a float copy of the whole split), kept as `dtype`."""
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].astype(np.float32)
+        part = None if rows is None else rows[start : start + batch_size]
+        outputs.append(
+            np.asarray(model.predict_on_batch(metadata.model_inputs(batch, part)), dtype)
+        )
+    if outputs:
+        return np.concatenate(outputs)
+    return np.zeros((0, *model.output_shape[1:]), dtype)
+
+
 def predict_probs(
     model, images: np.ndarray, batch_size: int, rows: np.ndarray | None = None
 ) -> np.ndarray:
     """Class probabilities; `rows` is the metadata input of a two-input model."""
-    inputs = metadata.model_inputs(images.astype(np.float32), rows)
-    probs = np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0), dtype=np.float64)
+    probs = predict_batches(model, images, batch_size, rows, np.float64)
     return probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 within ~1e-7
 
 
@@ -59,7 +75,7 @@ def run(
     classes = read_json(dataset / "classes.json")
     model = load_checked_model(model_dir, classes)
     with progress.step(STAGE, "predicting the test and train splits"):
-        test, train = predict_splits(config, model, model_dir, dataset)
+        test, train, sampling = predict_splits(config, model, model_dir, dataset)
     raw_test = test.probs
     calibration = fit_calibration(config, model, model_dir, dataset)
     test.probs = apply_temperature(test.probs, calibration["temperature"])
@@ -84,6 +100,8 @@ def run(
         ignore=set(metadata.RESERVED),  # group keys such as g123 are not a slice
     )
     metrics["robustness"] = robustness_check(config, model, model_dir, test, classes)
+    sampling["robustness"] = metrics["robustness"].pop("sampling")
+    metrics["sampling"] = sampling
     with atomic_dir(output) as work:
         write_evaluation(work, metrics, blessing, errors, label_errors, matrix, classes)
         write_json(work / "calibration.json", calibration)  # export bakes the temperature in
@@ -125,26 +143,40 @@ def load_checked_model(model_dir, classes: list[str]):
     return model
 
 
-def predict_splits(config: EvaluateConfig, model, model_dir, dataset: Path) -> tuple[Split, Split]:
-    """Probabilities and embeddings of the test and train splits."""
-    from components.common.records import load_split_arrays
+def predict_splits(
+    config: EvaluateConfig, model, model_dir, dataset: Path
+) -> tuple[Split, Split, dict[str, Any]]:
+    """Probabilities and float16 embeddings of the test split and of a stratified sample of
+    the train split (all of it up to evaluate.max_train_analysis images); what was sampled."""
+    from components.common.records import load_split_arrays, stratified_sample
 
     size = int(read_json(dataset / "stats.json")["image_size"])
-    arrays = {split: load_split_arrays(dataset, split, size) for split in ("test", "train")}
+    keep, total = stratified_sample(dataset, "train", config.max_train_analysis)
+    arrays = {
+        "test": load_split_arrays(dataset, "test", size),
+        "train": load_split_arrays(dataset, "train", size, keep=keep),
+    }
     _, rows = metadata_rows(model, model_dir, dataset, {s: a[2] for s, a in arrays.items()})
     embed = analysis.embedding_model(model)
     splits = {}
     for split, (images, labels, uris) in arrays.items():
-        inputs = metadata.model_inputs(images.astype(np.float32), rows[split])
         splits[split] = Split(
             images,
             labels,
             uris,
             rows[split],
             predict_probs(model, images, config.batch_size, rows[split]),
-            np.asarray(embed.predict(inputs, verbose=0, batch_size=config.batch_size)),
+            predict_batches(embed, images, config.batch_size, rows[split], np.float16),
         )
-    return splits["test"], splits["train"]
+    sampling = {
+        "train_analysis": {
+            "images": len(arrays["train"][2]),
+            "of": total,
+            "sampled": keep is not None,
+            "limit": config.max_train_analysis,
+        }
+    }
+    return splits["test"], splits["train"], sampling
 
 
 def ensemble_report(
@@ -296,15 +328,37 @@ def likely_label_errors(
 def robustness_check(config: EvaluateConfig, model, model_dir, test: Split, classes: list[str]):
     """Test accuracy under each transform of the training policy, and a flip."""
     augmentation, custom_layers = load_policy(model_dir)
+    chosen = stratified_indices(test.labels, config.max_robustness_images)
+    rows = None if test.rows is None else test.rows[chosen]
     with progress.step(STAGE, f"robustness under {augmentation!r} transforms and a flip"):
-        return robustness.robustness(
-            lambda x: predict_probs(model, x, config.batch_size, test.rows),
-            test.images,
-            test.labels,
+        found = robustness.robustness(
+            lambda x: predict_probs(model, x, config.batch_size, rows),
+            test.images[chosen],
+            test.labels[chosen],
             classes,
             robustness.transforms_for(augmentation, seed=0, custom=custom_layers),
             config.robustness_flag_drop,
         )
+    found["sampling"] = {
+        "images": len(chosen),
+        "of": len(test.labels),
+        "sampled": len(chosen) < len(test.labels),
+        "limit": config.max_robustness_images,
+    }
+    return found
+
+
+def stratified_indices(labels: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
+    """At most `limit` indices, each class in proportion (all of them when fewer)."""
+    if len(labels) <= limit:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        share = max(1, round(limit * len(members) / len(labels)))
+        chosen.append(rng.choice(members, size=min(share, len(members)), replace=False))
+    return np.sort(np.concatenate(chosen))
 
 
 def write_evaluation(

@@ -331,6 +331,31 @@ def write(
     if against is not None:
         report.add(against)
     report.add(Section("Headline metrics", tables=[Table(["metric", "value"], headline)]))
+    sampling = metrics.get("sampling")
+    if sampling:
+        train, robust = sampling["train_analysis"], sampling["robustness"]
+
+        def part(found: dict, split: str) -> str:
+            if found["sampled"]:
+                return (
+                    f"a stratified sample of {found['images']:,} of the {found['of']:,} "
+                    f"{split} images (evaluate limit {found['limit']:,})"
+                )
+            return f"all {found['of']:,} {split} images"
+
+        report.add(
+            Section(
+                "What was measured on what",
+                paragraphs=[
+                    (
+                        "",
+                        "Metrics, calibration, mistakes and slices: every test image. Likely "
+                        f"label errors and nearest training images: {part(train, 'train')}. "
+                        f"Robustness: {part(robust, 'test')}.",
+                    )
+                ],
+            )
+        )
     members = ensemble_section(metrics.get("ensemble"))
     if members is not None:
         report.add(members)

@@ -33,9 +33,10 @@ def folder_size(path: Path) -> int:
 def representative_batches(dataset: Path, size: int, count: int, encoder=None, seed: int = 0):
     """A callable yielding float32 (1, S, S, 3) train images for int8 calibration
     ({"image", "metadata" (1, M)} with a metadata encoder)."""
-    from components.common.records import load_split_arrays
+    from components.common.records import load_split_arrays, stratified_sample
 
-    images, _, uris = load_split_arrays(dataset, "train", size)
+    keep, _ = stratified_sample(dataset, "train", count, seed)  # only these are kept in memory
+    images, _, uris = load_split_arrays(dataset, "train", size, keep=keep)
     picks = np.random.default_rng(seed).permutation(len(images))[:count]
     if encoder is None:
         return lambda: (images[i : i + 1].astype(np.float32) for i in picks)

@@ -34,6 +34,8 @@ class PrepareConfig(StageConfig):
     conflicting_labels: Literal["drop", "keep"] = "drop"
     shard_size: int = 2048  # images per TFRecord shard
     workers: int = 0  # decode processes; 0: one per CPU
+    # on a cluster: scan and encode in this many pods (dsl.ParallelFor), one plan between
+    parallelism: int = 1
     # an earlier dataset (folder or gs://) or a registry reference <registry>/<model_name>
     # [/<version>]: every image it knew (by sha256) keeps its split; only new ones are split
     keep_splits: str = ""
@@ -67,4 +69,5 @@ class PrepareConfig(StageConfig):
             "expected 0..32 bits of 64",
         )
         self.check(self.kfold == 0 or 2 <= self.kfold <= 20, "kfold", "expected 0 (off) or 2..20")
+        self.check(1 <= self.parallelism <= 64, "parallelism", "expected 1 (one task) .. 64")
         self.check(self.workers >= 0, "workers", "expected >= 0 (0: one per CPU)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import statistics
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,36 +38,80 @@ def auto_image_size(sides: list[int]) -> int:
     return int(min(224, max(32, -(-int(median) // 8) * 8)))
 
 
+@dataclass
+class Plan:
+    """Every decision prepare takes on the metadata alone, before a pixel is encoded."""
+
+    rows_by_split: dict[str, list[dict]]
+    classes: list[str]
+    image_size: int
+    rejected: list[dict]
+    duplicates: list
+    kept: dict
+    kept_from: str | None
+
+
 def run(config: PrepareConfig, source: str, output: str | Path) -> dict[str, Any]:
-    """Prepare `source` into `output`; return the stats (also written to `stats.json`)."""
+    """Prepare `source` into `output`; return the stats (also written to `stats.json`).
+
+    The steps are the ones the cluster's fan-out runs as separate tasks
+    (components/prepare/fanout.py): inspect every file, plan the splits on the metadata,
+    write everything but the shards, encode the shards."""
     record = StageRecord(STAGE, config, {"data": str(source)})
     limits = ImageLimits(min_side=config.min_side, max_pixels=config.max_pixels)
     workers = worker_count(config.workers)
     listing = list_and_log(source)  # refuses a wrong path before anything is printed
-    good, rejected = inspect_images(config, listing, limits, workers)
+    plan = plan_splits(config, listing, inspect_listing(listing, limits, workers))
+    with atomic_dir(output) as work:
+        stats = write_plan(work, config, listing, plan)
+        for split, rows in plan.rows_by_split.items():
+            write_records(work, split, rows, plan.image_size, limits, config.shard_size, workers)
+        record.write(work)
+    log_done(stats, plan, output)
+    return stats
+
+
+def plan_splits(config: PrepareConfig, listing, inspected: list) -> Plan:
+    """The global decisions, on the inspected metadata only: rejects, duplicates, small
+    classes, the image size, known splits, the stratified group-aware split."""
+    good, rejected = check_rejected(config, listing, inspected)
     duplicates, good, for_split = find_duplicates(config, good, rejected)
     good, keys, classes = drop_small_classes(config, listing, good, for_split)
     image_size = config.image_size or auto_image_size([max(r.width, r.height) for r in good])
     kept, kept_from, fixed = known_splits(config, good, keys)
     rows_by_split = assign_splits(config, listing, good, keys, classes, fixed)
-    with atomic_dir(output) as work:
-        write_splits(work, config, listing, rows_by_split, image_size, limits, workers)
-        report.sample_grid(work / "samples.png", rows_by_split, classes)
-        write_json(work / "classes.json", classes)
-        stats = build_stats(
-            listing, classes, rows_by_split, rejected, duplicates, image_size, config
+    return Plan(rows_by_split, classes, image_size, rejected, duplicates, kept, kept_from)
+
+
+def write_plan(work: Path, config: PrepareConfig, listing, plan: Plan) -> dict[str, Any]:
+    """Everything of the dataset folder but the TFRecord shards; returns the stats."""
+    write_manifests(work, config, listing, plan.rows_by_split)
+    report.sample_grid(work / "samples.png", plan.rows_by_split, plan.classes)
+    write_json(work / "classes.json", plan.classes)
+    stats = build_stats(
+        listing,
+        plan.classes,
+        plan.rows_by_split,
+        plan.rejected,
+        plan.duplicates,
+        plan.image_size,
+        config,
+    )
+    if config.keep_splits:
+        stats["keep_splits"] = keep_summary(
+            config.keep_splits, plan.kept_from, plan.kept, plan.rows_by_split
         )
-        if config.keep_splits:
-            stats["keep_splits"] = keep_summary(config.keep_splits, kept_from, kept, rows_by_split)
-        write_json(work / "stats.json", stats)
-        report.write(work, stats)
-        record.write(work)
+    write_json(work / "stats.json", stats)
+    report.write(work, stats)
+    return stats
+
+
+def log_done(stats: dict[str, Any], plan: Plan, output) -> None:
     progress.log(
         STAGE,
-        f"{stats['counts']['total']} images kept, {len(rejected)} rejected, "
-        f"{len(duplicates)} duplicate groups -> {output}",
+        f"{stats['counts']['total']} images kept, {len(plan.rejected)} rejected, "
+        f"{len(plan.duplicates)} duplicate groups -> {output}",
     )
-    return stats
 
 
 def bar(items, total):
@@ -83,11 +128,14 @@ def list_and_log(source: str):
     return listing
 
 
-def inspect_images(config: PrepareConfig, listing, limits: ImageLimits, workers: int):
-    """Decode every file as training will; (usable, rejected with reasons). Too many
-    rejects end the stage with one line."""
+def inspect_listing(listing, limits: ImageLimits, workers: int) -> list:
+    """Decode every file as training will, in the listing's order."""
     with progress.step(STAGE, f"decoding and checking {len(listing.items)} images"):
-        inspected = inspect_all(listing, limits, workers, bar)
+        return inspect_all(listing, limits, workers, bar)
+
+
+def check_rejected(config: PrepareConfig, listing, inspected: list):
+    """(usable, rejected with reasons). Too many rejects end the stage with one line."""
     rejected = [
         {"uri": r.uri, "label": r.label, "reason": r.rejected} for r in inspected if r.rejected
     ]
@@ -202,16 +250,12 @@ def assign_splits(config: PrepareConfig, listing, good, keys, classes, fixed):
     return rows_by_split
 
 
-def write_splits(work: Path, config, listing, rows_by_split, image_size, limits, workers):
-    """splits/*.csv, the TFRecord shards, and the optional k-fold manifest."""
-    (work / "splits").mkdir()
+def write_manifests(work: Path, config, listing, rows_by_split) -> None:
+    """splits/*.csv and the optional k-fold manifest."""
+    (work / "splits").mkdir(exist_ok=True)
     columns = ["uri", "label", "sha256", "width", "height", "group", *listing.metadata_columns]
     for split, rows in rows_by_split.items():
         write_manifest(work / "splits" / f"{split}.csv", rows, columns)
-        with progress.step(STAGE, f"writing {split} shards ({len(rows)} images, {image_size}px)"):
-            write_split(
-                work / "tfrecords", split, rows, image_size, limits, config.shard_size, workers, bar
-            )
     if config.kfold:
         pool = rows_by_split["train"] + rows_by_split["val"]
         folds = kfold_assignment(
@@ -221,6 +265,17 @@ def write_splits(work: Path, config, listing, rows_by_split, image_size, limits,
             work / "splits" / "kfold.csv",
             [{**r, "fold": f} for r, f in zip(pool, folds, strict=True)],
             [*columns, "fold"],
+        )
+
+
+def write_records(
+    work: Path, split: str, rows, image_size, limits, shard_size, workers, only=None
+) -> list[str]:
+    """The split's TFRecord shards (only the shard numbers in `only`, when given)."""
+    count = len(rows) if only is None else f"{len(only)} shard(s) of {len(rows)}"
+    with progress.step(STAGE, f"writing {split} shards ({count} images, {image_size}px)"):
+        return write_split(
+            work / "tfrecords", split, rows, image_size, limits, shard_size, workers, bar, only
         )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -74,7 +73,10 @@ def _inspect_star(args: tuple[str, str, ImageLimits]) -> Inspected:
 
 
 def worker_count(requested: int) -> int:
-    return requested or max(1, len(os.sched_getaffinity(0)))
+    """`prepare.workers`, or the CPUs the pod may use (its cgroup quota, not the node's)."""
+    from components.common.resources import cpu_limit
+
+    return requested or cpu_limit()
 
 
 def inspect_all(listing: Listing, limits: ImageLimits, workers: int, progress) -> list[Inspected]:

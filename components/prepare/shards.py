@@ -25,6 +25,10 @@ def _encode_star(args: tuple[str, int, ImageLimits]) -> bytes:
     return encode_item(*args)
 
 
+def shard_count(rows: int, shard_size: int) -> int:
+    return max(1, math.ceil(rows / shard_size))
+
+
 def write_split(
     folder: Path,
     split: str,
@@ -34,16 +38,21 @@ def write_split(
     shard_size: int,
     workers: int,
     progress,
+    only: set[int] | None = None,
 ) -> list[str]:
-    """Write `rows` (uri, label_index, sha256) as `{split}-NNNNN-of-MMMMM.tfrecord` files."""
+    """Write `rows` (uri, label_index, sha256) as `{split}-NNNNN-of-MMMMM.tfrecord` files:
+    shard k holds rows k*shard_size .. (k+1)*shard_size-1, so a subset of shards (`only`,
+    what one fan-out task writes) is byte for byte what the whole split writes there."""
     import tensorflow as tf
 
     from components.common.records import make_example
 
     folder.mkdir(parents=True, exist_ok=True)
-    n_shards = max(1, math.ceil(len(rows) / shard_size))
-    names = [f"{split}-{i:05d}-of-{n_shards:05d}.tfrecord" for i in range(n_shards)]
-    jobs = [(row["uri"], size, limits) for row in rows]
+    n_shards = shard_count(len(rows), shard_size)
+    chosen = [k for k in range(n_shards) if only is None or k in only]
+    names = [f"{split}-{k:05d}-of-{n_shards:05d}.tfrecord" for k in chosen]
+    mine = [(k, row) for k in chosen for row in rows[k * shard_size : (k + 1) * shard_size]]
+    jobs = [(row["uri"], size, limits) for _, row in mine]
     if workers > 1 and len(jobs) >= 64:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=SPAWN)
         encoded = pool.map(_encode_star, jobs, chunksize=max(1, min(64, len(jobs) // workers)))
@@ -51,12 +60,15 @@ def write_split(
         pool = None
         encoded = (encode_item(*job) for job in jobs)
     try:
-        writer = None
-        for index, (row, png) in enumerate(progress(zip(rows, encoded, strict=True), len(rows))):
-            if index % shard_size == 0:
+        writer, current = None, None
+        for (k, row), png in progress(zip(mine, encoded, strict=True), len(mine)):
+            if k != current:
                 if writer is not None:
                     writer.close()
-                writer = tf.io.TFRecordWriter(str(folder / names[index // shard_size]))
+                writer = tf.io.TFRecordWriter(
+                    str(folder / f"{split}-{k:05d}-of-{n_shards:05d}.tfrecord")
+                )
+                current = k
             writer.write(make_example(png, row["label_index"], row["sha256"], row["uri"]))
         if writer is not None:
             writer.close()

@@ -59,6 +59,10 @@ class TrainConfig(StageConfig):
     early_stopping_patience: int = 12
     reduce_lr_patience: int = 5
     shuffle_buffer: int = 4096
+    # where the decoded train and val splits live after the first epoch: auto keeps them in
+    # RAM when they fit a quarter of the container's memory limit (cgroup) or the machine's,
+    # else on local disk (else decodes every epoch); the choice is logged and recorded
+    cache: Literal["auto", "memory", "disk", "none"] = "auto"
     # auto: mixed_float16 on CUDA GPUs with compute capability >= 7.0, float32 otherwise
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     seed: int = 42

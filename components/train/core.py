@@ -213,6 +213,7 @@ class Session:
     print_metrics: bool = False
     train_meta: Any = None  # the train split's metadata rows, for SWA's BatchNorm pass
     fold: Any = None  # a k-fold ensemble member: (train uris, val uris) of train+val
+    cache: dict = field(default_factory=dict)  # where the decoded splits live, and why
     swa: Any = None  # the SWA callback of the last stage, once it ran
 
     @property
@@ -264,8 +265,15 @@ def run(
         metrics = final_metrics(s, work, fine_tune, teacher_accuracy)
         save_model_folder(s, work, metrics, fine_tune)
         record.write(
-            work, image_size=s.size, classes=s.classes, metrics=metrics, precision=s.policy
+            work,
+            image_size=s.size,
+            classes=s.classes,
+            metrics=metrics,
+            precision=s.policy,
+            cache={k: v for k, v in s.cache.items() if k in ("mode", "reason", "decoded_bytes")},
         )
+    if s.cache.get("scratch"):
+        shutil.rmtree(s.cache["scratch"], ignore_errors=True)
     if s.durable is not None:  # the output is complete: the state has done its job
         s.durable.clear()
     progress.log(
@@ -316,6 +324,8 @@ def make_input_pipelines(s: Session) -> None:
         val_meta = metadata.split_matrix(s.encoder, s.dataset, "val")
     s.train_meta = train_meta
     s.augmenter = augment.build(config.augmentation, config.seed, config.augmentation_layers)
+    s.cache = cache_plan(config.cache, s)
+    progress.log(STAGE, f"input cache: {s.cache['mode']} ({s.cache['reason']})")
     # a k-fold member trains on its folds of train+val and validates on the one left out
     splits = ("train+val", "train+val") if s.fold else ("train", "val")
     keeps = s.fold or (None, None)
@@ -332,6 +342,7 @@ def make_input_pipelines(s: Session) -> None:
         count=sizes[0],
         metadata=train_meta,
         keep=keeps[0],
+        cache=s.cache["train"],
     )
     s.val_ds = data.split_dataset(
         s.dataset,
@@ -342,7 +353,45 @@ def make_input_pipelines(s: Session) -> None:
         count=sizes[1],
         metadata=val_meta,
         keep=keeps[1],
+        cache=s.cache["val"],
     )
+
+
+CACHE_MEMORY_SHARE = 0.25  # of the memory limit, for the decoded train and val splits
+
+
+def cache_plan(choice: str, s: Session) -> dict[str, Any]:
+    """Where tf.data keeps the decoded splits: `train.cache`, or for auto the RAM when
+    their decoded size (known from stats.json) fits a quarter of the memory limit, else a
+    scratch folder on local disk with room for them, else nowhere."""
+    import tempfile
+
+    from components.common.resources import memory_limit
+
+    counts = s.stats["counts"]["per_split"]
+    images = (len(s.fold[0]) + len(s.fold[1])) if s.fold else counts["train"] + counts["val"]
+    size = images * s.size * s.size * 3  # uint8 pixels, as the cache holds them
+    limit, source = memory_limit()
+    mode, reason = choice, f"train.cache={choice}"
+    if choice == "auto":
+        budget = int(limit * CACHE_MEMORY_SHARE)
+        if size <= budget:
+            mode = "memory"
+            reason = f"{size / 2**20:,.0f} MiB decoded fits {budget / 2**20:,.0f} MiB ({source})"
+        else:
+            free = shutil.disk_usage(tempfile.gettempdir()).free
+            mode = "disk" if size * 1.2 < free else "none"
+            reason = (
+                f"{size / 2**20:,.0f} MiB decoded exceeds {budget / 2**20:,.0f} MiB "
+                f"({source}); {free / 2**20:,.0f} MiB free on local disk"
+            )
+    plan: dict[str, Any] = {"mode": mode, "reason": reason, "decoded_bytes": size}
+    if mode == "disk":
+        scratch = tempfile.mkdtemp(prefix="visionpipe-cache-")
+        plan.update(scratch=scratch, train=f"{scratch}/train", val=f"{scratch}/val")
+    else:
+        plan.update(train=mode, val=mode)
+    return plan
 
 
 def build_and_compile(s: Session) -> None:

@@ -31,7 +31,7 @@ def split_dataset(
     shuffle_buffer: int = 0,
     augment=None,
     seed: int = 0,
-    cache: bool = True,
+    cache: bool | str = True,
     count: int | None = None,
     limit: int | None = None,
     metadata: tuple[list[str], np.ndarray] | None = None,
@@ -41,7 +41,9 @@ def split_dataset(
     `metadata` (uris, float32 (N, M) rows), of ({"image", "metadata" (B, M)}, labels).
 
     split: one split, or several joined with "+" ("train+val"); keep: only the records
-    whose uri is listed (a k-fold member's folds)."""
+    whose uri is listed (a k-fold member's folds); cache: True or "memory" keeps the
+    decoded split in RAM after the first epoch, a path prefix on local disk, False or
+    "none" decodes it every epoch."""
     files = [f for name in split.split("+") for f in shard_files(dataset_dir, name)]
     ds = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 8) or None)
     if limit is not None:  # the first `limit` examples only (benchmarks)
@@ -61,7 +63,9 @@ def split_dataset(
             ds = ds.map(lambda image, label, uri: (image, label))
     if metadata is not None:
         ds = ds.map(metadata_lookup(*metadata, split), num_parallel_calls=AUTOTUNE)
-    if cache:
+    if isinstance(cache, str) and cache not in ("memory", "none"):
+        ds = ds.cache(cache)  # a file prefix: the decoded split on local disk
+    elif cache and cache != "none":
         ds = ds.cache()
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
