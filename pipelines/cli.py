@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--output", default="build/visionpipe.yaml", help="YAML file to write")
     add_cluster_arguments(compile_)
     compile_.add_argument(
+        "--prepare-parallelism",
+        type=int,
+        default=1,
+        help="prepare as a fan-out over this many pods (prepare.parallelism; submit and "
+        "schedule read it from the config)",
+    )
+    compile_.add_argument(
         "--scheduled",
         action="store_true",
         help="accepted for older scripts: every compiled pipeline is fit for a schedule "
@@ -351,11 +358,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in STAGE_CLIS:
         return STAGE_CLIS[args.command].execute(args)
     if args.command == "compile":
+        from components.prepare.config import PrepareConfig
         from pipelines.cluster import load_cluster_settings
         from pipelines.pipeline import compile_pipeline
 
         settings = load_cluster_settings(args.cluster)
-        print(compile_pipeline(args.output, settings))
+        parallelism = PrepareConfig(parallelism=args.prepare_parallelism)
+        parallelism.validate()
+        print(compile_pipeline(args.output, settings, parallelism.parallelism))
         return 0
     if args.command in ("submit", "schedule"):
         return command_submit(args)

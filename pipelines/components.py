@@ -85,6 +85,110 @@ def prepare(
     shutil.copyfile(f"{dataset.path}/report.md", data_report_md.path)
 
 
+def prepare_scan(
+    data: str, config: dict, fingerprint: str, shard: int, shards: int, scan: Output[Artifact]
+):
+    """Fan-out step 1 (prepare.parallelism > 1): inspect every `shards`-th listed file.
+
+    Args:
+        data: the pipeline's data source.
+        config: prepare config.
+        fingerprint: the fingerprint task's digest (the cache key, as for prepare).
+        shard: this task's number, 0..shards-1.
+        shards: prepare.parallelism.
+        scan: the inspected records (inspected.jsonl).
+    """
+    from components.prepare.config import PrepareConfig
+    from components.prepare.fanout import scan as run
+    from pipelines.runtime import reporting_user_errors
+
+    with reporting_user_errors(scan.path):
+        run(PrepareConfig.from_dict(config), data, shard, shards, scan.path)
+
+
+def prepare_plan(data: str, config: dict, scans: Input[list[Artifact]], plan: Output[Artifact]):
+    """Fan-out step 2: the global decisions (duplicates, groups, the stratified split) on
+    every scan's metadata; the dataset folder without its shards, and the shard list.
+
+    Args:
+        data: the pipeline's data source.
+        config: prepare config.
+        scans: every prepare_scan output.
+        plan: the planned dataset folder and encode_jobs.json.
+    """
+    from components.prepare.config import PrepareConfig
+    from components.prepare.fanout import plan as run
+    from pipelines.runtime import reporting_user_errors
+
+    with reporting_user_errors(plan.path):
+        run(PrepareConfig.from_dict(config), data, [s.path for s in scans], plan.path)
+
+
+def prepare_encode(
+    config: dict, plan: Input[Artifact], worker: int, workers: int, records: Output[Artifact]
+):
+    """Fan-out step 3: encode every `workers`-th shard of the plan as TFRecords.
+
+    Args:
+        config: prepare config.
+        plan: prepare_plan's output.
+        worker: this task's number, 0..workers-1.
+        workers: prepare.parallelism.
+        records: the encoded shards (tfrecords/).
+    """
+    from components.prepare.config import PrepareConfig
+    from components.prepare.fanout import encode as run
+    from pipelines.runtime import reporting_user_errors
+
+    with reporting_user_errors(records.path):
+        run(PrepareConfig.from_dict(config), plan.path, worker, workers, records.path)
+
+
+def prepare_merge(
+    data: str,
+    config: dict,
+    plan: Input[Artifact],
+    encoded: Input[list[Artifact]],
+    dataset: Output[Dataset],
+    data_metrics: Output[Metrics],
+    data_report: Output[HTML],
+    data_report_md: Output[Markdown],
+):
+    """Fan-out step 4: the plan's folder and every encoded shard, as one dataset (what
+    single-task prepare writes).
+
+    Args:
+        data: the pipeline's data source.
+        config: prepare config.
+        plan: prepare_plan's output.
+        encoded: every prepare_encode output.
+        dataset: the prepared dataset folder.
+        data_metrics: image counts per split, rejected and duplicate counts.
+        data_report: the HTML data report.
+        data_report_md: the Markdown data report.
+    """
+    import shutil
+
+    from components.prepare.config import PrepareConfig
+    from components.prepare.fanout import merge
+    from pipelines.runtime import reporting_user_errors
+
+    with reporting_user_errors(dataset.path):
+        stats = merge(
+            PrepareConfig.from_dict(config),
+            data,
+            plan.path,
+            [e.path for e in encoded],
+            dataset.path,
+        )
+    for split, count in stats["counts"]["per_split"].items():
+        data_metrics.log_metric(f"{split}_images", count)
+    data_metrics.log_metric("rejected_files", stats["counts"]["rejected"])
+    data_metrics.log_metric("duplicate_groups", len(stats["duplicate_groups"]))
+    shutil.copyfile(f"{dataset.path}/report.html", data_report.path)
+    shutil.copyfile(f"{dataset.path}/report.md", data_report_md.path)
+
+
 def train(
     dataset: Input[Dataset], config: dict, model: Output[Model], val_metrics: Output[Metrics]
 ):
@@ -230,6 +334,8 @@ def push(
 
 
 STAGE_FUNCTIONS = (fingerprint, prepare, train, evaluate, export, push)
+# prepare.parallelism > 1: prepare as a fan-out over pods (components/prepare/fanout.py)
+FANOUT_FUNCTIONS = (prepare_scan, prepare_plan, prepare_encode, prepare_merge)
 
 
 def build(images: StageImages, gpu_count: int) -> SimpleNamespace:
@@ -241,6 +347,6 @@ def build(images: StageImages, gpu_count: int) -> SimpleNamespace:
                 base_image=images.for_task(function.__name__, gpu_count),
                 install_kfp_package=False,
             )
-            for function in STAGE_FUNCTIONS
+            for function in (*STAGE_FUNCTIONS, *FANOUT_FUNCTIONS)
         }
     )

@@ -27,14 +27,17 @@ RESOURCES = {
 assert tuple(RESOURCES) == TASKS, "every task has its resources, in DAG order"
 
 
-def configure(task, name: str, settings: ClusterSettings | None, cache: bool = False):
+def configure(
+    task, name: str, settings: ClusterSettings | None, cache: bool = False, display: str = ""
+):
     """Display name, resources, caching and, when compiling for a cluster, the kfp-kubernetes
-    settings and retries of one task (only prepare is worth caching)."""
+    settings and retries of one task (only prepare is worth caching). `name` is the stage
+    whose resources the task gets; `display` its own name where it differs (fan-out)."""
     cluster = settings or ClusterSettings()  # kfp.local: the defaults, without kfp-kubernetes
     override = cluster.resources.get(name, {})
     cpu, memory = RESOURCES[name]
     cpu, memory = str(override.get("cpu", cpu)), str(override.get("memory", memory))
-    task.set_display_name(name).set_caching_options(cache)
+    task.set_display_name(display or name).set_caching_options(cache)
     task.set_cpu_limit(cpu).set_memory_limit(memory)
     if name == "train" and cluster.gpu_count:
         task.set_accelerator_type(cluster.gpu_resource)
@@ -44,10 +47,12 @@ def configure(task, name: str, settings: ClusterSettings | None, cache: bool = F
     return task
 
 
-def make_pipeline(settings: ClusterSettings | None = None):
+def make_pipeline(settings: ClusterSettings | None = None, prepare_parallelism: int = 1):
     """The pipeline function; KFP builds its graph right here, at decoration time.
 
     settings: cluster settings to bake in (None for kfp.local runs, which ignore them).
+    prepare_parallelism: prepare.parallelism; above 1 prepare is a fan-out of that many
+    scan and encode tasks around one plan task (components/prepare/fanout.py).
     The stage images are resolved now (pipelines/images.py), not at import time.
     """
     cluster = settings or ClusterSettings()
@@ -72,13 +77,18 @@ def make_pipeline(settings: ClusterSettings | None = None):
         fingerprint_task = configure(c.fingerprint(data=data), "fingerprint", settings)
         # cached on its inputs, the fingerprint among them: new data re-prepares, the
         # same data reuses the dataset
-        prepare_task = configure(
-            c.prepare(data=data, config=prepare_config, fingerprint=fingerprint_task.output),
-            "prepare",
-            settings,
-            cache=True,
-        )
-        dataset = prepare_task.outputs["dataset"]
+        if prepare_parallelism > 1:
+            dataset = prepare_fanout(
+                c, data, prepare_config, fingerprint_task.output, prepare_parallelism, settings
+            )
+        else:
+            prepare_task = configure(
+                c.prepare(data=data, config=prepare_config, fingerprint=fingerprint_task.output),
+                "prepare",
+                settings,
+                cache=True,
+            )
+            dataset = prepare_task.outputs["dataset"]
         train_task = configure(c.train(dataset=dataset, config=train_config), "train", settings)
         model = train_task.outputs["model"]
         evaluate_task = configure(
@@ -107,12 +117,60 @@ def make_pipeline(settings: ClusterSettings | None = None):
     return visionpipe_pipeline
 
 
-def compile_pipeline(path: str, settings: ClusterSettings | None = None) -> str:
+def prepare_fanout(c, data, config, fingerprint, n: int, settings):
+    """scan x n -> plan -> encode x n -> merge; the merged dataset (what prepare outputs)."""
+    shards = list(range(n))
+    with dsl.ParallelFor(items=shards, parallelism=n, name="prepare-scans") as shard:
+        scan_task = configure(
+            c.prepare_scan(
+                data=data, config=config, fingerprint=fingerprint, shard=shard, shards=n
+            ),
+            "prepare",
+            settings,
+            cache=True,
+            display="prepare-scan",
+        )
+    plan_task = configure(
+        c.prepare_plan(data=data, config=config, scans=dsl.Collected(scan_task.outputs["scan"])),
+        "prepare",
+        settings,
+        cache=True,
+        display="prepare-plan",
+    )
+    with dsl.ParallelFor(items=shards, parallelism=n, name="prepare-encodes") as worker:
+        encode_task = configure(
+            c.prepare_encode(
+                config=config, plan=plan_task.outputs["plan"], worker=worker, workers=n
+            ),
+            "prepare",
+            settings,
+            cache=True,
+            display="prepare-encode",
+        )
+    merge_task = configure(
+        c.prepare_merge(
+            data=data,
+            config=config,
+            plan=plan_task.outputs["plan"],
+            encoded=dsl.Collected(encode_task.outputs["records"]),
+        ),
+        "prepare",
+        settings,
+        cache=True,
+        display="prepare",
+    )
+    return merge_task.outputs["dataset"]
+
+
+def compile_pipeline(
+    path: str, settings: ClusterSettings | None = None, prepare_parallelism: int = 1
+) -> str:
     """Write the pipeline YAML with the cluster `settings` (defaults when None)."""
     from pathlib import Path
 
     from kfp import compiler
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(make_pipeline(settings or ClusterSettings()), package_path=path)
+    pipeline = make_pipeline(settings or ClusterSettings(), prepare_parallelism)
+    compiler.Compiler().compile(pipeline, package_path=path)
     return path

@@ -130,11 +130,17 @@ def upload(client, package: str, name: str, version: str) -> tuple[str, str]:
     return pipeline_id, version_id
 
 
-def compiled_package(settings=None) -> str:
+def compiled_package(settings=None, prepare_parallelism: int = 1) -> str:
     from pipelines.pipeline import compile_pipeline
 
     folder = tempfile.mkdtemp(prefix="visionpipe-submit-")
-    return compile_pipeline(str(Path(folder) / "visionpipe.yaml"), settings)
+    return compile_pipeline(str(Path(folder) / "visionpipe.yaml"), settings, prepare_parallelism)
+
+
+def prepare_parallelism(params: dict[str, Any]) -> int:
+    """prepare.parallelism shapes the DAG (how many scan and encode tasks), so it is read
+    when the pipeline is compiled, not only by the tasks."""
+    return int((params.get("prepare_config") or {}).get("parallelism", 1))
 
 
 def version_name() -> str:
@@ -146,10 +152,12 @@ def version_name() -> str:
     return "-".join(x for x in (f"v{components.__version__}", revision, stamp) if x)
 
 
-def publish(client, experiment: str, pipeline_name: str, settings) -> dict[str, str]:
+def publish(
+    client, experiment: str, pipeline_name: str, settings, parallelism: int = 1
+) -> dict[str, str]:
     """Compile, upload (a new version when the pipeline exists), find or create the
     experiment: the ids a run or a recurring run is created with, and the version name."""
-    package = compiled_package(settings)
+    package = compiled_package(settings, parallelism)
     version = version_name()
     pipeline_id, version_id = upload(client, package, pipeline_name, version)
     return {
@@ -170,7 +178,7 @@ def submit(
     service_account: str | None = None,
     settings=None,
 ) -> dict[str, str]:
-    ids = publish(client, experiment, pipeline_name, settings)
+    ids = publish(client, experiment, pipeline_name, settings, prepare_parallelism(params))
     version = ids.pop("version_name")
     run = client.run_pipeline(
         ids["experiment_id"],
@@ -205,7 +213,7 @@ def schedule(
     validate_cron(cron)
     # every run of it fingerprints the data first: a night with new data re-prepares,
     # a night without reuses the cached dataset
-    ids = publish(client, experiment, pipeline_name, settings)
+    ids = publish(client, experiment, pipeline_name, settings, prepare_parallelism(params))
     ids.pop("version_name")
     recurring = client.create_recurring_run(
         ids["experiment_id"],

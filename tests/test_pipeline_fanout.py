@@ -1,0 +1,60 @@
+"""prepare.parallelism: the compiled DAG fans prepare out (scan x N -> plan -> encode x N
+-> merge) and training reads the merged dataset. The steps themselves are compared with
+single-task prepare in tests/test_prepare_fanout.py; no cluster runs here."""
+
+import pytest
+import yaml
+
+from pipelines.pipeline import compile_pipeline
+
+
+def compiled(tmp_path, parallelism):
+    path = compile_pipeline(str(tmp_path / "p.yaml"), prepare_parallelism=parallelism)
+    return next(yaml.safe_load_all(open(path)))
+
+
+def test_the_fan_out_wiring(tmp_path):
+    spec = compiled(tmp_path, 3)
+    tasks = spec["root"]["dag"]["tasks"]
+    loops = {name: task for name, task in tasks.items() if name.startswith("for-loop")}
+    assert len(loops) == 2
+    for loop in loops.values():
+        assert loop["iteratorPolicy"] == {"parallelismLimit": 3}
+        assert loop["parameterIterator"]["items"] == {"raw": "[0, 1, 2]"}
+    inner = {
+        name: spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+        for name, loop in loops.items()
+    }
+    scan_loop = next(n for n, t in inner.items() if "prepare-scan" in t)
+    encode_loop = next(n for n, t in inner.items() if "prepare-encode" in t)
+    scan = inner[scan_loop]["prepare-scan"]
+    assert scan["cachingOptions"] == {"enableCache": True}
+    assert "fingerprint" in str(scan["inputs"]["parameters"]["fingerprint"])
+    plan = tasks["prepare-plan"]["inputs"]["artifacts"]["scans"]["taskOutputArtifact"]
+    assert plan["producerTask"] == scan_loop  # every scan, collected
+    merge = tasks["prepare-merge"]["inputs"]["artifacts"]
+    assert merge["encoded"]["taskOutputArtifact"]["producerTask"] == encode_loop
+    assert merge["plan"]["taskOutputArtifact"]["producerTask"] == "prepare-plan"
+    train = tasks["train"]["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"]
+    assert train == {"outputArtifactKey": "dataset", "producerTask": "prepare-merge"}
+    assert "prepare" not in tasks  # the single task is replaced, not duplicated
+
+
+def test_parallelism_one_keeps_the_single_task(tmp_path):
+    tasks = compiled(tmp_path, 1)["root"]["dag"]["tasks"]
+    assert "prepare" in tasks and not any(n.startswith("for-loop") for n in tasks)
+
+
+def test_submit_compiles_with_the_configs_parallelism():
+    from pipelines.submit import prepare_parallelism
+
+    assert prepare_parallelism({"prepare_config": {"parallelism": 4}}) == 4
+    assert prepare_parallelism({"data": "gs://b/p"}) == 1
+
+
+def test_parallelism_is_validated():
+    from components.common.errors import UserError
+    from components.prepare.config import PrepareConfig
+
+    with pytest.raises(UserError, match="parallelism"):
+        PrepareConfig.from_dict({"parallelism": 0})
