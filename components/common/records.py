@@ -124,3 +124,72 @@ def stratified_sample(
         picks = rng.choice(len(members), size=min(share, len(members)), replace=False)
         chosen.update(members[i] for i in picks)
     return chosen, len(rows)
+
+
+class SplitImages:
+    """A split's images without holding them: streamed in record order (the manifest's
+    order) for predictions, and by index for the few a report shows.
+
+    `len()`, iteration by `batches()`, and indexing with an int, a slice or an index
+    array; indexed images are read in one pass over the shards and kept (call
+    `prefetch` with every index a report will show before showing them).
+    """
+
+    def __init__(self, dataset_dir: str | Path, split: str, image_size: int, uris: list[str]):
+        self.dataset_dir, self.split, self.size = Path(dataset_dir), split, image_size
+        self.uris = list(uris)
+        self._position = {uri: i for i, uri in enumerate(self.uris)}
+        self._kept: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.uris)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.uris), self.size, self.size, 3)
+
+    def batches(self, batch_size: int):
+        """uint8 (B, S, S, 3) batches of the whole split, in order; one batch in memory."""
+        import tensorflow as tf
+
+        ds = tf.data.TFRecordDataset(shard_files(self.dataset_dir, self.split))
+        ds = ds.map(parse_fn(self.size), num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+        for images, _ in ds.as_numpy_iterator():
+            yield images
+
+    def prefetch(self, indices) -> None:
+        """Read the images at `indices` (one pass over the shards) and keep them."""
+        wanted = {int(i) for i in np.asarray(indices, dtype=np.int64).ravel()} - set(self._kept)
+        if not wanted:
+            return
+        images, _, uris = load_split_arrays(
+            self.dataset_dir, self.split, self.size, keep={self.uris[i] for i in wanted}
+        )
+        for image, uri in zip(images, uris, strict=True):
+            self._kept[self._position[uri]] = image
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            key = np.arange(len(self.uris))[key]
+        if np.isscalar(key) or isinstance(key, int | np.integer):
+            self.prefetch([key])
+            return self._kept[int(key)]
+        indices = np.asarray(key)
+        if indices.dtype == bool:
+            indices = np.flatnonzero(indices)
+        self.prefetch(indices)
+        shape = (0, self.size, self.size, 3)
+        return (
+            np.stack([self._kept[int(i)] for i in indices])
+            if len(indices)
+            else np.zeros(shape, np.uint8)
+        )
+
+
+def image_batches(images, batch_size: int):
+    """uint8 batches of an in-memory array or a SplitImages, in order."""
+    if isinstance(images, SplitImages):
+        yield from images.batches(batch_size)
+        return
+    for start in range(0, len(images), batch_size):
+        yield images[start : start + batch_size]

@@ -161,12 +161,13 @@ def onnx_predictor(path: str, threads: int | None = None, session=None) -> Predi
 def predict_all(
     predictor: Predictor, images: np.ndarray, batch_size: int, rows: np.ndarray | None = None
 ) -> np.ndarray:
-    """Probabilities for a whole uint8 image array (and its metadata rows), in batches."""
-    outputs = [
-        predictor(
-            images[i : i + batch_size].astype(np.float32),
-            None if rows is None else rows[i : i + batch_size],
-        )
-        for i in range(0, len(images), batch_size)
-    ]
+    """Probabilities for a whole uint8 image array or a streamed split (records.SplitImages)
+    and its metadata rows, one batch in memory at a time."""
+    from components.common.records import image_batches
+
+    outputs, start = [], 0
+    for batch in image_batches(images, batch_size):
+        part = None if rows is None else rows[start : start + len(batch)]
+        outputs.append(predictor(batch.astype(np.float32), part))
+        start += len(batch)
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)

@@ -58,7 +58,7 @@ def predict_probs(
 class Split:
     """One split as the model saw it."""
 
-    images: np.ndarray  # (N, S, S, 3) uint8
+    images: Any  # (N, S, S, 3) uint8: an array, or (test) a SplitImages read on demand
     labels: np.ndarray
     uris: list[str]
     rows: np.ndarray | None  # the metadata input, for a two-input model
@@ -148,12 +148,26 @@ def predict_splits(
 ) -> tuple[Split, Split, dict[str, Any]]:
     """Probabilities and float16 embeddings of the test split and of a stratified sample of
     the train split (all of it up to evaluate.max_train_analysis images); what was sampled."""
-    from components.common.records import load_split_arrays, stratified_sample
+    from components.common.records import (
+        SplitImages,
+        load_split_arrays,
+        split_labels,
+        stratified_sample,
+    )
 
     size = int(read_json(dataset / "stats.json")["image_size"])
     keep, total = stratified_sample(dataset, "train", config.max_train_analysis)
+    index = {name: i for i, name in enumerate(read_json(dataset / "classes.json"))}
+    listed = split_labels(dataset, "test")  # the records' order: the manifest's
+    uris = [uri for uri, _ in listed]
     arrays = {
-        "test": load_split_arrays(dataset, "test", size),
+        # the test split is streamed for predictions; only the images the report shows
+        # (and robustness's sample) are ever held
+        "test": (
+            SplitImages(dataset, "test", size, uris),
+            np.array([index[label] for _, label in listed], dtype=np.int64),
+            uris,
+        ),
         "train": load_split_arrays(dataset, "train", size, keep=keep),
     }
     _, rows = metadata_rows(model, model_dir, dataset, {s: a[2] for s, a in arrays.items()})
@@ -218,10 +232,14 @@ def fit_calibration(config: EvaluateConfig, model, model_dir, dataset: Path) -> 
     """Temperature scaling fitted on the val split (T = 1 when evaluate.calibrate is off)."""
     if not config.calibrate:
         return {"temperature": 1.0, "kept": False, "fitted_on": None}
-    from components.common.records import load_split_arrays
+    from components.common.records import SplitImages, split_labels
 
     size = int(read_json(dataset / "stats.json")["image_size"])
-    images, labels, uris = load_split_arrays(dataset, "val", size)
+    index = {name: i for i, name in enumerate(read_json(dataset / "classes.json"))}
+    listed = split_labels(dataset, "val")
+    uris = [uri for uri, _ in listed]
+    labels = np.array([index[label] for _, label in listed], dtype=np.int64)
+    images = SplitImages(dataset, "val", size, uris)  # streamed: never held
     _, rows = metadata_rows(model, model_dir, dataset, {"val": uris})
     probs = predict_probs(model, images, config.batch_size, rows["val"])
     found = calibrate(probs, labels, config.calibration_bins)
@@ -394,6 +412,15 @@ def write_report(
 ) -> None:
     picture = report.confusion_png(matrix, classes)
     (work / "confusion_matrix.png").write_bytes(picture)
+    gallery = analysis.gallery(test.probs, test.labels, classes, config.gallery_per_class)
+    if hasattr(test.images, "prefetch"):  # read the images the report shows, in one pass
+        position = {uri: i for i, uri in enumerate(test.uris)}
+        shown = [int(i) for i in order[: config.max_listed]]
+        shown += [i for found in gallery.values() for ids in found.values() for i in ids]
+        shown += [position[e["uri"]] for e in label_errors if e["split"] == "test"][
+            : config.max_listed
+        ]
+        test.images.prefetch(shown)
     report.write(
         work,
         metrics,
@@ -409,7 +436,7 @@ def write_report(
             classes=classes,
             uris=test.uris,
             train_uris=train.uris,
-            gallery=analysis.gallery(test.probs, test.labels, classes, config.gallery_per_class),
+            gallery=gallery,
             label_errors=label_errors,
             order=order,
             limit=config.max_listed,
