@@ -350,7 +350,9 @@ def robustness_check(config: EvaluateConfig, model, model_dir, test: Split, clas
     rows = None if test.rows is None else test.rows[chosen]
     with progress.step(STAGE, f"robustness under {augmentation!r} transforms and a flip"):
         found = robustness.robustness(
-            lambda x: predict_probs(model, x, config.batch_size, rows),
+            lambda x, where: predict_probs(
+                model, x, config.batch_size, None if rows is None else rows[where]
+            ),
             test.images[chosen],
             test.labels[chosen],
             classes,

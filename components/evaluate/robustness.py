@@ -52,20 +52,30 @@ def _layer_label(layer) -> str:
 
 
 def robustness(
-    predict: Callable[[np.ndarray], np.ndarray],
+    predict: Callable[[np.ndarray, slice], np.ndarray],
     images: np.ndarray,
     labels: np.ndarray,
     classes: list[str],
     transforms: dict[str, Transform],
     flag_drop: float,
+    chunk: int = 256,
 ) -> dict[str, Any]:
     """Accuracy (overall and per class) under each transform; flags classes that collapse.
 
-    `predict` takes all the (transformed) images at once, in their order, so a
-    model with a metadata input can pair each image with its own row."""
+    Images are transformed and predicted `chunk` at a time (memory does not grow with
+    the sample); `predict(x, where)` gets the slice of the images `x` are, so a model
+    with a metadata input can pair each image with its own row."""
 
-    def accuracy_per_class(all_images: np.ndarray) -> tuple[float, np.ndarray]:
-        predicted = predict(all_images).argmax(axis=1) if len(all_images) else labels
+    def predicted_labels(transform: Transform | None) -> np.ndarray:
+        parts = []
+        for start in range(0, len(images), chunk):
+            where = slice(start, start + chunk)
+            x = images[where].astype(np.float32)
+            parts.append(predict(x if transform is None else transform(x), where).argmax(axis=1))
+        return np.concatenate(parts) if parts else labels
+
+    def accuracy_per_class(transform: Transform | None) -> tuple[float, np.ndarray]:
+        predicted = predicted_labels(transform)
         correct = predicted == labels
         per_class = np.array(
             [
@@ -75,10 +85,10 @@ def robustness(
         )
         return float(correct.mean()), per_class
 
-    clean, clean_per_class = accuracy_per_class(images.astype(np.float32))
+    clean, clean_per_class = accuracy_per_class(None)
     result: dict[str, Any] = {"clean_accuracy": clean, "flag_drop": flag_drop, "transforms": {}}
     for name, transform in transforms.items():
-        accuracy, per_class = accuracy_per_class(transform(images.astype(np.float32)))
+        accuracy, per_class = accuracy_per_class(transform)
         drops = clean_per_class - per_class
         flagged = [classes[k] for k in range(len(classes)) if drops[k] >= flag_drop]
         result["transforms"][name] = {
