@@ -92,3 +92,16 @@ def test_evaluate_records_both_and_export_ships_the_calibrated_probabilities(
     )
     report = (evaluation / "report.md").read_text()
     assert "Expected calibration error" in report
+
+
+def test_a_val_split_without_mistakes_gives_a_finite_temperature():
+    """Every val prediction right: plain NLL would sharpen without end (T at the bound);
+    the weak prior towards 1 keeps T moderate."""
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 10, 268)
+    logits = rng.normal(0, 1, (268, 10))
+    logits[np.arange(268), labels] += 5.0  # every top-1 is right, with softmax ~0.9
+    probs = softmax(logits)
+    assert (probs.argmax(1) == labels).all()
+    temperature = fit_temperature(probs, labels)
+    assert 0.2 < temperature < 1.0

@@ -32,11 +32,20 @@ def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The T in BOUNDS minimising the NLL of (probs, labels); searched in log T."""
+    """The T in BOUNDS minimising the NLL of (probs, labels) plus (log T)^2 / N, searched
+    in log T.
+
+    The penalty is a weak prior towards T = 1 that fades as val grows. Without it a val
+    split the model gets entirely right has no NLL optimum (sharper is always better on
+    it) and T runs to the bound: seen on the digits, T = 0.05, test log loss 0.037 ->
+    0.060. With it the same split gives a finite, moderate T."""
     from scipy.optimize import minimize_scalar
 
+    weight = 1.0 / max(1, len(labels))
+
     def loss(log_t: float) -> float:
-        return negative_log_likelihood(apply_temperature(probs, float(np.exp(log_t))), labels)
+        scaled = apply_temperature(probs, float(np.exp(log_t)))
+        return negative_log_likelihood(scaled, labels) + weight * log_t**2
 
     found = minimize_scalar(loss, bounds=tuple(np.log(BOUNDS)), method="bounded")
     return float(np.exp(found.x))
