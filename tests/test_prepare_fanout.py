@@ -1,5 +1,7 @@
 """Prepare fanned out (scan x N, plan, encode x N, merge) gives the dataset single-task
-prepare gives: the same manifests, stats and shard files, byte for byte."""
+prepare gives: the same manifests and stats, byte for byte, and the same examples in
+the same order in every shard (in one process the shard files are byte-identical too;
+across processes protobuf may order an Example's feature map differently)."""
 
 import filecmp
 import json

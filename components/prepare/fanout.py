@@ -9,8 +9,11 @@
   merge                the plan's folder and every encoded shard: the dataset
 
 Each step is the function single-task prepare (components/prepare/core.py) runs, on
-part of the work, so the result is the same dataset: the same manifests and the same
-shard files, byte for byte (tests/test_prepare_fanout.py compares them).
+part of the work, so the result is the same dataset: the same manifests and stats, byte
+for byte, and the same examples in the same order in every shard file (byte-identical
+within one process; protobuf may order an Example's feature map differently in another
+process, as it would for two single-task runs). tests/test_prepare_fanout.py and
+tests/test_pipeline_fanout.py (a kfp.local run of the fan-out) compare them.
 """
 
 from __future__ import annotations

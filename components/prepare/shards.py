@@ -42,7 +42,7 @@ def write_split(
 ) -> list[str]:
     """Write `rows` (uri, label_index, sha256) as `{split}-NNNNN-of-MMMMM.tfrecord` files:
     shard k holds rows k*shard_size .. (k+1)*shard_size-1, so a subset of shards (`only`,
-    what one fan-out task writes) is byte for byte what the whole split writes there."""
+    what one fan-out task writes) holds exactly what the whole split writes there."""
     import tensorflow as tf
 
     from components.common.records import make_example
