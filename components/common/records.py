@@ -193,3 +193,16 @@ def image_batches(images, batch_size: int):
         return
     for start in range(0, len(images), batch_size):
         yield images[start : start + batch_size]
+
+
+def streamed_split(dataset_dir: str | Path, split: str, image_size: int):
+    """(SplitImages, int labels, uris) of a split: labels and uris from its manifest (the
+    records' order), images read from the shards only when asked for."""
+    import json
+
+    classes = json.loads((Path(dataset_dir) / "classes.json").read_text())
+    index = {name: i for i, name in enumerate(classes)}
+    listed = split_labels(dataset_dir, split)
+    uris = [uri for uri, _ in listed]
+    labels = np.array([index[label] for _, label in listed], dtype=np.int64)
+    return SplitImages(dataset_dir, split, image_size, uris), labels, uris

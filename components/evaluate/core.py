@@ -148,26 +148,14 @@ def predict_splits(
 ) -> tuple[Split, Split, dict[str, Any]]:
     """Probabilities and float16 embeddings of the test split and of a stratified sample of
     the train split (all of it up to evaluate.max_train_analysis images); what was sampled."""
-    from components.common.records import (
-        SplitImages,
-        load_split_arrays,
-        split_labels,
-        stratified_sample,
-    )
+    from components.common.records import load_split_arrays, stratified_sample, streamed_split
 
     size = int(read_json(dataset / "stats.json")["image_size"])
     keep, total = stratified_sample(dataset, "train", config.max_train_analysis)
-    index = {name: i for i, name in enumerate(read_json(dataset / "classes.json"))}
-    listed = split_labels(dataset, "test")  # the records' order: the manifest's
-    uris = [uri for uri, _ in listed]
     arrays = {
         # the test split is streamed for predictions; only the images the report shows
         # (and robustness's sample) are ever held
-        "test": (
-            SplitImages(dataset, "test", size, uris),
-            np.array([index[label] for _, label in listed], dtype=np.int64),
-            uris,
-        ),
+        "test": streamed_split(dataset, "test", size),
         "train": load_split_arrays(dataset, "train", size, keep=keep),
     }
     _, rows = metadata_rows(model, model_dir, dataset, {s: a[2] for s, a in arrays.items()})
@@ -232,14 +220,10 @@ def fit_calibration(config: EvaluateConfig, model, model_dir, dataset: Path) -> 
     """Temperature scaling fitted on the val split (T = 1 when evaluate.calibrate is off)."""
     if not config.calibrate:
         return {"temperature": 1.0, "kept": False, "fitted_on": None}
-    from components.common.records import SplitImages, split_labels
+    from components.common.records import streamed_split
 
     size = int(read_json(dataset / "stats.json")["image_size"])
-    index = {name: i for i, name in enumerate(read_json(dataset / "classes.json"))}
-    listed = split_labels(dataset, "val")
-    uris = [uri for uri, _ in listed]
-    labels = np.array([index[label] for _, label in listed], dtype=np.int64)
-    images = SplitImages(dataset, "val", size, uris)  # streamed: never held
+    images, labels, uris = streamed_split(dataset, "val", size)  # streamed: never held
     _, rows = metadata_rows(model, model_dir, dataset, {"val": uris})
     probs = predict_probs(model, images, config.batch_size, rows["val"])
     found = calibrate(probs, labels, config.calibration_bins)

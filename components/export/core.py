@@ -46,18 +46,6 @@ def representative_batches(dataset: Path, size: int, count: int, encoder=None, s
     )
 
 
-def test_split(dataset: Path, size: int):
-    """The test split streamed from its shards (records.SplitImages), its labels and uris
-    from the manifest: parity never holds the split's images."""
-    from components.common.records import SplitImages, split_labels
-
-    index = {name: i for i, name in enumerate(read_json(dataset / "classes.json"))}
-    listed = split_labels(dataset, "test")
-    uris = [uri for uri, _ in listed]
-    labels = np.array([index[label] for _, label in listed], dtype=np.int64)
-    return SplitImages(dataset, "test", size, uris), labels, uris
-
-
 def calibration_temperature(evaluation: str | Path | None) -> float:
     """The temperature evaluate fitted on val (1.0 without an evaluation or calibration)."""
     if evaluation is None or not (Path(evaluation) / "calibration.json").exists():
@@ -149,7 +137,10 @@ def run(
     size = int(read_json(dataset / "stats.json")["image_size"])
     temperature = calibration_temperature(evaluation)
     model = convert.with_temperature(convert.inference_model(load_model(model_dir)), temperature)
-    images, labels, uris = test_split(dataset, size)
+    from components.common.records import streamed_split
+
+    # streamed from the shards: parity never holds the split's images
+    images, labels, uris = streamed_split(dataset, "test", size)
     encoder, rows = metadata_rows(model, model_dir, dataset, {"test": uris})
     rows = rows["test"]
     spec = encoder.to_dict() if encoder else None
