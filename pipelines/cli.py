@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(presets()),
         help="a named whole-run config applied before --config and --set",
     )
+    add_force_argument(run)
     add_config_arguments(run)
 
     for name, module in STAGE_CLIS.items():
@@ -162,6 +163,15 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_force_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="train and publish even when the data and settings equal the deployed "
+        "version's (validate.skip_unchanged=false)",
+    )
+
+
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example")
     parser.add_argument("--experiment", default="visionpipe", help="experiment name")
@@ -178,6 +188,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "first (once per content) and run on that copy",
     )
     parser.add_argument("--preset", choices=sorted(presets()), help="a named whole-run config")
+    add_force_argument(parser)
     add_config_arguments(parser)
     add_cluster_arguments(parser)
     auth = parser.add_mutually_exclusive_group()
@@ -232,7 +243,7 @@ def command_run(args: argparse.Namespace) -> int:
     from components.common.sources import list_source
     from pipelines.local_run import run_pipeline
 
-    configs = run_configs(args.config, args.set, args.preset)
+    configs = run_configs(args.config, forced(args), args.preset)
     if "registry" not in configs["push"]:  # locally, publish beside the runs by default
         configs["push"] = {
             **configs["push"],
@@ -242,16 +253,34 @@ def command_run(args: argparse.Namespace) -> int:
     summary = run_pipeline(
         args.data, configs, args.output, args.runner, args.run_id, verbose=args.verbose
     )
+    print_summary(summary, Path(args.output).resolve())
+    return 0
+
+
+def forced(args: argparse.Namespace) -> list[str]:
+    """The --set overrides, with --force as validate.skip_unchanged=false."""
+    return [*args.set, "validate.skip_unchanged=false"] if args.force else list(args.set)
+
+
+def print_summary(summary: dict, output: Path) -> None:
+    """The run's closing lines: what happened, and where everything is."""
     artifacts = summary["artifacts"]
     print(f"\nrun {summary['run_id']} {summary['status']} in {summary['timings_s']['total']:.0f} s")
-    print(
-        f"  test accuracy {summary['test_accuracy']:.4f}, macro F1 {summary['macro_f1']:.4f}, "
-        f"blessed: {summary['blessed']}"
-    )
-    if not summary["blessed"]:
-        print("  not exported: " + "; ".join(summary["blessing_reasons"] or []))
-    print(f"  logs         {Path(args.output).resolve() / summary['run_id'] / 'logs'}")
+    if summary.get("changed") is False:
+        print(f"  {summary['decision']}")
+    elif summary["test_accuracy"] is not None:
+        print(
+            f"  test accuracy {summary['test_accuracy']:.4f}, macro F1 "
+            f"{summary['macro_f1']:.4f}, blessed: {summary['blessed']}"
+        )
+        if not summary["blessed"]:
+            print("  not exported: " + "; ".join(summary["blessing_reasons"] or []))
+    validation = summary.get("validation") or {}
+    for line in validation.get("accepted", []):
+        print(f"  accepted (validate.accept): {line}")
+    print(f"  logs         {output / summary['run_id'] / 'logs'}")
     for label, key in (
+        ("validation", "validation"),
         ("report", "report"),
         ("data report", "data_report"),
         ("tflite", "tflite"),
@@ -262,7 +291,6 @@ def command_run(args: argparse.Namespace) -> int:
     ):
         if artifacts.get(key):
             print(f"  {label:12s} {artifacts[key]}")
-    return 0
 
 
 def command_tune(args: argparse.Namespace) -> int:
@@ -323,7 +351,7 @@ def command_submit(args: argparse.Namespace) -> int:
     if args.command == "schedule":
         kfp_submit.validate_cron(args.cron)  # before anything else: a bad cron costs nothing
     settings = load_cluster_settings(args.cluster)
-    configs = run_configs(args.config, args.set, args.preset)
+    configs = run_configs(args.config, forced(args), args.preset)
     # before the server is contacted: a source the pods cannot read uploads nothing
     data = cluster_data(args.data, args.upload, settings.pipeline_root)
     params = kfp_submit.pipeline_params(configs, data)

@@ -28,6 +28,7 @@ from pipelines.images import StageImages, is_reference, stage_images
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 DURATION = re.compile(r"^[0-9]+(s|m|h)$")
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "toleration_seconds"}
+GPU_TASKS = ("validate", "train", "evaluate", "export")  # the tasks that can use a GPU
 
 
 @dataclass
@@ -36,6 +37,8 @@ class ClusterSettings(StageConfig):
 
     gpu_resource: str = "nvidia.com/gpu"  # the extended resource the training task requests
     gpu_count: int = 1  # 0: train on CPU (no accelerator request, in the CPU image)
+    # the tasks that get the GPU image, the accelerator and the GPU node settings
+    gpu_tasks: list[str] = field(default_factory=lambda: ["train"])
     # stage images, by digest for reproducible runs (registry/name@sha256:...); empty:
     # $VISIONPIPE_IMAGE / $VISIONPIPE_GPU_IMAGE, then the version tags (pipelines/images.py)
     cpu_image: str = ""
@@ -61,6 +64,11 @@ class ClusterSettings(StageConfig):
 
     def validate(self) -> None:
         self.check(0 <= self.gpu_count <= 16, "gpu_count", "expected 0..16")
+        self.check(
+            set(self.gpu_tasks) <= set(GPU_TASKS),
+            "gpu_tasks",
+            f"expected tasks among {', '.join(GPU_TASKS)}",
+        )
         for key in ("cpu_image", "gpu_image"):
             value = getattr(self, key)
             self.check(
@@ -117,7 +125,7 @@ def apply_task_settings(task, stage: str, settings: ClusterSettings) -> None:
     from kfp import kubernetes
 
     selectors = dict(settings.node_selector)
-    if stage == "train" and settings.gpu_count:
+    if stage in settings.gpu_tasks and settings.gpu_count:
         selectors.update(settings.gpu_node_selector)
         for toleration in settings.tolerations:
             kubernetes.add_toleration(task, **toleration)

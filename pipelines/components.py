@@ -46,6 +46,55 @@ def fingerprint(data: str) -> str:
     return value
 
 
+def changes(
+    data_fingerprint: str,
+    prepare_config: dict,
+    validate_config: dict,
+    train_config: dict,
+    evaluate_config: dict,
+    export_config: dict,
+    push_config: dict,
+    decision: Output[Artifact],
+) -> str:
+    """Whether anything changed since the deployed version (never cached).
+
+    Args:
+        data_fingerprint: the fingerprint task's digest of the data.
+        prepare_config: prepare config.
+        validate_config: validate config (reference, skip_unchanged).
+        train_config: train config.
+        evaluate_config: evaluate config (baseline_model).
+        export_config: export config.
+        push_config: push config (registry, model_name).
+        decision: decision.json: changed, the one-line message, the deployed version's
+            reference (validate compares with it) and tonight's provenance (push
+            publishes it), components/common/runkey.py.
+
+    Returns:
+        "changed" (the rest of the DAG runs) or "unchanged" (nothing trained or published).
+    """
+    import json
+
+    from components.common.runkey import decide
+    from pipelines.runtime import reporting_user_errors
+
+    configs = {
+        "prepare": prepare_config,
+        "validate": validate_config,
+        "train": train_config,
+        "evaluate": evaluate_config,
+        "export": export_config,
+        "push": push_config,
+    }
+    with reporting_user_errors(decision.path):
+        found = decide(data_fingerprint, configs)
+    print(f"[changes] {found['message']}", flush=True)
+    with open(decision.path, "w") as handle:
+        json.dump(found, handle, indent=2, sort_keys=True)
+    decision.metadata.update({"changed": found["changed"], "message": found["message"]})
+    return "changed" if found["changed"] else "unchanged"
+
+
 def prepare(
     data: str,
     config: dict,
@@ -189,6 +238,54 @@ def prepare_merge(
     shutil.copyfile(f"{dataset.path}/report.md", data_report_md.path)
 
 
+def validate(
+    dataset: Input[Dataset],
+    config: dict,
+    changes: Input[Artifact],
+    validation: Output[Artifact],
+    validation_metrics: Output[Metrics],
+    validation_report: Output[HTML],
+    validation_report_md: Output[Markdown],
+):
+    """Check the prepared dataset against the deployed version; stop the run on anomalies
+    (validate.on_anomaly=stop), before anything is trained.
+
+    Args:
+        dataset: output of prepare.
+        config: validate config (see components/validate/config.py); {} for defaults.
+        changes: the changes task's decision (the deployed version's reference).
+        validation: folder with anomalies.json, report.md/.html, config.json.
+        validation_metrics: new, known and relabelled image counts; anomalies.
+        validation_report: the HTML validation report.
+        validation_report_md: the Markdown validation report (rendered by the KFP UI).
+    """
+    import json
+    import os
+    import shutil
+
+    from components.validate.config import ValidateConfig
+    from components.validate.core import run
+    from pipelines.runtime import reporting_user_errors
+
+    with open(changes.path) as handle:
+        reference = json.load(handle).get("reference") or ""
+    try:
+        with reporting_user_errors(validation.path):
+            result = run(ValidateConfig.from_dict(config), dataset.path, validation.path, reference)
+    finally:  # a stopped run still shows its report in the UI
+        for name, target in (
+            ("report.html", validation_report),
+            ("report.md", validation_report_md),
+        ):
+            if os.path.isfile(f"{validation.path}/{name}"):
+                shutil.copyfile(f"{validation.path}/{name}", target.path)
+    for name, value in result.get("counts", {}).items():
+        validation_metrics.log_metric(f"{name}_images", value)
+    validation_metrics.log_metric("anomalies", len(result["anomalies"]))
+    validation_metrics.log_metric("accepted_anomalies", len(result["accepted"]))
+    print(f"[validate] {json.dumps(result['decision'])}", flush=True)
+
+
 def train(
     dataset: Input[Dataset], config: dict, model: Output[Model], val_metrics: Output[Metrics]
 ):
@@ -300,6 +397,7 @@ def push(
     model: Input[Model],
     dataset: Input[Dataset],
     config: dict,
+    changes: Input[Artifact],
     published: Output[Artifact],
 ):
     """Publish the verified export to the registry (folder or gs://) with a manifest.
@@ -312,6 +410,8 @@ def push(
         dataset: output of prepare (its split manifests, with each image's sha256, are
             published for prepare.keep_splits and the baseline comparison).
         config: push config (registry, model_name, version); an empty registry publishes nothing.
+        changes: the changes task's decision: tonight's provenance (data fingerprint,
+            resolved configs, key), published so the next night can tell it changed nothing.
         published: `latest.json` content of the registry after the push (uri, version).
     """
     import json
@@ -320,6 +420,8 @@ def push(
     from components.push.core import run
     from pipelines.runtime import reporting_user_errors
 
+    with open(changes.path) as handle:
+        provenance = json.load(handle).get("provenance")
     with reporting_user_errors(published.path):
         result = run(
             PushConfig.from_dict(config),
@@ -327,24 +429,27 @@ def push(
             evaluation.path,
             model=model.path,
             dataset=dataset.path,
+            provenance=provenance,
         )
     published.metadata.update({k: v for k, v in result.items() if isinstance(v, str | bool | int)})
     with open(published.path, "w") as handle:
         json.dump(result, handle, indent=2)
 
 
-STAGE_FUNCTIONS = (fingerprint, prepare, train, evaluate, export, push)
+STAGE_FUNCTIONS = (fingerprint, changes, prepare, validate, train, evaluate, export, push)
 # prepare.parallelism > 1: prepare as a fan-out over pods (components/prepare/fanout.py)
 FANOUT_FUNCTIONS = (prepare_scan, prepare_plan, prepare_encode, prepare_merge)
 
 
-def build(images: StageImages, gpu_count: int) -> SimpleNamespace:
+def build(
+    images: StageImages, gpu_count: int, gpu_tasks: tuple[str, ...] = ("train",)
+) -> SimpleNamespace:
     """KFP components of the functions above, in the images of this compile."""
     return SimpleNamespace(
         **{
             function.__name__: dsl.component(
                 function,
-                base_image=images.for_task(function.__name__, gpu_count),
+                base_image=images.for_task(function.__name__, gpu_count, gpu_tasks),
                 install_kfp_package=False,
             )
             for function in (*STAGE_FUNCTIONS, *FANOUT_FUNCTIONS)

@@ -33,8 +33,8 @@ class StageImages:
     cpu: str
     gpu: str
 
-    def for_task(self, name: str, gpu_count: int) -> str:
-        return self.gpu if name == "train" and gpu_count > 0 else self.cpu
+    def for_task(self, name: str, gpu_count: int, gpu_tasks: tuple[str, ...] = ("train",)) -> str:
+        return self.gpu if name in gpu_tasks and gpu_count > 0 else self.cpu
 
 
 def default_image(flavour: str) -> str:

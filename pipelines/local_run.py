@@ -97,6 +97,7 @@ def run_pipeline(
             pipeline(
                 data=data,
                 prepare_config=configs.get("prepare", {}),
+                validate_config=configs.get("validate", {}),
                 train_config=configs.get("train", {}),
                 evaluate_config=configs.get("evaluate", {}),
                 export_config=configs.get("export", {}),
@@ -151,6 +152,26 @@ def task_outputs(pipeline_root: Path) -> dict[str, Path]:
     return found
 
 
+def task_parameters(run: Path, task: str) -> dict[str, Any]:
+    """The parameter outputs a task wrote (executor_output.json), {} when it did not run."""
+    found = run / task / "executor_output.json"
+    return read_json(found).get("parameterValues", {}) if found.is_file() else {}
+
+
+def validation_record(outputs: dict[str, Path]) -> dict[str, Any] | None:
+    """The validate stage's decision and anomalies, for the summary."""
+    if "validation" not in outputs:
+        return None
+    found = read_json(outputs["validation"] / "anomalies.json")
+    return {
+        "decision": found.get("decision"),
+        "reference": found.get("reference_label"),
+        "anomalies": found.get("anomalies", []),
+        "accepted": found.get("accepted", []),
+        "note": found.get("note"),
+    }
+
+
 def summarize(
     run_id: str,
     run_dir: Path,
@@ -179,13 +200,11 @@ def summarize(
 
     last_run = (sorted(p for p in pipeline_root.iterdir() if p.is_dir()) or [Path("-")])[-1]
     published_file = last_run / PUSH_OUTPUT[0] / PUSH_OUTPUT[1]
-    fingerprint_file = last_run / "fingerprint" / "executor_output.json"
-    fingerprint = (
-        read_json(fingerprint_file).get("parameterValues", {}).get("Output")
-        if fingerprint_file.is_file()
-        else None
-    )
+    fingerprint = task_parameters(last_run, "fingerprint").get("Output")
     published = read_json(published_file) if published_file.is_file() else {}
+    changes_file = last_run / "changes" / "decision"
+    changes = read_json(changes_file) if changes_file.is_file() else {}
+    validation = validation_record(outputs)
     if "elapsed_s" in published:
         timings["push"] = published["elapsed_s"]
     status = "failed" if error is not None else "succeeded"
@@ -198,9 +217,15 @@ def summarize(
         "macro_f1": metrics.get("macro_f1"),
         "blessed": blessing.get("blessed"),
         "blessing_reasons": blessing.get("reasons"),
+        # nothing new, nothing spent (components/common/runkey.py): the decision and why
+        "changed": changes.get("changed"),
+        "decision": changes.get("message"),
+        "deployed_reference": changes.get("reference") or None,
+        "validation": validation,
         "artifacts": {
             "report": artifact("evaluation", "report.html"),
             "data_report": artifact("dataset", "report.html"),
+            "validation": artifact("validation", "anomalies.json"),
             "model": artifact("model", "model.keras"),
             "tflite": artifact("export", "model.tflite"),
             "onnx": artifact("export", "model.onnx"),

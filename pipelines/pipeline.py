@@ -1,4 +1,10 @@
-"""The visionpipe DAG: fingerprint -> prepare -> train -> evaluate -> [blessed?] -> export -> push.
+"""The visionpipe DAG: fingerprint -> changes -> [changed?] -> prepare -> validate -> train ->
+evaluate -> [blessed?] -> export -> push.
+
+`changes` (uncached) compares tonight's data fingerprint and resolved configs with the
+deployed version's (components/common/runkey.py): unchanged, and every task after it
+is skipped by the DAG, on a cluster as with kfp.local, so a moved `latest` is never
+answered from a stale cache (only prepare is cached, on the fingerprint).
 
 No `from __future__ import annotations` here or in components.py: KFP reads the
 annotations at definition time and needs real types, not strings.
@@ -16,7 +22,9 @@ PIPELINE_NAME = "visionpipe"
 # (cpu, memory) limits per task; training also gets one GPU
 RESOURCES = {
     "fingerprint": ("1", "1G"),
+    "changes": ("1", "1G"),
     "prepare": ("2", "4G"),
+    "validate": ("2", "8G"),
     "train": ("8", "32G"),
     "evaluate": ("2", "8G"),
     "export": ("2", "8G"),
@@ -39,7 +47,7 @@ def configure(
     cpu, memory = str(override.get("cpu", cpu)), str(override.get("memory", memory))
     task.set_display_name(display or name).set_caching_options(cache)
     task.set_cpu_limit(cpu).set_memory_limit(memory)
-    if name == "train" and cluster.gpu_count:
+    if name in cluster.gpu_tasks and cluster.gpu_count:
         task.set_accelerator_type(cluster.gpu_resource)
         task.set_accelerator_limit(str(cluster.gpu_count))
     if settings is not None:
@@ -57,7 +65,7 @@ def make_pipeline(settings: ClusterSettings | None = None, prepare_parallelism: 
     """
     cluster = settings or ClusterSettings()
     images = images_for(cluster)
-    c = components.build(images, cluster.gpu_count)
+    c = components.build(images, cluster.gpu_count, tuple(cluster.gpu_tasks))
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -67,6 +75,7 @@ def make_pipeline(settings: ClusterSettings | None = None, prepare_parallelism: 
     def visionpipe_pipeline(
         data: str = "builtin:digits",
         prepare_config: dict = {},
+        validate_config: dict = {},
         train_config: dict = {},
         evaluate_config: dict = {},
         export_config: dict = {},
@@ -75,46 +84,102 @@ def make_pipeline(settings: ClusterSettings | None = None, prepare_parallelism: 
         # never cached: it looks at the source as it is now, on every run from any path
         # (UI, submit, recurring run, CronJob, visionpipe run)
         fingerprint_task = configure(c.fingerprint(data=data), "fingerprint", settings)
-        # cached on its inputs, the fingerprint among them: new data re-prepares, the
-        # same data reuses the dataset
-        if prepare_parallelism > 1:
-            dataset = prepare_fanout(
-                c, data, prepare_config, fingerprint_task.output, prepare_parallelism, settings
-            )
-        else:
-            prepare_task = configure(
-                c.prepare(data=data, config=prepare_config, fingerprint=fingerprint_task.output),
-                "prepare",
-                settings,
-                cache=True,
-            )
-            dataset = prepare_task.outputs["dataset"]
-        train_task = configure(c.train(dataset=dataset, config=train_config), "train", settings)
-        model = train_task.outputs["model"]
-        evaluate_task = configure(
-            c.evaluate(dataset=dataset, model=model, config=evaluate_config), "evaluate", settings
+        # never cached either: the deployed version it compares with moves
+        changes_task = configure(
+            c.changes(
+                data_fingerprint=fingerprint_task.output,
+                prepare_config=prepare_config,
+                validate_config=validate_config,
+                train_config=train_config,
+                evaluate_config=evaluate_config,
+                export_config=export_config,
+                push_config=push_config,
+            ),
+            "changes",
+            settings,
         )
-        evaluation = evaluate_task.outputs["evaluation"]
-        # a single bool return is named "Output"; kfp.local resolves the condition by that name
-        with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712
-            export_task = configure(
-                c.export(dataset=dataset, model=model, evaluation=evaluation, config=export_config),
-                "export",
+        with dsl.If(changes_task.outputs["Output"] == "changed", name="changed"):
+            stages(
+                c,
                 settings,
-            )
-            configure(
-                c.push(
-                    exported=export_task.outputs["exported"],
-                    evaluation=evaluation,
-                    model=model,
-                    dataset=dataset,
-                    config=push_config,
-                ),
-                "push",
-                settings,
+                prepare_parallelism,
+                changes_task,
+                fingerprint_task.output,
+                data,
+                prepare_config,
+                validate_config,
+                train_config,
+                evaluate_config,
+                export_config,
+                push_config,
             )
 
     return visionpipe_pipeline
+
+
+def stages(
+    c,
+    settings,
+    prepare_parallelism,
+    changes_task,
+    fingerprint,
+    data,
+    prepare_config,
+    validate_config,
+    train_config,
+    evaluate_config,
+    export_config,
+    push_config,
+):
+    """prepare -> validate -> train -> evaluate -> [blessed?] -> export -> push."""
+    # cached on its inputs, the fingerprint among them: new data re-prepares, the same
+    # data reuses the dataset
+    if prepare_parallelism > 1:
+        dataset = prepare_fanout(
+            c, data, prepare_config, fingerprint, prepare_parallelism, settings
+        )
+    else:
+        prepare_task = configure(
+            c.prepare(data=data, config=prepare_config, fingerprint=fingerprint),
+            "prepare",
+            settings,
+            cache=True,
+        )
+        dataset = prepare_task.outputs["dataset"]
+    # its own task, so the UI shows it; it fails the run on anomalies (on_anomaly=stop)
+    validate_task = configure(
+        c.validate(
+            dataset=dataset, config=validate_config, changes=changes_task.outputs["decision"]
+        ),
+        "validate",
+        settings,
+    )
+    train_task = configure(c.train(dataset=dataset, config=train_config), "train", settings)
+    train_task.after(validate_task)
+    model = train_task.outputs["model"]
+    evaluate_task = configure(
+        c.evaluate(dataset=dataset, model=model, config=evaluate_config), "evaluate", settings
+    )
+    evaluation = evaluate_task.outputs["evaluation"]
+    # a single bool return is named "Output"; kfp.local resolves the condition by that name
+    with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712
+        export_task = configure(
+            c.export(dataset=dataset, model=model, evaluation=evaluation, config=export_config),
+            "export",
+            settings,
+        )
+        configure(
+            c.push(
+                exported=export_task.outputs["exported"],
+                evaluation=evaluation,
+                model=model,
+                dataset=dataset,
+                config=push_config,
+                changes=changes_task.outputs["decision"],
+            ),
+            "push",
+            settings,
+        )
 
 
 def prepare_fanout(c, data, config, fingerprint, n: int, settings):

@@ -91,3 +91,42 @@ def ensemble_members(model) -> list:
     if ENSEMBLE_AVERAGE not in {layer.name for layer in model.layers}:
         return []
     return [layer for layer in model.layers if isinstance(layer, keras.Model)]
+
+
+def embedding_model(model):
+    """A model from the input to the penultimate representation (the last layer's input);
+    for an averaged ensemble, its first member's."""
+    import keras
+
+    members = ensemble_members(model)
+    if members:
+        first = members[0]
+        inner = keras.Model(first.inputs, first.layers[-1].input)
+        feed = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        return keras.Model(feed, inner(feed))
+    return keras.Model(model.inputs, model.layers[-1].input)
+
+
+def predict_batches(
+    model, images: np.ndarray, batch_size: int, rows: np.ndarray | None = None, dtype=np.float32
+) -> np.ndarray:
+    """The model's outputs, batch by batch: only one float32 batch of images at a time
+    (never a float copy of the whole split), kept as `dtype`."""
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].astype(np.float32)
+        part = None if rows is None else rows[start : start + batch_size]
+        outputs.append(
+            np.asarray(model.predict_on_batch(metadata.model_inputs(batch, part)), dtype)
+        )
+    if outputs:
+        return np.concatenate(outputs)
+    return np.zeros((0, *model.output_shape[1:]), dtype)
+
+
+def predict_probs(
+    model, images: np.ndarray, batch_size: int, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Class probabilities; `rows` is the metadata input of a two-input model."""
+    probs = predict_batches(model, images, batch_size, rows, np.float64)
+    return probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 within ~1e-7

@@ -7,6 +7,7 @@
   <registry>/<model_name>/<version>/dataset/       classes.json, stats.json, splits/*.csv
                                                    (each image's sha256 and split)
   <registry>/<model_name>/<version>/evaluation/    metrics.json, blessing.json
+  <registry>/<model_name>/<version>/provenance.json  the data fingerprint and config digest
 
 A reference is `<registry>/<model_name>` (the version latest.json names) or
 `<registry>/<model_name>/<version>`, on a folder or `gs://`. The deployed
@@ -27,6 +28,9 @@ LATEST = "latest.json"
 MANIFEST = "manifest.json"
 CLAIM = ".claimed"  # created first, exclusively: the version name is taken
 MODEL, DATASET, EVALUATION = "model", "dataset", "evaluation"
+# what made the version: the data fingerprint and the digest of the resolved configs
+# (components/common/runkey.py); an unchanged night is one whose key equals it
+PROVENANCE = "provenance.json"
 
 
 @dataclass

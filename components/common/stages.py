@@ -2,19 +2,22 @@
 
 Each stage is a package `components/<stage>/` with `config.py` (its typed
 config class), `core.py` (`run`) and `cli.py` (`add_arguments`, `execute`,
-`main`). The pipeline adds one task before them, `fingerprint`, which has no
-config and no package.
+`main`). The pipeline adds two tasks before them, `fingerprint` and `changes`, which
+have no config and no package of their own.
 """
 
 from __future__ import annotations
 
 import importlib
 
-STAGES = ("prepare", "train", "evaluate", "export", "push")
-TASKS = ("fingerprint", *STAGES)  # the pipeline's tasks, in order
+STAGES = ("prepare", "validate", "train", "evaluate", "export", "push")
+# the pipeline's tasks, in order: `changes` decides whether anything changed since the
+# deployed version (components/common/runkey.py); nothing changed, nothing else runs
+TASKS = ("fingerprint", "changes", *STAGES)
 # the artifact each stage's task outputs, and the folder `visionpipe run` links it as
 OUTPUTS = {
     "prepare": ("dataset", "dataset"),
+    "validate": ("validation", "validation"),
     "train": ("model", "model"),
     "evaluate": ("evaluation", "evaluation"),
     "export": ("exported", "export"),
@@ -22,6 +25,7 @@ OUTPUTS = {
 }
 CONFIG_CLASSES = {
     "prepare": "PrepareConfig",
+    "validate": "ValidateConfig",
     "train": "TrainConfig",
     "evaluate": "EvaluateConfig",
     "export": "ExportConfig",

@@ -13,22 +13,6 @@ from typing import Any
 import numpy as np
 
 
-def embedding_model(model):
-    """A model from the input to the penultimate representation (the last layer's input);
-    for an averaged ensemble, its first member's."""
-    import keras
-
-    from components.common.models import ensemble_members
-
-    members = ensemble_members(model)
-    if members:
-        first = members[0]
-        inner = keras.Model(first.inputs, first.layers[-1].input)
-        feed = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        return keras.Model(feed, inner(feed))
-    return keras.Model(model.inputs, model.layers[-1].input)
-
-
 def gallery(probs: np.ndarray, labels: np.ndarray, classes: list[str], per_class: int = 3):
     """Per class: the most confident mistakes and the least confident correct predictions."""
     predicted = probs.argmax(axis=1)

@@ -28,21 +28,31 @@ class Baseline:
     reference: str  # as configured
     label: str  # how reasons and the report name it
     model_dir: str  # where model.keras (and metadata.json) are
-    seen_sha256: set[str] | None  # images it was fitted or selected on; None: not known
+    # sha256 -> (split, label) of every image its split manifests list; None: not known
+    splits: dict[str, tuple[str, str]] | None
     version: str | None = None
 
+    @property
+    def seen_sha256(self) -> set[str] | None:
+        """The images it was fitted or selected on (train and val)."""
+        if self.splits is None:
+            return None
+        return {sha for sha, (split, _) in self.splits.items() if split in ("train", "val")}
 
-def trained_on(version: registry.Version) -> set[str] | None:
-    """sha256 of every image in the version's train and val split manifests."""
+
+def manifest_splits(version: registry.Version) -> dict[str, tuple[str, str]] | None:
+    """sha256 -> (split, label) of every image in the version's split manifests."""
     if not version.has(registry.DATASET):
         return None
-    seen: set[str] = set()
-    for split in ("train", "val"):
+    found: dict[str, tuple[str, str]] = {}
+    for split in ("train", "val", "test"):
         uri = f"{version.part(registry.DATASET)}/splits/{split}.csv"
         if storage.exists(uri):
             rows = csv.DictReader(io.StringIO(storage.read_bytes(uri).decode()))
-            seen.update(row["sha256"] for row in rows if row.get("sha256"))
-    return seen
+            for row in rows:
+                if row.get("sha256"):
+                    found.setdefault(row["sha256"], (split, row.get("label", "")))
+    return found
 
 
 def find_baseline(reference: str) -> Baseline | None:
@@ -58,7 +68,7 @@ def find_baseline(reference: str) -> Baseline | None:
             reference,
             f"deployed {version.label}",
             version.part(registry.MODEL),
-            trained_on(version),
+            manifest_splits(version),
             version.version,
         )
     if storage.exists(model_file(reference)):
@@ -77,6 +87,33 @@ def load(baseline: Baseline):
 
 
 GATED = ("accuracy", "macro_f1")
+SHOWN = (*GATED, "worst_class_recall", "log_loss")
+
+
+def test_parts(found: Baseline, dataset, uris: list[str], classes, labels) -> dict:
+    """Boolean masks over today's test images:
+    known: in the baseline's own test split, with the same label (what it was judged on);
+    relabelled: in its test split under another label (left out of the gate);
+    new: in none of its splits; seen: in its train or val split (never compared)."""
+    import numpy as np
+
+    from components.common import metadata
+
+    sha = {row["uri"]: row.get("sha256", "") for row in metadata.read_rows(dataset, "test")}
+    if found.splits is None:  # a plain model folder: nothing known about its data
+        everything = np.ones(len(uris), dtype=bool)
+        nothing = np.zeros(len(uris), dtype=bool)
+        return {"known": nothing, "relabelled": nothing, "new": everything, "seen": nothing}
+    where = [found.splits.get(sha.get(u, ""), (None, None)) for u in uris]
+    label_of = [classes[int(y)] for y in labels]
+    split = np.array([w[0] or "" for w in where])
+    same = np.array([w[1] == name for w, name in zip(where, label_of, strict=True)], dtype=bool)
+    return {
+        "known": (split == "test") & same,
+        "relabelled": (split == "test") & ~same,
+        "new": split == "",
+        "seen": (split == "train") | (split == "val"),
+    }
 
 
 def compare(
@@ -89,14 +126,18 @@ def compare(
     classes: list[str],
     predict,
     metric_fn,
+    margin: float = 0.0,
+    alpha: float = 0.05,
 ) -> dict | None:
-    """Both models on the test images neither trained on: the `baseline` entry of the
-    blessing (None: nothing to compare with). `predict(model, rows)` gives a model's
-    probabilities on `images`; `metric_fn(probs, labels)` the classification metrics."""
-    import numpy as np
+    """Both models on today's test images: the `baseline` entry of the blessing.
 
-    from components.common import metadata
+    The gate's images are the known part (the baseline's own test images, labels
+    unchanged) when there is one, else every test image neither model trained on. Both
+    parts are measured for both models; the gate's verdict is the exact paired test
+    (components/evaluate/paired.py). `predict(model, rows)` gives a model's probabilities
+    on `images`; `metric_fn(probs, labels)` the classification metrics."""
     from components.common.models import metadata_rows
+    from components.evaluate import paired
 
     found = find_baseline(reference)
     if found is None:
@@ -109,23 +150,41 @@ def compare(
         )
     _, rows = metadata_rows(model, found.model_dir, dataset, {"test": uris})
     base_probs = predict(model, rows["test"])
-    sha = {row["uri"]: row.get("sha256", "") for row in metadata.read_rows(dataset, "test")}
-    seen = found.seen_sha256 or set()
-    fresh = np.array([sha.get(u, "") not in seen for u in uris], dtype=bool)
+    parts = test_parts(found, dataset, uris, classes, labels)
+    unseen = ~parts["seen"]
+    gate_part = "known" if parts["known"].any() else "unseen"
+    chosen = parts["known"] if gate_part == "known" else unseen & ~parts["relabelled"]
     result = {
         "model": found.label,
         "reference": reference,
         "version": found.version,
         "found": True,
-        "images": int(fresh.sum()),
-        "excluded_seen_by_baseline": int((~fresh).sum()),
-        "split_known": found.seen_sha256 is not None,
+        "images": int(chosen.sum()),
+        "gate_part": gate_part,
+        "excluded_seen_by_baseline": int(parts["seen"].sum()),
+        "relabelled_since_baseline": int(parts["relabelled"].sum()),
+        "split_known": found.splits is not None,
+        "parts": {},
     }
-    if not fresh.any():
+    for name, mask in (("known", parts["known"]), ("new", parts["new"] & unseen)):
+        if mask.any():
+            result["parts"][name] = {
+                "images": int(mask.sum()),
+                "candidate": {k: metric_fn(probs[mask], labels[mask])[k] for k in SHOWN},
+                "baseline": {k: metric_fn(base_probs[mask], labels[mask])[k] for k in SHOWN},
+            }
+    if not chosen.any():
         return {**result, "comparable": False}
-    candidate = metric_fn(probs[fresh], labels[fresh])
-    base = metric_fn(base_probs[fresh], labels[fresh])
     result["comparable"] = True
-    result["candidate"] = {k: candidate[k] for k in (*GATED, "worst_class_recall", "log_loss")}
-    result["baseline"] = {k: base[k] for k in (*GATED, "worst_class_recall", "log_loss")}
+    candidate = metric_fn(probs[chosen], labels[chosen])
+    base = metric_fn(base_probs[chosen], labels[chosen])
+    result["candidate"] = {k: candidate[k] for k in SHOWN}
+    result["baseline"] = {k: base[k] for k in SHOWN}
+    truth = labels[chosen]
+    result["paired"] = paired.compare(
+        probs[chosen].argmax(axis=1) == truth,
+        base_probs[chosen].argmax(axis=1) == truth,
+        margin,
+        alpha,
+    )
     return result

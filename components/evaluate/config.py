@@ -17,7 +17,10 @@ class EvaluateConfig(StageConfig):
     min_macro_f1: float = 0.0
     min_class_recall: float = 0.0  # the worst class's recall
     baseline_model: str = ""  # model folder, .keras file or gs:// URI of the model to beat
-    max_regression: float = 0.0  # how far below the baseline (accuracy, macro F1) still passes
+    # the gate against the baseline: refused only when the candidate is worse by more than
+    # max_regression (accuracy points) by an exact paired test at significance alpha
+    max_regression: float = 0.0
+    alpha: float = 0.05
     top_k: int = 3
     label_error_confidence: float = 0.8  # list items the model contradicts at least this surely
     neighbours: int = 3  # nearest training images shown per misclassified test image
@@ -39,6 +42,7 @@ class EvaluateConfig(StageConfig):
         for key in ("min_accuracy", "min_macro_f1", "min_class_recall"):
             self.check(0.0 <= getattr(self, key) <= 1.0, key, "expected a fraction in 0..1")
         self.check(0.0 <= self.max_regression <= 1.0, "max_regression", "expected 0..1")
+        self.check(0.0 < self.alpha < 0.5, "alpha", "expected a significance level in 0..0.5")
         self.check(self.top_k >= 1, "top_k", "expected >= 1")
         self.check(
             0.0 < self.label_error_confidence <= 1.0,

@@ -13,7 +13,13 @@ from components.common import metadata, progress
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
 from components.common.augment import load_policy
 from components.common.errors import UserError
-from components.common.models import load_model, metadata_rows
+from components.common.models import (
+    embedding_model,
+    load_model,
+    metadata_rows,
+    predict_batches,
+    predict_probs,
+)
 from components.evaluate import analysis, report, robustness
 from components.evaluate.baseline import compare as compare_baseline
 from components.evaluate.calibration import apply_temperature, calibrate, negative_log_likelihood
@@ -27,31 +33,6 @@ from components.evaluate.metrics import (
 )
 
 STAGE = "evaluate"
-
-
-def predict_batches(
-    model, images: np.ndarray, batch_size: int, rows: np.ndarray | None = None, dtype=np.float32
-) -> np.ndarray:
-    """The model's outputs, batch by batch: only one float32 batch of images at a time
-    (never a float copy of the whole split), kept as `dtype`."""
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].astype(np.float32)
-        part = None if rows is None else rows[start : start + batch_size]
-        outputs.append(
-            np.asarray(model.predict_on_batch(metadata.model_inputs(batch, part)), dtype)
-        )
-    if outputs:
-        return np.concatenate(outputs)
-    return np.zeros((0, *model.output_shape[1:]), dtype)
-
-
-def predict_probs(
-    model, images: np.ndarray, batch_size: int, rows: np.ndarray | None = None
-) -> np.ndarray:
-    """Class probabilities; `rows` is the metadata input of a two-input model."""
-    probs = predict_batches(model, images, batch_size, rows, np.float64)
-    return probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 within ~1e-7
 
 
 @dataclass
@@ -159,7 +140,7 @@ def predict_splits(
         "train": load_split_arrays(dataset, "train", size, keep=keep),
     }
     _, rows = metadata_rows(model, model_dir, dataset, {s: a[2] for s, a in arrays.items()})
-    embed = analysis.embedding_model(model)
+    embed = embedding_model(model)
     splits = {}
     for split, (images, labels, uris) in arrays.items():
         splits[split] = Split(
@@ -271,6 +252,8 @@ def measure_baseline(config: EvaluateConfig, dataset: Path, test: Split, classes
             lambda p, y: classification_metrics(
                 p, y, classes, config.top_k, config.calibration_bins
             ),
+            margin=config.max_regression,
+            alpha=config.alpha,
         )
 
 

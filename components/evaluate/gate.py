@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.evaluate.baseline import GATED
 from components.evaluate.config import EvaluateConfig
 
 
@@ -44,8 +43,13 @@ def bless(
 def compare_with_baseline(
     baseline: dict[str, Any], config: EvaluateConfig, results: list, reasons: list[str]
 ) -> None:
-    """The candidate must not be worse than the baseline by more than max_regression on a
-    gated metric, both measured on the same test images, none of which either trained on."""
+    """The candidate must not be significantly worse than the baseline, by more than
+    max_regression, on the same test images (the baseline's own test images with their
+    labels unchanged, when it has any): the exact paired test of components/evaluate/paired.py.
+    One image worse is chance, not a regression; a model that is really worse is refused
+    even when the raw difference is inside the margin's noise."""
+    from components.evaluate.paired import describe
+
     if not baseline.get("found"):
         return  # nothing published there yet: the thresholds alone decide (recorded)
     if not baseline.get("comparable"):
@@ -54,21 +58,28 @@ def compare_with_baseline(
             "val split; set prepare.keep_splits to it so its test images stay test images"
         )
         return
-    where = f"on {baseline['images']} test images neither model trained on"
-    for name in GATED:
-        value, base = baseline["candidate"][name], baseline["baseline"][name]
-        floor = base - config.max_regression
-        passed = value >= floor - 1e-12
-        results.append(
-            {
-                "metric": f"{name} vs {baseline['model']}",
-                "value": round(value, 6),
-                "threshold": round(floor, 6),
-                "passed": passed,
-            }
+    where = (
+        f"on {baseline['images']} known test images (its own, labels unchanged)"
+        if baseline.get("gate_part") == "known"
+        else f"on {baseline['images']} test images neither model trained on"
+    )
+    test = baseline["paired"]
+    passed = test["verdict"] != "inferior"
+    results.append(
+        {
+            "metric": f"accuracy vs {baseline['model']} (paired, {where})",
+            "value": round(test["candidate_accuracy"], 6),
+            "threshold": round(test["baseline_accuracy"] - config.max_regression, 6),
+            "p_inferior": test["p_inferior"],
+            "alpha": config.alpha,
+            "verdict": test["verdict"],
+            "passed": passed,
+        }
+    )
+    if not passed:
+        reasons.append(
+            f"accuracy {test['candidate_accuracy']:.4f} is worse than {baseline['model']}'s "
+            f"{test['baseline_accuracy']:.4f} by more than max_regression "
+            f"{config.max_regression} {where}, significantly at alpha {config.alpha}: "
+            + describe(test)
         )
-        if not passed:
-            reasons.append(
-                f"{name} {value:.4f} is worse than {baseline['model']}'s {base:.4f} by more "
-                f"than max_regression {config.max_regression} ({where})"
-            )

@@ -242,7 +242,8 @@ def slices_section(slices: dict[str, list[dict]], limit: int) -> Section:
 
 
 def baseline_section(baseline: dict[str, Any] | None) -> Section | None:
-    """The candidate beside the baseline, on the same images."""
+    """The candidate beside the baseline, on the same images: the known and the new part
+    side by side, and the paired test that decides."""
     if not baseline:
         return None
     section = Section("Against the baseline")
@@ -250,20 +251,41 @@ def baseline_section(baseline: dict[str, Any] | None) -> Section | None:
         return section.say(f"No model is published at {baseline['model']} yet: no comparison.")
     if not baseline.get("comparable"):
         return section.say(f"{baseline['model']}: every test image was in its train or val split.")
+    part = (
+        "its own test images, labels unchanged (known)"
+        if baseline.get("gate_part") == "known"
+        else "the test images neither trained on"
+    )
     section.say(
-        f"Candidate and {baseline['model']} on the {baseline['images']} test images neither "
-        f"trained on ({baseline['excluded_seen_by_baseline']} left out: the baseline trained "
-        "or validated on them)."
+        f"The gate compares the candidate with {baseline['model']} on the {baseline['images']} "
+        f"{part}; {baseline['excluded_seen_by_baseline']} test images are left out because the "
+        f"baseline trained or validated on them, {baseline.get('relabelled_since_baseline', 0)} "
+        "because their label changed since."
     )
-    section.tables.append(
-        Table(
-            ["metric", "candidate", baseline["model"], "difference"],
-            [
-                [name, value, baseline["baseline"][name], value - baseline["baseline"][name]]
-                for name, value in baseline["candidate"].items()
-            ],
+    for name, found in baseline.get("parts", {}).items():
+        section.tables.append(
+            Table(
+                ["metric", "candidate", baseline["model"], "difference"],
+                [
+                    [metric, value, found["baseline"][metric], value - found["baseline"][metric]]
+                    for metric, value in found["candidate"].items()
+                ],
+                caption=f"{name} test images ({found['images']})",
+            )
         )
-    )
+    test = baseline.get("paired")
+    if test:
+        from components.evaluate.paired import describe
+
+        css = "bad" if test["verdict"] == "inferior" else "good"
+        section.say(f"Paired test ({test['test']}): {test['verdict']}; {describe(test)}.", css)
+        detect = test.get("detectable") or {}
+        if detect.get("images"):
+            section.say(
+                f"On {test['images']} images this test can detect, at alpha {test['alpha']}, a "
+                f"regression of {detect['images']} images ({detect['accuracy_points']:.4f} "
+                "accuracy) at the least; smaller differences are indistinguishable from chance."
+            )
     return section
 
 

@@ -191,9 +191,12 @@ def run(
     evaluation_dir: str | Path,
     model: str | Path | None = None,
     dataset: str | Path | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Publish the export (and the model, split manifests and metrics beside it) as a new
-    version under `<registry>/<model_name>/`, then move latest.json to it."""
+    version under `<registry>/<model_name>/`, then move latest.json to it. `provenance`
+    (the data fingerprint and config digest, components/common/runkey.py) is published as
+    provenance.json: the next night compares itself with it."""
     started = time.time()
     export_dir, evaluation_dir = Path(export_dir), Path(evaluation_dir)
     if not config.registry:
@@ -230,6 +233,17 @@ def run(
                 {"path": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
                 for path, name in extra
             ]
+        if provenance:
+            path = Path(scratch) / registry.PROVENANCE
+            path.write_text(json.dumps(provenance, indent=2, sort_keys=True))
+            files.append((path, registry.PROVENANCE))
+            entries.append(
+                {
+                    "path": registry.PROVENANCE,
+                    "sha256": sha256_file(path),
+                    "bytes": path.stat().st_size,
+                }
+            )
         with progress.step(STAGE, f"copying {len(files)} files to {target}"):
             for path, name in files:
                 storage.copy_file(path, f"{target}/{name}")
@@ -251,6 +265,7 @@ def run(
         "blessing": blessing,
         "test_accuracy": metrics.get("accuracy"),
         "macro_f1": metrics.get("macro_f1"),
+        "provenance": {k: (provenance or {}).get(k) for k in ("fingerprint", "key")},
         "reference": {
             part: any(e["path"].startswith(part + "/") for e in entries) for part in REFERENCE_FILES
         },

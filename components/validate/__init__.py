@@ -1,0 +1,1 @@
+"""The validate stage: the prepared dataset checked against the deployed version."""

@@ -1,0 +1,5 @@
+import sys
+
+from components.validate.cli import main
+
+sys.exit(main())

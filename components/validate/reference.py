@@ -1,0 +1,92 @@
+"""What the new data is compared with: the deployed version, found through the registry.
+
+The reference is `validate.reference`, else the places a scheduled config already
+names the deployed version: `evaluate.baseline_model`, `prepare.keep_splits`, then
+the registry push publishes to (`push.registry`/`push.model_name`); the pipeline's
+`changes` task resolves it (components/common/runkey.py: choose_reference). It may be a
+registry reference (`<registry>/<model_name>[/<version>]`: its dataset/ manifests
+and model/) or a prepared dataset folder (manifests only: the model-based checks
+say they had no model). Nothing published there yet is the first night, recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from components.common import registry, storage
+from components.common.errors import UserError
+
+
+@dataclass
+class Row:
+    split: str
+    label: str
+    uri: str
+
+
+@dataclass
+class Reference:
+    reference: str
+    label: str  # how messages name it
+    version: str | None
+    classes: list[str]
+    rows: dict[str, Row]  # sha256 -> where and how it was labelled
+    model_dir: str | None  # None: a dataset folder, no model to ask
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        out = {name: 0 for name in self.classes}
+        for row in self.rows.values():
+            out[row.label] = out.get(row.label, 0) + 1
+        return out
+
+
+def read_rows(folder: str) -> dict[str, Row]:
+    rows: dict[str, Row] = {}
+    for split in ("train", "val", "test"):
+        uri = f"{folder}/splits/{split}.csv"
+        if not storage.exists(uri):
+            raise UserError(f"validate: {uri} is missing; the reference dataset is incomplete")
+        for row in csv.DictReader(io.StringIO(storage.read_bytes(uri).decode("utf-8"))):
+            if row.get("sha256"):
+                rows.setdefault(row["sha256"], Row(split, row.get("label", ""), row["uri"]))
+    return rows
+
+
+def load(reference: str) -> Reference | None:
+    """The reference's manifests, classes and model; None when nothing is published yet."""
+    version = registry.resolve_part(
+        reference,
+        registry.DATASET,
+        "validate.reference",
+        "push it with --dataset, or point validate.reference at a prepared dataset",
+    )
+    if version is not None:
+        folder = version.part(registry.DATASET)
+        provenance_uri = f"{version.uri}/{registry.PROVENANCE}"
+        return Reference(
+            reference,
+            f"deployed {version.label}",
+            version.version,
+            json.loads(storage.read_bytes(f"{folder}/classes.json")),
+            read_rows(folder),
+            version.part(registry.MODEL) if version.has(registry.MODEL) else None,
+            json.loads(storage.read_bytes(provenance_uri))
+            if storage.exists(provenance_uri)
+            else {},
+        )
+    root = str(reference).rstrip("/")
+    if storage.exists(f"{root}/splits/train.csv"):
+        classes = json.loads(storage.read_bytes(f"{root}/classes.json"))
+        return Reference(reference, f"dataset {root}", None, classes, read_rows(root), None)
+    if storage.is_empty(root):
+        return None
+    raise UserError(
+        f"validate.reference {reference!r} is neither a registry reference (no latest.json or "
+        "manifest.json) nor a prepared dataset (no splits/train.csv); pass "
+        "<registry>/<model_name>[/<version>] or a dataset folder"
+    )
