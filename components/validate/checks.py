@@ -82,8 +82,8 @@ def class_counts(
 def class_drift(
     new_labels: list[str], before: dict[str, int], config: ValidateConfig, label: str
 ) -> Check:
-    """The new images' class shares against the reference's (reference classes only: a
-    class the reference lacks is the schema check's)."""
+    """The new images' class shares against the reference's, over the classes both have
+    (an added or a removed class is the schema check's)."""
     from scipy.stats import chisquare
 
     names = list(before)
@@ -212,9 +212,10 @@ def image_stats(
     for name in STATS:
         before, after = histograms(reference[name], new[name])
         distances[name] = round(float(jensenshannon(before, after, base=2)), 4)
+        middle = np.mean if name == "greyscale" else np.median  # a share, not a median
         medians[name] = {
-            "new": round(float(np.median(new[name])), 4),
-            "reference": round(float(np.median(reference[name])), 4),
+            "new": round(float(middle(new[name])), 4),
+            "reference": round(float(middle(reference[name])), 4),
         }
     worst = max(distances, key=distances.get)
     found = Check("image_stats", distances, config.max_image_stat_js)
@@ -223,8 +224,9 @@ def image_stats(
         if distance > config.max_image_stat_js:
             found.flag(
                 f"image_stats: the new images' {name} differs from {label}'s (Jensen-Shannon "
-                f"distance {distance:.3f} > {config.max_image_stat_js}; median "
-                f"{medians[name]['new']:g} against {medians[name]['reference']:g})"
+                f"distance {distance:.3f} > {config.max_image_stat_js}; "
+                f"{'share' if name == 'greyscale' else 'median'} {medians[name]['new']:g} "
+                f"against {medians[name]['reference']:g})"
             )
     found.detail["worst"] = worst
     return found

@@ -113,10 +113,17 @@ def compare(config: ValidateConfig, today: Today, found: Reference) -> dict[str,
     results = [
         checks.schema(today.classes, found.classes, label),
         checks.class_counts(today.counts(), found.counts(), config, label),
-        checks.class_drift([r["label"] for r in new], found.counts(), config, label),
+        checks.class_drift(
+            [r["label"] for r in new],
+            {k: v for k, v in found.counts().items() if k in today.classes},
+            config,
+            label,
+        ),
     ]
+    # the deployed model can only know its own classes: a new class's images are the
+    # schema check's, not pictures "unlike anything it knows"
     groups = {
-        "new": sample(new, config.max_images),
+        "new": sample([r for r in new if r["label"] in found.classes], config.max_images),
         **{
             split: sample(
                 [r for r in same if known_rows[r["sha256"]].split == split], config.max_images

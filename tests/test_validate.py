@@ -1,0 +1,210 @@
+"""The validate stage on real digits: night 1 publishes a model trained on 80% of them;
+night 2 sees the rest, clean or with one kind of trouble, each of which must be caught
+and named, while the clean night must not be flagged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.common.errors import UserError
+from components.prepare.config import PrepareConfig
+from components.validate.config import ValidateConfig
+
+pytestmark = pytest.mark.slow
+
+
+def night_one(name: str) -> bool:
+    """80% of the digits are night 1's (a stable choice by file name)."""
+    return int(hashlib.md5(name.encode()).hexdigest(), 16) % 5 != 0
+
+
+def write_night(target: Path, digits_dir: Path, everything: bool = True) -> Path:
+    for folder in sorted(p for p in digits_dir.iterdir() if p.is_dir()):
+        (target / folder.name).mkdir(parents=True, exist_ok=True)
+        for image in sorted(folder.glob("*.png")):
+            if everything or night_one(image.name):
+                shutil.copy(image, target / folder.name / image.name)
+    return target
+
+
+def new_files(folder: Path, label: str) -> list[Path]:
+    return [p for p in sorted((folder / label).glob("*.png")) if not night_one(p.name)]
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory, digits_dir):
+    """Night 1: prepared, trained, evaluated and pushed like the pipeline does."""
+    from components.evaluate.config import EvaluateConfig
+    from components.evaluate.core import run as evaluate
+    from components.prepare.core import run as prepare
+    from components.push.config import PushConfig
+    from components.push.core import run as push
+    from components.train.config import TrainConfig
+    from components.train.core import run as train
+
+    root = tmp_path_factory.mktemp("night1")
+    data = write_night(root / "data", digits_dir, everything=False)
+    prepare(PrepareConfig(), str(data), root / "dataset")
+    train(TrainConfig(epochs=8, width=16, early_stopping_patience=8), root / "dataset", root / "model")
+    evaluate(EvaluateConfig(min_accuracy=0.0), root / "dataset", root / "model", root / "evaluation")
+    export = root / "export"
+    export.mkdir()
+    (export / "model.onnx").write_bytes(b"night 1")
+    (export / "parity.json").write_text(json.dumps({"onnx": {"passed": True}}))
+    registry = root / "registry"
+    push(
+        PushConfig(serving="none", registry=str(registry), version="night1"),
+        export,
+        root / "evaluation",
+        root / "model",
+        root / "dataset",
+    )
+    return str(registry / "visionpipe-classifier")
+
+
+def validate_night(tmp_path, data: Path, reference: str, **settings):
+    """Night 2's data prepared with keep_splits, then validated (warn: the record is read)."""
+    from components.prepare.core import run as prepare
+    from components.validate.core import run
+
+    dataset = tmp_path / "dataset"
+    prepare(PrepareConfig(keep_splits=reference), str(data), dataset)
+    config = ValidateConfig(on_anomaly="warn", **settings)
+    return run(config, dataset, tmp_path / "validation", reference)
+
+
+def flagged(result) -> dict[str, list[str]]:
+    return {c["check"]: c["anomalies"] for c in result["checks"] if c["verdict"] == "anomaly"}
+
+
+def test_a_clean_night_is_not_flagged(tmp_path, digits_dir, deployed):
+    result = validate_night(tmp_path, write_night(tmp_path / "data", digits_dir), deployed)
+    assert result["compared"] and result["version"] == "night1"
+    assert result["anomalies"] == [] and result["decision"] == "pass", result["anomalies"]
+    counts = result["counts"]
+    assert counts["new"] > 300 and counts["known"] > 1400 and counts["relabelled"] == 0
+    verdicts = {c["check"]: c["verdict"] for c in result["checks"]}
+    assert set(verdicts.values()) == {"pass"}, verdicts  # every check ran
+    saved = json.loads((tmp_path / "validation" / "anomalies.json").read_text())
+    assert saved["decision"] == "pass" and len(saved["checks"]) == 7
+    assert "decision: pass" in (tmp_path / "validation" / "report.md").read_text()
+
+
+def test_new_images_of_two_classes_swapped_are_named(tmp_path, digits_dir, deployed):
+    data = write_night(tmp_path / "data", digits_dir)
+    three, eight = new_files(data, "3"), new_files(data, "8")
+    for path in three:
+        path.rename(data / "8" / f"was3-{path.name}")
+    for path in eight:
+        path.rename(data / "3" / f"was8-{path.name}")
+    result = validate_night(tmp_path, data, deployed)
+    lines = flagged(result)["label_agreement"]
+    assert any("labelled '8'" in line and "as '3'" in line for line in lines), lines
+    assert any("labelled '3'" in line and "as '8'" in line for line in lines), lines
+    assert len(lines) == 2  # no other class is accused
+    assert result["decision"] == "warn"
+
+
+def test_noise_pictures_are_out_of_distribution(tmp_path, digits_dir, deployed):
+    from PIL import Image
+
+    data = write_night(tmp_path / "data", digits_dir)
+    rng = np.random.default_rng(0)
+    for n in range(150):
+        pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(data / str(n % 10) / f"noise-{n}.png")
+        grey = np.full((8, 8, 3), 128, np.uint8)
+        Image.fromarray(grey).save(data / str(n % 10) / f"grey-{n}.png")
+    result = validate_night(tmp_path, data, deployed)
+    lines = flagged(result)["out_of_distribution"]
+    assert len(lines) == 1 and "new images" in lines[0] and "noise-" in lines[0]
+    ood = next(c for c in result["checks"] if c["check"] == "out_of_distribution")
+    assert sum(Path(f["uri"]).name.startswith("noise-") for f in ood["files"]) >= 120
+    digits = sum(Path(f["uri"]).name.startswith("digit_") for f in ood["files"])
+    assert digits <= 0.06 * ood["detail"]["new_images"]  # about the reference's own far rate
+
+
+def test_known_images_moved_to_other_classes_are_listed(tmp_path, digits_dir, deployed):
+    data = write_night(tmp_path / "data", digits_dir)
+    known = [p for p in sorted((data / "1").glob("*.png")) if night_one(p.name)][:100]
+    for path in known:
+        path.rename(data / "7" / path.name)
+    result = validate_night(tmp_path, data, deployed)
+    lines = flagged(result)["changed_labels"]
+    assert "100 images" in lines[0] and "from '1' to '7'" in lines[0]
+    changed = next(c for c in result["checks"] if c["check"] == "changed_labels")
+    assert {Path(f["uri"]).name for f in changed["files"]} == {p.name for p in known}
+    assert result["counts"]["relabelled"] == 100
+
+
+def test_a_new_class_and_a_vanished_class_are_schema_anomalies(tmp_path, digits_dir, deployed):
+    from PIL import Image
+
+    data = write_night(tmp_path / "data", digits_dir)
+    shutil.rmtree(data / "9")
+    (data / "x").mkdir()
+    for n, source in enumerate(sorted((data / "4").glob("*.png"))[:40]):
+        pixels = np.asarray(Image.open(source).convert("L"))
+        Image.fromarray(pixels.T[::-1]).save(data / "x" / f"turned-{n}.png")
+    result = validate_night(tmp_path, data, deployed)
+    found = flagged(result)
+    assert any("added" in line and "x" in line for line in found["schema"])
+    assert any("removed" in line and "9" in line for line in found["schema"])
+    assert any("'9' has 0 images" in line for line in found["class_counts"])
+    # accepted as a deliberate change: recorded, not an anomaly that stops the run
+    accepted = validate_night(
+        tmp_path / "accepted", data, deployed, accept=["schema", "class_counts"]
+    )
+    assert accepted["anomalies"] == [] and accepted["decision"] == "pass"
+    assert any(line.startswith("schema") for line in accepted["accepted"])
+    assert accepted["accept"] == ["schema", "class_counts"]
+
+
+def test_a_brightness_shift_is_named(tmp_path, digits_dir, deployed):
+    from PIL import Image
+
+    data = write_night(tmp_path / "data", digits_dir)
+    for folder in data.iterdir():
+        for path in new_files(data, folder.name):
+            pixels = np.asarray(Image.open(path).convert("L")).astype(int)
+            Image.fromarray(np.clip(pixels + 90, 0, 255).astype(np.uint8)).save(path)
+    result = validate_night(tmp_path, data, deployed)
+    lines = flagged(result)["image_stats"]
+    assert any("brightness" in line for line in lines), lines
+
+
+def test_stop_refuses_with_one_line_naming_each_anomaly(tmp_path, digits_dir, deployed):
+    from components.prepare.core import run as prepare
+    from components.validate.core import run
+
+    data = write_night(tmp_path / "data", digits_dir)
+    shutil.rmtree(data / "5")
+    prepare(PrepareConfig(keep_splits=deployed), str(data), tmp_path / "dataset")
+    with pytest.raises(UserError) as caught:
+        run(ValidateConfig(), tmp_path / "dataset", tmp_path / "validation", deployed)
+    message = str(caught.value)
+    assert "classes removed" in message and "'5'" in message and "nothing was trained" in message
+    assert "\n" not in message
+    # the record is written before the refusal
+    saved = json.loads((tmp_path / "validation" / "anomalies.json").read_text())
+    assert saved["decision"] == "stop" and saved["anomalies"]
+
+
+def test_the_first_night_has_nothing_to_compare_with(tmp_path, digits_dataset):
+    from components.validate.core import run
+
+    reference = str(tmp_path / "registry" / "visionpipe-classifier")
+    result = run(ValidateConfig(), digits_dataset, tmp_path / "validation", reference)
+    assert result["compared"] is False and result["decision"] == "pass"
+    assert "first night" in result["note"]
+
+
+def test_config_refuses_unknown_checks_to_accept():
+    with pytest.raises(UserError, match="accept"):
+        ValidateConfig.from_dict({"accept": ["schmea"]})
