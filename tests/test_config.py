@@ -68,7 +68,7 @@ def test_int_accepted_for_float_and_comma_list_for_list():
 def test_whole_run_sections_and_dotted_keys():
     sections = split_sections({"train": {"epochs": 2}, "prepare.seed": 7})
     assert sections["train"] == {"epochs": 2} and sections["prepare"] == {"seed": 7}
-    with pytest.raises(UserError, match="stage one of prepare, train, evaluate, export"):
+    with pytest.raises(UserError, match="stage one of prepare, validate, train, evaluate, export"):
         split_sections({"trian.epochs": 2})
 
 

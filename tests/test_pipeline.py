@@ -10,6 +10,7 @@ import yaml
 
 import components
 from tests.conftest import VISIONPIPE, write_digit_images
+from tests.kfp_spec import all_tasks, producer
 
 
 def visionpipe(*args, cwd=None):
@@ -28,16 +29,31 @@ def compiled(tmp_path_factory):
 
 def test_compiled_tasks_and_edges(compiled):
     root = compiled["root"]["dag"]["tasks"]
-    assert set(root) == {"fingerprint", "prepare", "train", "evaluate", "condition-1"}
-    assert root["prepare"]["dependentTasks"] == ["fingerprint"]
-    assert root["train"]["dependentTasks"] == ["prepare"]
-    assert sorted(root["evaluate"]["dependentTasks"]) == ["prepare", "train"]
-    condition = root["condition-1"]
+    assert set(root) == {"fingerprint", "changes", "condition-1"}
+    assert root["changes"]["dependentTasks"] == ["fingerprint"]
+    # nothing new, nothing spent: every stage sits under the changes task's decision
+    changed = root["condition-1"]
+    assert changed["taskInfo"]["name"] == "changed"
+    assert "changes" in changed["dependentTasks"]
+    assert (
+        changed["triggerPolicy"]["condition"]
+        == "inputs.parameter_values['pipelinechannel--changes-Output'] == 'changed'"
+    )
+    stages = compiled["components"]["comp-condition-1"]["dag"]["tasks"]
+    assert set(stages) == {"prepare", "validate", "train", "evaluate", "condition-2"}
+    assert stages["validate"]["dependentTasks"] == ["prepare"]
+    # train waits for validate, which fails the run on anomalies before any training
+    assert sorted(stages["train"]["dependentTasks"]) == ["prepare", "validate"]
+    assert sorted(stages["evaluate"]["dependentTasks"]) == ["prepare", "train"]
+    condition = stages["condition-2"]
     assert "evaluate" in condition["dependentTasks"]
     assert "pipelinechannel--evaluate-Output" in condition["triggerPolicy"]["condition"]
-    inner = compiled["components"]["comp-condition-1"]["dag"]["tasks"]
+    inner = compiled["components"]["comp-condition-2"]["dag"]["tasks"]
     assert set(inner) == {"export", "push"}
     assert inner["push"]["dependentTasks"] == ["export"]
+    # validate compares with, and push publishes, what the changes task decided
+    for task in (stages["validate"], inner["push"]):
+        assert "changes" in task["inputs"]["artifacts"]["changes"]["componentInputArtifact"]
 
 
 @pytest.mark.parametrize("scheduled", [False, True])
@@ -48,11 +64,13 @@ def test_prepare_is_cached_on_an_uncached_fingerprint(tmp_path, scheduled):
     done = visionpipe("compile", "--output", str(path), *(["--scheduled"] if scheduled else []))
     assert done.returncode == 0, done.stderr
     spec = next(yaml.safe_load_all(path.read_text()))
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = all_tasks(spec)
     assert tasks["prepare"]["cachingOptions"] == {"enableCache": True}
-    assert not tasks["fingerprint"]["cachingOptions"].get("enableCache")
-    source = tasks["prepare"]["inputs"]["parameters"]["fingerprint"]["taskOutputParameter"]
+    for uncached in ("fingerprint", "changes", "validate", "train", "evaluate", "export", "push"):
+        assert not tasks[uncached]["cachingOptions"].get("enableCache"), uncached
+    source = producer(spec, "prepare", "fingerprint")
     assert source == {"outputParameterKey": "Output", "producerTask": "fingerprint"}
+    assert producer(spec, "changes", "data_fingerprint")["producerTask"] == "fingerprint"
     assert tasks["fingerprint"]["inputs"]["parameters"]["data"] == {
         "componentInputParameter": "data"
     }
@@ -60,7 +78,7 @@ def test_prepare_is_cached_on_an_uncached_fingerprint(tmp_path, scheduled):
     # no schedule-time placeholder anywhere: the data decides, not the clock
     assert "scheduled_time" not in path.read_text() and "schedule_time" not in path.read_text()
     # export and push get the evaluation through the DAG, not by guessing folders
-    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    inner = spec["components"]["comp-condition-2"]["dag"]["tasks"]
     for task in ("export", "push"):
         evaluation = inner[task]["inputs"]["artifacts"]["evaluation"]
         assert evaluation["componentInputArtifact"] == "pipelinechannel--evaluate-evaluation"
@@ -72,7 +90,15 @@ def test_compiled_training_requests_a_gpu(compiled):
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert train["resources"]["accelerator"]["resourceCount"] == "1"
     assert train["image"].endswith(f"visionpipe-gpu:{components.__version__}")
-    for name in ("exec-fingerprint", "exec-prepare", "exec-evaluate", "exec-export", "exec-push"):
+    for name in (
+        "exec-fingerprint",
+        "exec-changes",
+        "exec-prepare",
+        "exec-validate",
+        "exec-evaluate",
+        "exec-export",
+        "exec-push",
+    ):
         container = executors[name]["container"]
         assert "accelerator" not in container.get("resources", {})
         assert container["image"].endswith(f"visionpipe-cpu:{components.__version__}")
@@ -85,6 +111,7 @@ def test_compiled_parameters_have_defaults(compiled):
     assert params["data"]["defaultValue"] == "builtin:digits"
     assert {
         "prepare_config",
+        "validate_config",
         "train_config",
         "evaluate_config",
         "export_config",
@@ -237,7 +264,7 @@ def test_data_error_inside_the_pipeline_is_one_line_and_exit_2(tmp_path):
 
 
 def test_compiled_caching_and_limits(compiled):
-    tasks = compiled["root"]["dag"]["tasks"]
+    tasks = all_tasks(compiled)
     assert tasks["prepare"]["cachingOptions"].get("enableCache") is True
     for name in ("train", "evaluate"):
         assert not tasks[name]["cachingOptions"].get("enableCache")

@@ -9,8 +9,10 @@ import json
 import pytest
 import yaml
 
+from components.common.stages import STAGES
 from pipelines.cli import main
 from tests.kfp_server import KfpServer
+from tests.kfp_spec import all_tasks, producer
 
 CLUSTER = {
     "kubernetes": {
@@ -66,13 +68,8 @@ def test_submit_uploads_the_compiled_pipeline_and_starts_a_run(cluster_file, cap
         spec, platform = spec_of(upload.files["uploadfile"].decode())
         assert spec["pipelineInfo"]["name"] == "visionpipe"
         assert spec["defaultPipelineRoot"] == "gs://bucket/visionpipe"
-        assert set(spec["root"]["dag"]["tasks"]) == {
-            "fingerprint",
-            "prepare",
-            "train",
-            "evaluate",
-            "condition-1",
-        }
+        assert set(spec["root"]["dag"]["tasks"]) == {"fingerprint", "changes", "condition-1"}
+        assert set(all_tasks(spec)) == {"fingerprint", "changes", *STAGES}
         train_k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
         assert train_k8s["imagePullSecret"][0]["secretName"] == "regcred"
 
@@ -148,8 +145,7 @@ def test_schedule_creates_a_recurring_run_keyed_on_the_data(cluster_file):
         # the uploaded spec keys prepare's cache on the data's fingerprint, not the clock
         (upload,) = server.calls("POST", r"/pipelines/upload$")
         spec, _ = spec_of(upload.files["uploadfile"].decode())
-        key = spec["root"]["dag"]["tasks"]["prepare"]["inputs"]["parameters"]["fingerprint"]
-        assert key["taskOutputParameter"]["producerTask"] == "fingerprint"
+        assert producer(spec, "prepare", "fingerprint")["producerTask"] == "fingerprint"
         assert "schedule_time" not in upload.files["uploadfile"].decode()
 
 
@@ -173,11 +169,9 @@ def test_compile_bakes_the_cluster_settings_in(tmp_path, cluster_file):
     out = tmp_path / "p.yaml"
     assert main(["compile", "--output", str(out), "--cluster", cluster_file]) == 0
     spec, platform = spec_of(out.read_text())
-    tasks = spec["root"]["dag"]["tasks"]
-    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
-    for task in [*tasks.values(), *inner.values()]:
-        if "componentRef" in task and task["componentRef"]["name"].startswith("comp-condition"):
-            continue
+    tasks = all_tasks(spec)
+    assert set(tasks) == {"fingerprint", "changes", *STAGES}
+    for task in tasks.values():
         assert task["retryPolicy"]["maxRetryCount"] == 3
         assert task["retryPolicy"]["backoffDuration"] == "30s"
     train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
@@ -198,8 +192,7 @@ def test_compile_bakes_the_cluster_settings_in(tmp_path, cluster_file):
         "volumeName": "dshm",
     }
     assert spec["defaultPipelineRoot"] == "gs://bucket/visionpipe"
-    key = tasks["prepare"]["inputs"]["parameters"]["fingerprint"]
-    assert key["taskOutputParameter"]["producerTask"] == "fingerprint"
+    assert producer(spec, "prepare", "fingerprint")["producerTask"] == "fingerprint"
 
 
 def test_bad_cluster_settings_are_refused(tmp_path, capsys):
@@ -233,7 +226,15 @@ def test_stage_images_come_from_one_place_at_compile_time(tmp_path, monkeypatch)
     images = executor_images(out)
     assert images.pop("train") == f"registry.example/team/visionpipe-gpu@{DIGEST}"
     assert set(images.values()) == {f"registry.example/team/visionpipe-cpu@{DIGEST}"}
-    assert set(images) == {"fingerprint", "prepare", "evaluate", "export", "push"}
+    assert set(images) == {
+        "fingerprint",
+        "changes",
+        "prepare",
+        "validate",
+        "evaluate",
+        "export",
+        "push",
+    }
 
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text(

@@ -51,8 +51,12 @@ def deployed(tmp_path_factory, digits_dir):
     root = tmp_path_factory.mktemp("night1")
     data = write_night(root / "data", digits_dir, everything=False)
     prepare(PrepareConfig(), str(data), root / "dataset")
-    train(TrainConfig(epochs=8, width=16, early_stopping_patience=8), root / "dataset", root / "model")
-    evaluate(EvaluateConfig(min_accuracy=0.0), root / "dataset", root / "model", root / "evaluation")
+    train(
+        TrainConfig(epochs=8, width=16, early_stopping_patience=8), root / "dataset", root / "model"
+    )
+    evaluate(
+        EvaluateConfig(min_accuracy=0.0), root / "dataset", root / "model", root / "evaluation"
+    )
     export = root / "export"
     export.mkdir()
     (export / "model.onnx").write_bytes(b"night 1")
