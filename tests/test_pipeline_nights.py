@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
+from benchmarks.validate_nights import poison, write_night
 from tests.conftest import VISIONPIPE
-from tests.test_validate import new_files, write_night
 
 pytestmark = pytest.mark.slow
 
@@ -72,10 +72,7 @@ def test_an_unchanged_night_spends_nothing_and_a_poisoned_one_is_stopped(tmp_pat
     assert len([p for p in (registry / "visionpipe-classifier").iterdir() if p.is_dir()]) == 1
 
     poisoned = write_night(tmp_path / "night2", digits_dir)
-    for path in new_files(poisoned, "3"):
-        path.rename(poisoned / "8" / f"was3-{path.name}")
-    for path in new_files(poisoned, "8"):
-        path.rename(poisoned / "3" / f"was8-{path.name}")
+    poison("swap_3_8", poisoned)
     stopped = visionpipe(
         "run",
         "--data",

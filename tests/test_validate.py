@@ -4,14 +4,14 @@ and named, while the clean night must not be flagged."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from benchmarks import validate_nights as nights
+from benchmarks.validate_nights import flagged, night_one, poison, publish, write_night
 from components.common.errors import UserError
 from components.prepare.config import PrepareConfig
 from components.validate.config import ValidateConfig
@@ -19,72 +19,17 @@ from components.validate.config import ValidateConfig
 pytestmark = pytest.mark.slow
 
 
-def night_one(name: str) -> bool:
-    """80% of the digits are night 1's (a stable choice by file name)."""
-    return int(hashlib.md5(name.encode()).hexdigest(), 16) % 5 != 0
-
-
-def write_night(target: Path, digits_dir: Path, everything: bool = True) -> Path:
-    for folder in sorted(p for p in digits_dir.iterdir() if p.is_dir()):
-        (target / folder.name).mkdir(parents=True, exist_ok=True)
-        for image in sorted(folder.glob("*.png")):
-            if everything or night_one(image.name):
-                shutil.copy(image, target / folder.name / image.name)
-    return target
-
-
-def new_files(folder: Path, label: str) -> list[Path]:
-    return [p for p in sorted((folder / label).glob("*.png")) if not night_one(p.name)]
-
-
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory, digits_dir):
-    """Night 1: prepared, trained, evaluated and pushed like the pipeline does."""
-    from components.evaluate.config import EvaluateConfig
-    from components.evaluate.core import run as evaluate
-    from components.prepare.core import run as prepare
-    from components.push.config import PushConfig
-    from components.push.core import run as push
-    from components.train.config import TrainConfig
-    from components.train.core import run as train
-
+    """Night 1 (80% of the digits): prepared, trained, evaluated and pushed like the
+    pipeline does."""
     root = tmp_path_factory.mktemp("night1")
-    data = write_night(root / "data", digits_dir, everything=False)
-    prepare(PrepareConfig(), str(data), root / "dataset")
-    train(
-        TrainConfig(epochs=8, width=16, early_stopping_patience=8), root / "dataset", root / "model"
-    )
-    evaluate(
-        EvaluateConfig(min_accuracy=0.0), root / "dataset", root / "model", root / "evaluation"
-    )
-    export = root / "export"
-    export.mkdir()
-    (export / "model.onnx").write_bytes(b"night 1")
-    (export / "parity.json").write_text(json.dumps({"onnx": {"passed": True}}))
-    registry = root / "registry"
-    push(
-        PushConfig(serving="none", registry=str(registry), version="night1"),
-        export,
-        root / "evaluation",
-        root / "model",
-        root / "dataset",
-    )
-    return str(registry / "visionpipe-classifier")
+    return publish(root, write_night(root / "data", digits_dir, everything=False), 8, 0)
 
 
 def validate_night(tmp_path, data: Path, reference: str, **settings):
     """Night 2's data prepared with keep_splits, then validated (warn: the record is read)."""
-    from components.prepare.core import run as prepare
-    from components.validate.core import run
-
-    dataset = tmp_path / "dataset"
-    prepare(PrepareConfig(keep_splits=reference), str(data), dataset)
-    config = ValidateConfig(on_anomaly="warn", **settings)
-    return run(config, dataset, tmp_path / "validation", reference)
-
-
-def flagged(result) -> dict[str, list[str]]:
-    return {c["check"]: c["anomalies"] for c in result["checks"] if c["verdict"] == "anomaly"}
+    return nights.validate_night(tmp_path, data, reference, **settings)
 
 
 def test_a_clean_night_is_not_flagged(tmp_path, digits_dir, deployed):
@@ -102,11 +47,7 @@ def test_a_clean_night_is_not_flagged(tmp_path, digits_dir, deployed):
 
 def test_new_images_of_two_classes_swapped_are_named(tmp_path, digits_dir, deployed):
     data = write_night(tmp_path / "data", digits_dir)
-    three, eight = new_files(data, "3"), new_files(data, "8")
-    for path in three:
-        path.rename(data / "8" / f"was3-{path.name}")
-    for path in eight:
-        path.rename(data / "3" / f"was8-{path.name}")
+    poison("swap_3_8", data)
     result = validate_night(tmp_path, data, deployed)
     lines = flagged(result)["label_agreement"]
     assert any("labelled '8'" in line and "as '3'" in line for line in lines), lines
@@ -116,15 +57,8 @@ def test_new_images_of_two_classes_swapped_are_named(tmp_path, digits_dir, deplo
 
 
 def test_noise_pictures_are_out_of_distribution(tmp_path, digits_dir, deployed):
-    from PIL import Image
-
     data = write_night(tmp_path / "data", digits_dir)
-    rng = np.random.default_rng(0)
-    for n in range(150):
-        pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(data / str(n % 10) / f"noise-{n}.png")
-        grey = np.full((8, 8, 3), 128, np.uint8)
-        Image.fromarray(grey).save(data / str(n % 10) / f"grey-{n}.png")
+    poison("noise", data)
     result = validate_night(tmp_path, data, deployed)
     lines = flagged(result)["out_of_distribution"]
     assert len(lines) == 1 and "new images" in lines[0] and "noise-" in lines[0]
@@ -137,8 +71,7 @@ def test_noise_pictures_are_out_of_distribution(tmp_path, digits_dir, deployed):
 def test_known_images_moved_to_other_classes_are_listed(tmp_path, digits_dir, deployed):
     data = write_night(tmp_path / "data", digits_dir)
     known = [p for p in sorted((data / "1").glob("*.png")) if night_one(p.name)][:100]
-    for path in known:
-        path.rename(data / "7" / path.name)
+    poison("relabel_known", data)
     result = validate_night(tmp_path, data, deployed)
     lines = flagged(result)["changed_labels"]
     assert "100 images" in lines[0] and "from '1' to '7'" in lines[0]
@@ -148,14 +81,9 @@ def test_known_images_moved_to_other_classes_are_listed(tmp_path, digits_dir, de
 
 
 def test_a_new_class_and_a_vanished_class_are_schema_anomalies(tmp_path, digits_dir, deployed):
-    from PIL import Image
-
     data = write_night(tmp_path / "data", digits_dir)
-    shutil.rmtree(data / "9")
-    (data / "x").mkdir()
-    for n, source in enumerate(sorted((data / "4").glob("*.png"))[:40]):
-        pixels = np.asarray(Image.open(source).convert("L"))
-        Image.fromarray(pixels.T[::-1]).save(data / "x" / f"turned-{n}.png")
+    poison("vanished_class", data)
+    poison("new_class", data)
     result = validate_night(tmp_path, data, deployed)
     found = flagged(result)
     assert any("added" in line and "x" in line for line in found["schema"])
@@ -171,13 +99,8 @@ def test_a_new_class_and_a_vanished_class_are_schema_anomalies(tmp_path, digits_
 
 
 def test_a_brightness_shift_is_named(tmp_path, digits_dir, deployed):
-    from PIL import Image
-
     data = write_night(tmp_path / "data", digits_dir)
-    for folder in data.iterdir():
-        for path in new_files(data, folder.name):
-            pixels = np.asarray(Image.open(path).convert("L")).astype(int)
-            Image.fromarray(np.clip(pixels + 90, 0, 255).astype(np.uint8)).save(path)
+    poison("brighter", data)
     result = validate_night(tmp_path, data, deployed)
     lines = flagged(result)["image_stats"]
     assert any("brightness" in line for line in lines), lines
