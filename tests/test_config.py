@@ -130,3 +130,23 @@ def test_set_values_of_the_wrong_type_are_refused_naming_the_text(key, text):
 
     with pytest.raises(UserError, match=rf"{key.split('.')[1]}={text} is invalid"):
         run_configs(None, [f"{key}={text}"])
+
+
+def test_an_unknown_key_suggests_the_nearest_allowed_one():
+    from components.train.config import TrainConfig
+
+    with pytest.raises(UserError, match=r"'epoch' \(value 3\); did you mean 'epochs'\? allowed"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(UserError, match="did you mean 'train'"):
+        split_sections({"trian.epochs": 3})
+    with pytest.raises(UserError) as far:
+        TrainConfig.from_dict({"zzzz": 1})
+    assert "did you mean" not in str(far.value)
+
+
+def test_run_refuses_a_misspelled_key_with_a_suggestion(capsys):
+    from pipelines.cli import main
+
+    assert main(["run", "--set", "train.epoch=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "did you mean 'epochs'?" in err and len(err.splitlines()) == 1

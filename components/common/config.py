@@ -39,7 +39,7 @@ class StageConfig:
             key = unknown[0]
             raise UserError(
                 f"unknown {cls.section} config key {key!r} (value {raw[key]!r}); "
-                f"allowed keys: {', '.join(names)}"
+                f"{nearest(str(key), names)}allowed keys: {', '.join(names)}"
             )
         values = {name: _coerce(cls.section, name, raw[name], hints[name]) for name in raw}
         config = cls(**values)
@@ -59,6 +59,14 @@ class StageConfig:
         if not condition:
             value = getattr(self, key)
             raise UserError(f"{self.section} config {key}={value!r} is invalid; {allowed}")
+
+
+def nearest(key: str, names: list[str]) -> str:
+    """ "did you mean 'epochs'? " for the closest allowed name (difflib), or ""."""
+    import difflib
+
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 class Typed(str):
@@ -161,7 +169,8 @@ def split_sections(merged: dict[str, Any]) -> dict[str, dict[str, Any]]:
         section, dot, rest = key.partition(".")
         if not dot or section not in SECTIONS:
             raise UserError(
-                f"unknown config key {key!r}; whole-run keys are <stage>.<key> "
+                f"unknown config key {key!r}; {nearest(section, list(SECTIONS))}"
+                "whole-run keys are <stage>.<key> "
                 f"with stage one of {', '.join(SECTIONS)} (e.g. train.epochs=5)"
             )
         out[section][rest] = value
