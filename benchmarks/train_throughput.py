@@ -88,8 +88,8 @@ def pipeline_vs_memory(
     from components.common.artifacts import read_json
     from components.train import data
     from components.train.config import TrainConfig
-    from components.train.core import compile_model
     from components.train.models import build_model
+    from components.train.optim import compile_model
 
     config = TrainConfig(model=model_name, width=width)
     stats = read_json(dataset / "stats.json")
@@ -195,8 +195,8 @@ def precision_on_cpu(dataset: Path, steps: int) -> dict:
 
     from components.common.records import load_split_arrays
     from components.train.config import TrainConfig
-    from components.train.core import compile_model
     from components.train.models import build_model
+    from components.train.optim import compile_model
 
     config = TrainConfig()
     images, labels, _ = load_split_arrays(dataset, "train", 32)

@@ -207,7 +207,7 @@ def _schema() -> dict[str, Any]:
 def validate(obj: Any, where: str = "Experiment") -> list[str]:
     """Problems of a Katib Experiment: Katib's schema, the trial Job's Kubernetes schema,
     and the template's own consistency (every ${trialParameters.x} defined)."""
-    from pipelines.k8s_check import validate as validate_kubernetes
+    from pipelines.k8s_schema import validate as validate_kubernetes
 
     if not isinstance(obj, dict):
         return [f"{where}: expected a mapping"]

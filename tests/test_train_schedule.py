@@ -18,7 +18,7 @@ from components.train.config import TrainConfig
 
 
 def test_cosine_schedule_warms_up_linearly_then_decays():
-    from components.train.core import learning_rate
+    from components.train.optim import learning_rate
 
     config = TrainConfig(lr_schedule="cosine", warmup_epochs=2, epochs=10)
     schedule = learning_rate(config, 1e-2, epochs=10, steps_per_epoch=10)
@@ -35,7 +35,8 @@ def test_cosine_schedule_warms_up_linearly_then_decays():
 
 
 def test_optimizer_carries_clipping_accumulation_and_ema():
-    from components.train.core import callbacks, make_optimizer
+    from components.train.callbacks import callbacks
+    from components.train.optim import make_optimizer
 
     config = TrainConfig(
         optimizer="lion", clip_norm=1.0, gradient_accumulation_steps=4, ema=True, ema_momentum=0.9
@@ -56,7 +57,8 @@ def test_optimizer_carries_clipping_accumulation_and_ema():
 
 def test_ema_weights_are_what_the_model_ends_with(tmp_path):
     """The composition in callbacks(): after fit, the model holds the optimizer's average."""
-    from components.train.core import callbacks, make_optimizer
+    from components.train.callbacks import callbacks
+    from components.train.optim import make_optimizer
 
     config = TrainConfig(ema=True, ema_momentum=0.9, early_stopping_patience=5)
     keras.utils.set_random_seed(0)

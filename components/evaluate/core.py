@@ -72,17 +72,9 @@ def run(
     metrics["most_confused_pairs"] = most_confused_pairs(matrix, classes)
     baseline = measure_baseline(config, dataset, test, classes) if config.baseline_model else None
     blessing = bless(metrics, config, baseline)
-    errors, order = misclassified(config, test, train, classes)
-    label_errors = likely_label_errors(config, test, train, classes)
-    metrics["slices"] = analysis.slice_metrics(
-        metadata.read_rows(dataset, "test"),
-        test.labels,
-        test.probs.argmax(axis=1),
-        ignore=set(metadata.RESERVED),  # group keys such as g123 are not a slice
+    errors, order, label_errors = error_analysis(
+        config, model, model_dir, dataset, test, train, classes, metrics, sampling
     )
-    metrics["robustness"] = robustness_check(config, model, model_dir, test, classes)
-    sampling["robustness"] = metrics["robustness"].pop("sampling")
-    metrics["sampling"] = sampling
     with atomic_dir(output) as work:
         write_evaluation(work, metrics, blessing, errors, label_errors, matrix, classes)
         write_json(work / "calibration.json", calibration)  # export bakes the temperature in
@@ -112,6 +104,23 @@ def run(
         "confusion_matrix": matrix.tolist(),
         "classes": classes,
     }
+
+
+def error_analysis(config, model, model_dir, dataset, test, train, classes, metrics, sampling):
+    """Every mistake with its nearest training images, likely label errors, slices and
+    robustness (the last two into `metrics`); (errors, their order, label errors)."""
+    errors, order = misclassified(config, test, train, classes)
+    label_errors = likely_label_errors(config, test, train, classes)
+    metrics["slices"] = analysis.slice_metrics(
+        metadata.read_rows(dataset, "test"),
+        test.labels,
+        test.probs.argmax(axis=1),
+        ignore=set(metadata.RESERVED),  # group keys such as g123 are not a slice
+    )
+    metrics["robustness"] = robustness_check(config, model, model_dir, test, classes)
+    sampling["robustness"] = metrics["robustness"].pop("sampling")
+    metrics["sampling"] = sampling
+    return errors, order, label_errors
 
 
 def load_checked_model(model_dir, classes: list[str]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,38 @@ def keep_evidence(work: Path, failed: list[str], target: str) -> str:
     return target
 
 
+@dataclass
+class Session:
+    """What one export works on: inputs, the inference model, the test split, the files."""
+
+    config: ExportConfig
+    dataset: Path
+    model_dir: Path
+    output: str | Path
+    evaluation: str | Path | None
+    evidence_uri: str | None
+    classes: list[str] = field(default_factory=list)
+    size: int = 0
+    temperature: float = 1.0
+    model: Any = None
+    images: Any = None  # the test split, streamed (records.SplitImages)
+    labels: Any = None
+    rows: Any = None  # the metadata input of a two-input model
+    encoder: Any = None
+    work: Path = Path()
+    predictors: dict[str, runtimes.Predictor] = field(default_factory=dict)
+    providers: dict[str, str] = field(default_factory=dict)  # what ran each format
+
+    @property
+    def spec(self) -> dict | None:
+        return self.encoder.to_dict() if self.encoder else None
+
+    def representative(self):
+        return representative_batches(
+            self.dataset, self.size, self.config.representative_images, self.encoder
+        )
+
+
 def run(
     config: ExportConfig,
     dataset: str | Path,
@@ -129,112 +162,188 @@ def run(
     evidence_uri: where a failed verification keeps parity.json and the failing files
         (default: `<output>.failed` beside the output).
     """
-    from components.common.models import load_model, metadata_rows
-
-    dataset, model_dir = Path(dataset), Path(model_dir)
-    record = StageRecord(STAGE, config, {"dataset": str(dataset), "model": str(model_dir)})
-    classes = read_json(dataset / "classes.json")
-    size = int(read_json(dataset / "stats.json")["image_size"])
-    temperature = calibration_temperature(evaluation)
-    model = convert.with_temperature(convert.inference_model(load_model(model_dir)), temperature)
-    from components.common.records import streamed_split
-
-    # streamed from the shards: parity never holds the split's images
-    images, labels, uris = streamed_split(dataset, "test", size)
-    encoder, rows = metadata_rows(model, model_dir, dataset, {"test": uris})
-    rows = rows["test"]
-    spec = encoder.to_dict() if encoder else None
-
+    session = start_session(config, dataset, model_dir, output, evaluation, evidence_uri)
+    record = StageRecord(
+        STAGE, config, {"dataset": str(session.dataset), "model": str(session.model_dir)}
+    )
     with atomic_dir(output) as work:
-        (work / "labels.txt").write_text("".join(f"{name}\n" for name in classes))
-        if encoder:  # how to build the metadata input, beside every format
-            encoder.save(work)
-        predictors: dict[str, runtimes.Predictor] = {"keras": runtimes.keras_predictor(model)}
-        providers = {"keras": "tensorflow", "saved_model": "tensorflow"}  # what ran each format
-        providers.update({name: "litert" for name in convert.TFLITE_VARIANTS})
-        saved_model = work / FILES["saved_model"]
-        with progress.step(STAGE, "SavedModel"):
-            convert.write_saved_model(model, size, saved_model)
-        if "saved_model" in config.formats:  # verified like every other format
-            predictors["saved_model"] = runtimes.saved_model_predictor(saved_model)
-        for name, (file, quantization) in convert.TFLITE_VARIANTS.items():
-            if name not in config.formats:
-                continue
-            representative = None
-            if quantization == "int8":
-                representative = representative_batches(
-                    dataset, size, config.representative_images, encoder
-                )
-            with progress.step(STAGE, f"TFLite {quantization} (builtin ops, with metadata)"):
-                convert.write_tflite(model, size, work / file, quantization, representative)
-                tflite_metadata.populate(
-                    work / file, tflite_description(dataset, model_dir, classes, size, spec)
-                )
-            predictors[name] = runtimes.tflite_predictor(work / file)
-        if "onnx" in config.formats:
-            with progress.step(STAGE, f"ONNX (opset {config.onnx_opset})"):
-                convert.write_onnx(
-                    model, size, work / FILES["onnx"], config.onnx_opset, classes, spec
-                )
-        if "onnx_int8" in config.formats:
-            with progress.step(STAGE, "ONNX int8 (static QDQ, per channel)"):
-                convert.write_onnx_int8(
-                    work / FILES["onnx"],
-                    work / FILES["onnx_int8"],
-                    representative_batches(dataset, size, config.representative_images, encoder),
-                )
-        for name in ("onnx", "onnx_int8"):
-            if name in config.formats:
-                session = runtimes.onnx_session(work / FILES[name])
-                providers[name] = runtimes.onnx_provider(session)
-                predictors[name] = runtimes.onnx_predictor(work / FILES[name], session=session)
-
-        with progress.step(STAGE, f"verifying every format on {len(labels)} test images"):
-            reference = runtimes.predict_all(predictors["keras"], images, config.batch_size, rows)
-            keras_accuracy = float((reference.argmax(1) == labels).mean()) if len(labels) else 0
-            report: dict[str, Any] = {"keras": {"accuracy": keras_accuracy, "count": len(labels)}}
-            for name, predictor in predictors.items():
-                if name != "keras":
-                    candidate = runtimes.predict_all(predictor, images, config.batch_size, rows)
-                    report[name] = parity(reference, candidate, labels)
-                    check(name, report[name], keras_accuracy, config)
-        write_json(work / "parity.json", report)
-
-        with progress.step(STAGE, "benchmarking latency and throughput"):
-            benchmark: dict[str, Any] = {}
-            for name, predictor in predictors.items() if len(images) else ():
-                path = work / FILES[name] if name in FILES else model_dir / "model.keras"
-                benchmark[name] = {
-                    **latency(
-                        predictor,
-                        images[0],
-                        config.benchmark_runs,
-                        None if rows is None else rows[0],
-                    ),
-                    "batch32_images_per_s": throughput(
-                        predictor, images[:32], rows=None if rows is None else rows[:32]
-                    ),
-                    "size_bytes": folder_size(path),
-                    "runtime": providers.get(name, "unknown"),
-                }
-        write_json(work / "benchmark.json", benchmark)
+        session.work = work
+        write_labels(session)
+        write_saved_model(session)
+        write_tflite_files(session)
+        write_onnx_files(session)
+        report = verify_formats(session)
+        benchmark = benchmark_formats(session)
         write_model_card(
-            work, dataset, model_dir, report, benchmark, classes, size, evaluation=evaluation
+            work,
+            session.dataset,
+            session.model_dir,
+            report,
+            benchmark,
+            session.classes,
+            session.size,
+            evaluation=evaluation,
         )
-        if "saved_model" not in config.formats:
-            shutil.rmtree(saved_model)
-        failed = [n for n, r in report.items() if n != "keras" and not r["passed"]]
-        if failed:
-            kept = keep_evidence(work, failed, evidence_uri or f"{output}.failed")
-            raise convert.ExportFailed(
-                "exported model does not match Keras on the test split: "
-                + ", ".join(describe_failure(n, report[n]) for n in failed)
-                + f"; parity.json and the failing files are kept in {kept}"
-            )
-        record.write(work, image_size=size, classes=classes, temperature=temperature)
+        refuse_failures(session, report)
+        record.write(
+            work,
+            image_size=session.size,
+            classes=session.classes,
+            temperature=session.temperature,
+        )
     summary = ", ".join(f"{n} {r['top1_agreement']:.4f}" for n, r in report.items() if n != "keras")
     progress.log(STAGE, f"top-1 agreement with Keras: {summary} -> {output}")
     return {"parity": report, "benchmark": benchmark}
+
+
+def start_session(config, dataset, model_dir, output, evaluation, evidence_uri) -> Session:
+    """The inference model (augmentation stripped, temperature baked in) and the test split,
+    streamed from the shards: parity never holds the split's images."""
+    from components.common.models import load_model, metadata_rows
+    from components.common.records import streamed_split
+
+    session = Session(config, Path(dataset), Path(model_dir), output, evaluation, evidence_uri)
+    session.classes = read_json(session.dataset / "classes.json")
+    session.size = int(read_json(session.dataset / "stats.json")["image_size"])
+    session.temperature = calibration_temperature(evaluation)
+    session.model = convert.with_temperature(
+        convert.inference_model(load_model(session.model_dir)), session.temperature
+    )
+    session.images, session.labels, uris = streamed_split(session.dataset, "test", session.size)
+    session.encoder, rows = metadata_rows(
+        session.model, session.model_dir, session.dataset, {"test": uris}
+    )
+    session.rows = rows["test"]
+    session.predictors = {"keras": runtimes.keras_predictor(session.model)}
+    session.providers = {"keras": "tensorflow", "saved_model": "tensorflow"}
+    session.providers.update({name: "litert" for name in convert.TFLITE_VARIANTS})
+    return session
+
+
+def write_labels(session: Session) -> None:
+    (session.work / "labels.txt").write_text("".join(f"{name}\n" for name in session.classes))
+    if session.encoder:  # how to build the metadata input, beside every format
+        session.encoder.save(session.work)
+
+
+def write_saved_model(session: Session) -> None:
+    """Always written (the TFLite converter reads it); kept and verified when asked for."""
+    saved_model = session.work / FILES["saved_model"]
+    with progress.step(STAGE, "SavedModel"):
+        convert.write_saved_model(session.model, session.size, saved_model)
+    if "saved_model" in session.config.formats:  # verified like every other format
+        session.predictors["saved_model"] = runtimes.saved_model_predictor(saved_model)
+
+
+def write_tflite_files(session: Session) -> None:
+    for name, (file, quantization) in convert.TFLITE_VARIANTS.items():
+        if name not in session.config.formats:
+            continue
+        representative = session.representative() if quantization == "int8" else None
+        with progress.step(STAGE, f"TFLite {quantization} (builtin ops, with metadata)"):
+            convert.write_tflite(
+                session.model, session.size, session.work / file, quantization, representative
+            )
+            tflite_metadata.populate(
+                session.work / file,
+                tflite_description(
+                    session.dataset,
+                    session.model_dir,
+                    session.classes,
+                    session.size,
+                    session.spec,
+                ),
+            )
+        session.predictors[name] = runtimes.tflite_predictor(session.work / file)
+
+
+def write_onnx_files(session: Session) -> None:
+    config, work = session.config, session.work
+    if "onnx" in config.formats:
+        with progress.step(STAGE, f"ONNX (opset {config.onnx_opset})"):
+            convert.write_onnx(
+                session.model,
+                session.size,
+                work / FILES["onnx"],
+                config.onnx_opset,
+                session.classes,
+                session.spec,
+            )
+    if "onnx_int8" in config.formats:
+        with progress.step(STAGE, "ONNX int8 (static QDQ, per channel)"):
+            convert.write_onnx_int8(
+                work / FILES["onnx"], work / FILES["onnx_int8"], session.representative()
+            )
+    for name in ("onnx", "onnx_int8"):
+        if name in config.formats:
+            onnx_session = runtimes.onnx_session(work / FILES[name])
+            session.providers[name] = runtimes.onnx_provider(onnx_session)
+            session.predictors[name] = runtimes.onnx_predictor(
+                work / FILES[name], session=onnx_session
+            )
+
+
+def verify_formats(session: Session) -> dict[str, Any]:
+    """Every format against Keras on the whole test split: parity.json."""
+    config, labels = session.config, session.labels
+    with progress.step(STAGE, f"verifying every format on {len(labels)} test images"):
+        reference = runtimes.predict_all(
+            session.predictors["keras"], session.images, config.batch_size, session.rows
+        )
+        keras_accuracy = float((reference.argmax(1) == labels).mean()) if len(labels) else 0
+        report: dict[str, Any] = {"keras": {"accuracy": keras_accuracy, "count": len(labels)}}
+        for name, predictor in session.predictors.items():
+            if name != "keras":
+                candidate = runtimes.predict_all(
+                    predictor, session.images, config.batch_size, session.rows
+                )
+                report[name] = parity(reference, candidate, labels)
+                check(name, report[name], keras_accuracy, config)
+    write_json(session.work / "parity.json", report)
+    return report
+
+
+def benchmark_formats(session: Session) -> dict[str, Any]:
+    """Latency, throughput, size and runtime of every format: benchmark.json."""
+    images, rows = session.images, session.rows
+    benchmark: dict[str, Any] = {}
+    with progress.step(STAGE, "benchmarking latency and throughput"):
+        for name, predictor in session.predictors.items() if len(images) else ():
+            path = (
+                session.work / FILES[name] if name in FILES else session.model_dir / "model.keras"
+            )
+            benchmark[name] = {
+                **latency(
+                    predictor,
+                    images[0],
+                    session.config.benchmark_runs,
+                    None if rows is None else rows[0],
+                ),
+                "batch32_images_per_s": throughput(
+                    predictor, images[:32], rows=None if rows is None else rows[:32]
+                ),
+                "size_bytes": folder_size(path),
+                "runtime": session.providers.get(name, "unknown"),
+            }
+    write_json(session.work / "benchmark.json", benchmark)
+    return benchmark
+
+
+def refuse_failures(session: Session, report: dict[str, Any]) -> None:
+    """Drop the SavedModel unless asked for; a failed format keeps its evidence and ends the
+    stage with one line naming each failure."""
+    if "saved_model" not in session.config.formats:
+        shutil.rmtree(session.work / FILES["saved_model"])
+    failed = [n for n, r in report.items() if n != "keras" and not r["passed"]]
+    if failed:
+        kept = keep_evidence(
+            session.work, failed, session.evidence_uri or f"{session.output}.failed"
+        )
+        raise convert.ExportFailed(
+            "exported model does not match Keras on the test split: "
+            + ", ".join(describe_failure(n, report[n]) for n in failed)
+            + f"; parity.json and the failing files are kept in {kept}"
+        )
 
 
 def describe_failure(name: str, result: dict[str, Any]) -> str:

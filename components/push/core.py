@@ -25,6 +25,7 @@ import hashlib
 import json
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,28 @@ def verify(version_uri: str) -> list[str]:
     return problems
 
 
+@dataclass
+class Session:
+    """One push: what is published, under which name, and where."""
+
+    config: PushConfig
+    export_dir: Path
+    evaluation_dir: Path
+    files: list[tuple[Path, str]] = field(default_factory=list)  # (local file, path inside)
+    entries: list[dict[str, Any]] = field(default_factory=list)  # the manifest's files
+    created: str = ""
+    base: str = ""  # <registry>/<model_name>
+    version: str = ""
+    target: str = ""  # <base>/<version>
+
+    def add(self, files: list[tuple[Path, str]]) -> None:
+        self.files += files
+        self.entries += [
+            {"path": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+            for path, name in files
+        ]
+
+
 def run(
     config: PushConfig,
     export_dir: str | Path,
@@ -198,61 +221,85 @@ def run(
     (the data fingerprint and config digest, components/common/runkey.py) is published as
     provenance.json: the next night compares itself with it."""
     started = time.time()
-    export_dir, evaluation_dir = Path(export_dir), Path(evaluation_dir)
     if not config.registry:
         progress.log(STAGE, "no push.registry configured: nothing published")
         return {"pushed": False, "elapsed_s": 0.0}
-    blessing = refuse_unless_verified(export_dir, evaluation_dir)
+    session = Session(config, Path(export_dir), Path(evaluation_dir))
+    blessing = refuse_unless_verified(session.export_dir, session.evaluation_dir)
     if config.serving != "none":
-        serving_source(config, export_dir)
-    files = files_to_publish(
-        export_dir,
-        evaluation_dir,
-        Path(model) if model else None,
-        Path(dataset) if dataset else None,
+        serving_source(config, session.export_dir)  # refused before anything is claimed
+    gather(session, model, dataset)
+    claim_version(session)
+    with tempfile.TemporaryDirectory(prefix="push-") as scratch:
+        add_generated(session, Path(scratch), provenance)
+        with progress.step(STAGE, f"copying {len(session.files)} files to {session.target}"):
+            for path, name in session.files:
+                storage.copy_file(path, f"{session.target}/{name}")
+    latest = write_manifest(session, blessing, provenance)
+    moved = move_latest(session.base, latest, session.created)
+    progress.log(
+        STAGE,
+        f"published {config.model_name} {session.version} -> {session.target}"
+        + ("" if moved else " (latest.json already names a newer version; left as it is)"),
     )
-    entries = [
-        {"path": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
-        for path, name in files
-    ]
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {
+        "pushed": True,
+        **latest,
+        "latest_moved": moved,
+        "files": len(session.entries),
+        "elapsed_s": round(time.time() - started, 2),
+    }
+
+
+def gather(session: Session, model, dataset) -> None:
+    session.add(
+        files_to_publish(
+            session.export_dir,
+            session.evaluation_dir,
+            Path(model) if model else None,
+            Path(dataset) if dataset else None,
+        )
+    )
+
+
+def claim_version(session: Session) -> None:
+    """The version name (push.version, or the time and the ONNX file's hash), claimed."""
+    config, entries = session.config, session.entries
+    session.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     wanted = config.version or time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + next(
         (e["sha256"][:8] for e in entries if e["path"] == "model.onnx"), entries[0]["sha256"][:8]
     )
-    base = config.registry.rstrip("/") + "/" + config.model_name
-    token = json.dumps({"created": created, "nonce": time.time_ns()}).encode()
-    version = claim(base, wanted, bool(config.version), token)
-    target = f"{base}/{version}"
-    metrics_path = evaluation_dir / "metrics.json"
-    metrics = read_json(metrics_path) if metrics_path.exists() else {}
-    with tempfile.TemporaryDirectory(prefix="push-") as scratch:
-        if config.serving != "none":
-            extra = serving_files(config, export_dir, target, version, Path(scratch))
-            files += extra
-            entries += [
-                {"path": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
-                for path, name in extra
-            ]
-        if provenance:
-            path = Path(scratch) / registry.PROVENANCE
-            path.write_text(json.dumps(provenance, indent=2, sort_keys=True))
-            files.append((path, registry.PROVENANCE))
-            entries.append(
-                {
-                    "path": registry.PROVENANCE,
-                    "sha256": sha256_file(path),
-                    "bytes": path.stat().st_size,
-                }
+    session.base = config.registry.rstrip("/") + "/" + config.model_name
+    token = json.dumps({"created": session.created, "nonce": time.time_ns()}).encode()
+    session.version = claim(session.base, wanted, bool(config.version), token)
+    session.target = f"{session.base}/{session.version}"
+
+
+def add_generated(session: Session, scratch: Path, provenance: dict[str, Any] | None) -> None:
+    """The serving runtime's folder and InferenceService, and provenance.json."""
+    if session.config.serving != "none":
+        session.add(
+            serving_files(
+                session.config, session.export_dir, session.target, session.version, scratch
             )
-        with progress.step(STAGE, f"copying {len(files)} files to {target}"):
-            for path, name in files:
-                storage.copy_file(path, f"{target}/{name}")
+        )
+    if provenance:
+        path = scratch / registry.PROVENANCE
+        path.write_text(json.dumps(provenance, indent=2, sort_keys=True))
+        session.add([(path, registry.PROVENANCE)])
+
+
+def write_manifest(session: Session, blessing, provenance) -> dict[str, Any]:
+    """manifest.json, written after every file; what latest.json will say."""
+    config, target = session.config, session.target
+    metrics_path = session.evaluation_dir / "metrics.json"
+    metrics = read_json(metrics_path) if metrics_path.exists() else {}
     manifest = {
         "model_name": config.model_name,
-        "version": version,
-        "created": created,
+        "version": session.version,
+        "created": session.created,
         "uri": target,
-        "files": entries,
+        "files": session.entries,
         "serving": (
             {
                 "runtime": config.serving,
@@ -267,28 +314,15 @@ def run(
         "macro_f1": metrics.get("macro_f1"),
         "provenance": {k: (provenance or {}).get(k) for k in ("fingerprint", "key")},
         "reference": {
-            part: any(e["path"].startswith(part + "/") for e in entries) for part in REFERENCE_FILES
+            part: any(e["path"].startswith(part + "/") for e in session.entries)
+            for part in REFERENCE_FILES
         },
     }
     manifest_bytes = json.dumps(manifest, indent=2).encode()
     storage.write_bytes(f"{target}/{registry.MANIFEST}", manifest_bytes)
     # the pointer moves last: readers of latest.json only ever see complete versions
-    latest = {
-        "version": version,
+    return {
+        "version": session.version,
         "uri": target,
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-    }
-    moved = move_latest(base, latest, created)
-    progress.log(
-        STAGE,
-        f"published {config.model_name} {version} -> {target}"
-        + ("" if moved else " (latest.json already names a newer version; left as it is)"),
-    )
-    elapsed = round(time.time() - started, 2)
-    return {
-        "pushed": True,
-        **latest,
-        "latest_moved": moved,
-        "files": len(entries),
-        "elapsed_s": elapsed,
     }

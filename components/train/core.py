@@ -13,145 +13,14 @@ from typing import Any
 from components.common import metadata, progress
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
 from components.train import preflight
+from components.train.callbacks import best_checkpoint, best_so_far, callbacks
 from components.train.config import TrainConfig
+from components.train.history import plot_history, read_history, write_history
+from components.train.optim import compile_model, learning_rate
 from components.train.precision import resolve_policy
+from components.train.preview import write_augmentation_preview
 
 STAGE = "train"
-
-
-def learning_rate(config: TrainConfig, rate: float, epochs: int, steps_per_epoch: int):
-    """A float (plateau: ReduceLROnPlateau adjusts it) or a schedule over optimizer steps."""
-    import keras
-
-    if config.lr_schedule == "plateau":
-        return rate
-    warmup = config.warmup_epochs * steps_per_epoch
-    total = max(1, epochs * steps_per_epoch)
-    if config.lr_schedule == "constant":
-        if not warmup:
-            return rate
-        return keras.optimizers.schedules.PolynomialDecay(  # linear ramp, then flat
-            rate / 100, warmup, end_learning_rate=rate, power=1.0
-        )
-    if not warmup:
-        return keras.optimizers.schedules.CosineDecay(rate, total, alpha=0.01)
-    return keras.optimizers.schedules.CosineDecay(
-        rate / 100, max(1, total - warmup), alpha=0.01, warmup_target=rate, warmup_steps=warmup
-    )
-
-
-def make_optimizer(config: TrainConfig, rate):
-    import keras
-
-    common = {
-        "global_clipnorm": config.clip_norm or None,
-        "use_ema": config.ema,
-        "ema_momentum": config.ema_momentum,
-    }
-    if config.gradient_accumulation_steps > 1:
-        common["gradient_accumulation_steps"] = config.gradient_accumulation_steps
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(rate, **common)
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay, **common)
-    if config.optimizer == "lion":
-        return keras.optimizers.Lion(rate, weight_decay=config.weight_decay or None, **common)
-    return keras.optimizers.SGD(
-        rate, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None, **common
-    )
-
-
-def compile_model(model, config: TrainConfig, num_classes: int, rate=None) -> None:
-    import keras
-
-    metrics = ["accuracy"]
-    if num_classes > 10:
-        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5_accuracy"))
-    model.compile(
-        optimizer=make_optimizer(config, config.learning_rate if rate is None else rate),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=metrics,
-    )
-
-
-def metrics_printer():
-    """Each epoch's metrics on stdout as `epoch=N name=value ...` (Katib's StdOut format)."""
-    import keras
-
-    def show(epoch: int, logs: dict | None) -> None:
-        pairs = " ".join(f"{k}={float(v):.6f}" for k, v in sorted((logs or {}).items()))
-        print(f"epoch={epoch + 1} {pairs}", flush=True)
-
-    return keras.callbacks.LambdaCallback(on_epoch_end=show)
-
-
-def callbacks(
-    config: TrainConfig,
-    work: Path,
-    stage: str,
-    best_val_loss: float | None,
-    durable=None,
-    print_metrics: bool = False,
-    extra: list | None = None,
-) -> list:
-    """The fit's callbacks; `stage` names its backup and best-checkpoint files, and
-    `best_val_loss` is the best epoch so far of a resumed stage (None: a fresh one)."""
-    import keras
-
-    found = [
-        # CSVLogger before the backup: a kill between the two repeats an epoch's row
-        # (read_history keeps the last), never loses one
-        keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
-        # double_checkpoint: a kill while the backup is written leaves the previous one.
-        # Before SwapEMAWeights: the backup holds the raw weights and the optimizer's average
-        keras.callbacks.BackupAndRestore(
-            str(work / BACKUPS[stage]), delete_checkpoint=True, double_checkpoint=True
-        ),
-    ]
-    if config.ema:
-        # validation, the best checkpoint and EarlyStopping see the averaged weights
-        found.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    found += [
-        # the best epoch's weights, loaded when the stage ends; a file, not memory, so a
-        # resumed process still knows the best epoch from before the kill
-        keras.callbacks.ModelCheckpoint(
-            str(best_checkpoint(work, stage)),
-            monitor="val_loss",
-            save_best_only=True,
-            save_weights_only=True,
-            initial_value_threshold=best_val_loss,
-        ),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience),
-        keras.callbacks.TensorBoard(str(work / "tensorboard"), write_graph=False, profile_batch=0),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    if config.lr_schedule == "plateau":
-        found.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-6
-            )
-        )
-    if print_metrics:
-        found.append(metrics_printer())
-    found += extra or []  # SWA: saves its running mean in the work folder each epoch
-    if durable is not None:  # last: it copies what the callbacks above wrote
-        from components.train.durable import sync_callback
-
-        found.append(sync_callback(durable, work))
-    return found
-
-
-BACKUPS = {"stage1": "backup", "stage2": "backup_stage2"}
-
-
-def best_checkpoint(work: Path, stage: str) -> Path:
-    return work / "checkpoints" / f"{stage}.best.weights.h5"
-
-
-def best_so_far(history: list[dict[str, float]], first_epoch: int) -> float | None:
-    """The lowest val_loss a resumed stage already reached (epochs from `first_epoch`)."""
-    losses = [h["val_loss"] for h in history if h["epoch"] >= first_epoch and "val_loss" in h]
-    return min(losses) if losses else None
 
 
 def dataset_identity(dataset: Path) -> str:
@@ -244,7 +113,7 @@ def run(
     if config.ensemble > 1:
         from components.train.ensemble import run_ensemble
 
-        return run_ensemble(config, Path(dataset), output, state_uri, print_metrics)
+        return run_ensemble(config, Path(dataset), output, state_uri, print_metrics, fit_one=run)
     record = StageRecord(STAGE, config, {"dataset": str(dataset)})
     s = start_session(config, Path(dataset))
     s.print_metrics = print_metrics
@@ -654,91 +523,3 @@ def save_model_folder(
     write_augmentation_preview(
         work / "augmentation_preview.png", s.dataset, s.size, s.augmenter, s.num_classes
     )
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    import csv
-
-    if not path.exists():
-        return []
-    with open(path) as handle:
-        rows = [
-            {k: float(v) for k, v in row.items() if v not in ("", None)}
-            for row in csv.DictReader(handle)
-        ]
-    by_epoch = {int(row["epoch"]): row for row in rows}  # a resumed epoch: keep the last row
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
-
-
-def write_augmentation_preview(
-    path: Path,
-    dataset: Path,
-    size: int,
-    augmenter,
-    num_classes: int,
-    count: int = 8,
-    variants: int = 3,
-) -> None:
-    """Originals (first row) and augmented versions, so a person can judge the policy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from components.common.html import figure_png
-    from components.common.records import load_split_arrays
-
-    images, labels, _ = load_split_arrays(dataset, "val", size)
-    images = images[:count].astype(np.float32)
-    one_hot = np.eye(num_classes, dtype=np.float32)[labels[:count]]
-    rows = [images] + [
-        np.asarray(augmenter(images, one_hot)[0]) if augmenter is not None else images
-        for _ in range(variants)
-    ]
-    fig, axes = plt.subplots(
-        len(rows), len(images), squeeze=False, figsize=(1.3 * len(images), 1.4 * len(rows))
-    )
-    for r, row in enumerate(rows):
-        for c, image in enumerate(row):
-            axes[r][c].imshow(np.clip(image, 0, 255).astype(np.uint8))
-            axes[r][c].axis("off")
-        axes[r][0].set_title("original" if r == 0 else f"augmented {r}", fontsize=7, loc="left")
-    path.write_bytes(figure_png(fig))
-
-
-def write_history(path: Path, history: list[dict[str, float]]) -> None:
-    import csv
-
-    if not history:
-        return
-    columns = sorted({key for row in history for key in row}, key=lambda k: (k != "epoch", k))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, columns)
-        writer.writeheader()
-        writer.writerows({**row, "epoch": int(row["epoch"])} for row in history)
-
-
-def plot_history(
-    history: list[dict[str, float]], path: Path, fine_tune_start: int | None = None
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from components.common.html import figure_png
-
-    if not history:
-        return
-    epochs = [int(h["epoch"]) + 1 for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        ax.plot(epochs, [h.get(metric) for h in history], label=f"train {metric}")
-        ax.plot(epochs, [h.get(f"val_{metric}") for h in history], label=f"val {metric}")
-        if fine_tune_start:
-            ax.axvline(fine_tune_start - 0.5, color="grey", linestyle=":", label="fine-tuning")
-        ax.set_xlabel("epoch")
-        ax.set_title(metric)
-        ax.legend()
-    path.write_bytes(figure_png(fig))

@@ -69,11 +69,12 @@ def average_model(members: list):
 
 
 def run_ensemble(
-    config, dataset: Path, output, state_uri: str | None, print_metrics: bool
+    config, dataset: Path, output, state_uri: str | None, print_metrics: bool, fit_one
 ) -> dict[str, Any]:
+    """K members, each `fit_one(config, dataset, folder, ...)` (the train stage's run for one
+    model, passed in: this module does not import the stage's core), then averaged."""
     from components.common import augment
     from components.common.models import load_model
-    from components.train.core import run
 
     record = StageRecord(STAGE, config, {"dataset": str(dataset)})
     k = config.ensemble
@@ -91,7 +92,7 @@ def run_ensemble(
             label = f"fold {index}" if fold else f"seed {member.seed}"
             progress.log(STAGE, f"ensemble member {index + 1}/{k} ({label})")
             member_metrics.append(
-                run(
+                fit_one(
                     member,
                     dataset,
                     folder,
@@ -129,7 +130,7 @@ def measure(config, dataset: Path, model, member_metrics: list[dict], first: Pat
     """The averaged model on the val split, beside each member's own val metrics."""
     from components.common import metadata
     from components.train import data
-    from components.train.core import compile_model
+    from components.train.optim import compile_model
 
     stats = read_json(dataset / "stats.json")
     classes = read_json(dataset / "classes.json")

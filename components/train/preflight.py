@@ -145,7 +145,7 @@ def overfit_one_batch(s, x, y) -> tuple[dict[str, Any], dict[str, float]]:
     import keras
     import tensorflow as tf
 
-    from components.train.core import make_optimizer
+    from components.train.optim import make_optimizer
 
     config = s.config
     model = s.model
