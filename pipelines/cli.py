@@ -33,7 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="visionpipe", description="Labelled images in; a verified image classifier out."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_run_command(commands)
+    for name, module in STAGE_CLIS.items():
+        sub = commands.add_parser(name, help=module.DESCRIPTION.rstrip(".").lower())
+        module.add_arguments(sub)
+    add_tune_command(commands)
+    add_compile_command(commands)
+    add_cluster_commands(commands)
+    add_predict_command(commands)
+    return parser
 
+
+def add_run_command(commands) -> None:
     run = commands.add_parser("run", help="run the whole pipeline locally (kfp.local)")
     run.add_argument(
         "--data",
@@ -61,10 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_force_argument(run)
     add_config_arguments(run)
 
-    for name, module in STAGE_CLIS.items():
-        sub = commands.add_parser(name, help=module.DESCRIPTION.rstrip(".").lower())
-        module.add_arguments(sub)
 
+def add_tune_command(commands) -> None:
     tune = commands.add_parser(
         "tune", help="search train settings (KerasTuner here; --katib: a Katib Experiment)"
     )
@@ -94,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_cluster_arguments(tune)
     add_config_arguments(tune)
 
+
+def add_compile_command(commands) -> None:
     compile_ = commands.add_parser("compile", help="write the Kubeflow pipeline YAML")
     compile_.add_argument("--output", default="build/visionpipe.yaml", help="YAML file to write")
     add_cluster_arguments(compile_)
@@ -111,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(its fingerprint task re-prepares exactly when the data changed)",
     )
 
+
+def add_cluster_commands(commands) -> None:
     submit = commands.add_parser("submit", help="upload the pipeline and start a run on KFP")
     add_server_arguments(submit)
     submit.add_argument("--run-name", help="display name of the run")
@@ -131,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--catchup", action="store_true", help="run the missed intervals after a pause"
     )
 
+
+def add_predict_command(commands) -> None:
     predict = commands.add_parser("predict", help="classify image files with an exported model")
     predict.add_argument(
         "--model",
@@ -151,7 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="CSV/JSONL with an image column and the model's metadata columns, a row per image",
     )
-    return parser
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
@@ -206,7 +220,7 @@ def presets() -> dict[str, Path]:
 
 def section_class(name: str):
     if name == "tune":
-        from pipelines.tune import TuneConfig
+        from components.tune.config import TuneConfig
 
         return TuneConfig
     return config_class(name)
@@ -313,10 +327,12 @@ def command_tune(args: argparse.Namespace) -> int:
         print(f"Katib Experiment written to {path}: kubectl apply -n <namespace> -f {path}")
         return 0
     from components.common.sources import list_source
-    from pipelines.tune import search
+    from components.tune.config import TuneConfig
+    from components.tune.core import run as search
 
+    tune = TuneConfig.from_dict({**configs.get("tune", {}), **overrides})
     list_source(args.data)  # a wrong path fails here, in a second
-    summary = search(args.data, configs, args.output, overrides)
+    summary = search(tune, args.data, configs, args.output)
     best = summary["best"]
     print(
         f"\nbest of {summary['trials']} trials: {summary['objective']} "

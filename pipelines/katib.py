@@ -42,7 +42,7 @@ def camel(key: str) -> str:
 
 def parameter(key: str, domain: Any) -> dict[str, Any]:
     """A Katib ParameterSpec for one search domain of the tune config."""
-    from pipelines.tune import is_int
+    from components.tune.config import is_int
 
     if isinstance(domain, list):
         return {
@@ -108,24 +108,9 @@ def trial_job(
     }
 
 
-def experiment(
-    configs: dict[str, dict],
-    overrides: dict[str, Any],
-    settings,
-    dataset: str | None = None,
-    name: str = "visionpipe-tune",
-) -> dict[str, Any]:
-    """The Experiment for the tune section of `configs` (validated whole-run sections)."""
-    from components.train.config import TrainConfig
-    from pipelines.cluster import images_for
-    from pipelines.tune import TuneConfig
-
-    tune = TuneConfig.from_dict({**configs.get("tune", {}), **overrides})
-    train = dict(configs.get("train", {}))
-    max_epochs = tune.max_epochs or TrainConfig.from_dict(train).epochs
-    keys = list(tune.space)
-    parameters = [parameter(k, d) for k, d in tune.space.items()]
-    fixed = {k: v for k, v in train.items() if k not in keys and k != EPOCHS}
+def search_algorithm(tune, max_epochs: int, keys: list, parameters: list, fixed: dict):
+    """Katib's algorithm block and parallel trial count; hyperband also gets the epochs as
+    its resource (appended to `keys` and `parameters`), the others fixed epochs."""
     algorithm: dict[str, Any] = {"algorithmName": ALGORITHMS[tune.algorithm]}
     parallel = tune.parallel_trials
     if tune.algorithm == "hyperband":  # Katib sets each trial's epochs itself
@@ -149,6 +134,28 @@ def experiment(
     else:
         fixed[EPOCHS] = max_epochs
         algorithm["algorithmSettings"] = [{"name": "random_state", "value": str(tune.seed)}]
+    return algorithm, parallel
+
+
+def experiment(
+    configs: dict[str, dict],
+    overrides: dict[str, Any],
+    settings,
+    dataset: str | None = None,
+    name: str = "visionpipe-tune",
+) -> dict[str, Any]:
+    """The Experiment for the tune section of `configs` (validated whole-run sections)."""
+    from components.train.config import TrainConfig
+    from components.tune.config import TuneConfig
+    from pipelines.cluster import images_for
+
+    tune = TuneConfig.from_dict({**configs.get("tune", {}), **overrides})
+    train = dict(configs.get("train", {}))
+    max_epochs = tune.max_epochs or TrainConfig.from_dict(train).epochs
+    keys = list(tune.space)
+    parameters = [parameter(k, d) for k, d in tune.space.items()]
+    fixed = {k: v for k, v in train.items() if k not in keys and k != EPOCHS}
+    algorithm, parallel = search_algorithm(tune, max_epochs, keys, parameters, fixed)
     root = (settings.pipeline_root or "").rstrip("/")
     output = f"{root}/katib/${{trialParameters.trialName}}/model" if root else "/tmp/model"
     trial_parameters = [

@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from components.common.errors import UserError
+from components.tune.config import TuneConfig
 from pipelines import katib
 from pipelines.cli import main, run_configs
 from pipelines.cluster import ClusterSettings
-from pipelines.tune import TuneConfig
 from tests.conftest import VISIONPIPE
 
 TINY = ["--set", "train.epochs=1", "--set", "train.width=8"]

@@ -307,6 +307,92 @@ def ensemble_section(ensemble: dict[str, Any] | None) -> Section | None:
     return section
 
 
+HEADLINE = (
+    "accuracy",
+    "macro_f1",
+    "weighted_f1",
+    "worst_class_recall",
+    "log_loss",
+    "ece",
+    "ece_uncalibrated",
+    "temperature",
+    "roc_auc_ovr",
+    "count",
+)
+
+
+def headline_rows(metrics: dict[str, Any]) -> list[list[Any]]:
+    names = ("accuracy", *[k for k in metrics if k.startswith("top_")], *HEADLINE[1:])
+    return [[name, metrics[name]] for name in names if name in metrics]
+
+
+def gate_section(blessing: dict[str, Any]) -> Section:
+    rows = [[c["metric"], c["value"], c["threshold"], c["passed"]] for c in blessing["checks"]]
+    return Section("Gate", tables=[Table(["metric", "value", "threshold", "passed"], rows)])
+
+
+def sampling_section(sampling: dict[str, Any] | None) -> Section | None:
+    """What was measured on all of a split and what on a sample."""
+    if not sampling:
+        return None
+    train, robust = sampling["train_analysis"], sampling["robustness"]
+
+    def part(found: dict, split: str) -> str:
+        if found["sampled"]:
+            return (
+                f"a stratified sample of {found['images']:,} of the {found['of']:,} "
+                f"{split} images (evaluate limit {found['limit']:,})"
+            )
+        return f"all {found['of']:,} {split} images"
+
+    return Section("What was measured on what").say(
+        "Metrics, calibration, mistakes and slices: every test image. Likely "
+        f"label errors and nearest training images: {part(train, 'train')}. "
+        f"Robustness: {part(robust, 'test')}."
+    )
+
+
+def per_class_section(metrics: dict[str, Any]) -> Section:
+    rows = [
+        [name, v["precision"], v["recall"], v["f1"], v["support"]]
+        for name, v in metrics["per_class"].items()
+    ]
+    return Section(
+        "Per class", tables=[Table(["class", "precision", "recall", "f1", "support"], rows)]
+    )
+
+
+def confused_section(pairs: list[dict], limit: int) -> Section:
+    rows = [[p["true"], p["predicted"], p["count"]] for p in pairs]
+    return Section(
+        "Most confused pairs",
+        tables=[Table(["true", "predicted", "count"], rows, limit=limit)],
+        empty="No mistakes.",
+    )
+
+
+def calibration_section(metrics: dict[str, Any]) -> Section:
+    scaled = metrics.get("temperature", 1) != 1
+    return Section(
+        "Calibration",
+        paragraphs=calibration_paragraphs(metrics),
+        picture=reliability_png(
+            metrics["reliability"], metrics.get("reliability_uncalibrated") if scaled else None
+        ),
+        picture_alt="reliability diagram",
+    )
+
+
+def errors_section(errors: list[dict], limit: int) -> Section:
+    rows = [[e["uri"], e["true"], e["predicted"], e["p_predicted"], e["p_true"]] for e in errors]
+    return Section(
+        "Misclassified test images",
+        paragraphs=[("", f"{len(errors)} in all, every one in errors.csv.")] if errors else [],
+        tables=[Table(["file", "true", "predicted", "p(predicted)", "p(true)"], rows, limit)],
+        empty="None.",
+    )
+
+
 def write(
     folder: Path,
     metrics: dict[str, Any],
@@ -317,24 +403,8 @@ def write(
     extras: Extras | None = None,
     limit: int = 50,
 ) -> None:
-    """report.html and report.md, from one report model; tables stop at `limit` rows."""
-    headline = [
-        [name, metrics[name]]
-        for name in (
-            "accuracy",
-            *[k for k in metrics if k.startswith("top_")],
-            "macro_f1",
-            "weighted_f1",
-            "worst_class_recall",
-            "log_loss",
-            "ece",
-            "ece_uncalibrated",
-            "temperature",
-            "roc_auc_ovr",
-            "count",
-        )
-        if name in metrics
-    ]
+    """report.html and report.md, from one report model; tables stop at `limit` rows. The
+    rows are built by the *_section helpers above; the templates do the layout."""
     verdict = "blessed" if blessing["blessed"] else "NOT blessed"
     lead = verdict + ("" if blessing["blessed"] else ": " + "; ".join(blessing["reasons"]))
     report = Report(
@@ -342,114 +412,27 @@ def write(
         lead=[("good" if blessing["blessed"] else "bad", lead)],
         markdown_footer="Thumbnails and nearest training images: report.html.",
     )
-    gate = report.add(Section("Gate"))
-    gate.tables.append(
-        Table(
-            ["metric", "value", "threshold", "passed"],
-            [[c["metric"], c["value"], c["threshold"], c["passed"]] for c in blessing["checks"]],
-        )
-    )
-    against = baseline_section(blessing.get("baseline"))
-    if against is not None:
-        report.add(against)
-    report.add(Section("Headline metrics", tables=[Table(["metric", "value"], headline)]))
-    sampling = metrics.get("sampling")
-    if sampling:
-        train, robust = sampling["train_analysis"], sampling["robustness"]
-
-        def part(found: dict, split: str) -> str:
-            if found["sampled"]:
-                return (
-                    f"a stratified sample of {found['images']:,} of the {found['of']:,} "
-                    f"{split} images (evaluate limit {found['limit']:,})"
-                )
-            return f"all {found['of']:,} {split} images"
-
-        report.add(
-            Section(
-                "What was measured on what",
-                paragraphs=[
-                    (
-                        "",
-                        "Metrics, calibration, mistakes and slices: every test image. Likely "
-                        f"label errors and nearest training images: {part(train, 'train')}. "
-                        f"Robustness: {part(robust, 'test')}.",
-                    )
-                ],
-            )
-        )
-    members = ensemble_section(metrics.get("ensemble"))
-    if members is not None:
-        report.add(members)
-    report.add(
-        Section(
-            "Per class",
-            tables=[
-                Table(
-                    ["class", "precision", "recall", "f1", "support"],
-                    [
-                        [name, v["precision"], v["recall"], v["f1"], v["support"]]
-                        for name, v in metrics["per_class"].items()
-                    ],
-                )
-            ],
-        )
-    )
-    report.add(
+    sections = [
+        gate_section(blessing),
+        baseline_section(blessing.get("baseline")),
+        Section("Headline metrics", tables=[Table(["metric", "value"], headline_rows(metrics))]),
+        sampling_section(metrics.get("sampling")),
+        ensemble_section(metrics.get("ensemble")),
+        per_class_section(metrics),
         Section(
             "Confusion matrix",
             picture=confusion_png_bytes,
             picture_alt="confusion matrix",
             in_markdown=False,
-        )
-    )
-    report.add(
-        Section(
-            "Most confused pairs",
-            tables=[
-                Table(
-                    ["true", "predicted", "count"],
-                    [[p["true"], p["predicted"], p["count"]] for p in pairs],
-                    limit=limit,
-                )
-            ],
-            empty="No mistakes.",
-        )
-    )
-    report.add(
-        Section(
-            "Calibration",
-            paragraphs=calibration_paragraphs(metrics),
-            picture=reliability_png(
-                metrics["reliability"],
-                metrics.get("reliability_uncalibrated")
-                if metrics.get("temperature", 1) != 1
-                else None,
-            ),
-            picture_alt="reliability diagram",
-        )
-    )
-    report.add(
-        Section(
-            "Misclassified test images",
-            paragraphs=[("", f"{len(errors)} in all, every one in errors.csv.")] if errors else [],
-            tables=[
-                Table(
-                    ["file", "true", "predicted", "p(predicted)", "p(true)"],
-                    [
-                        [e["uri"], e["true"], e["predicted"], e["p_predicted"], e["p_true"]]
-                        for e in errors
-                    ],
-                    limit=limit,
-                )
-            ],
-            empty="None.",
-        )
-    )
-    for section in picture_sections(extras, errors) if extras is not None else []:
-        report.add(section)
-    if "slices" in metrics:
-        report.add(slices_section(metrics["slices"], limit))
-    if "robustness" in metrics:
-        report.add(robustness_section(metrics["robustness"]))
+        ),
+        confused_section(pairs, limit),
+        calibration_section(metrics),
+        errors_section(errors, limit),
+        *(picture_sections(extras, errors) if extras is not None else []),
+        slices_section(metrics["slices"], limit) if "slices" in metrics else None,
+        robustness_section(metrics["robustness"]) if "robustness" in metrics else None,
+    ]
+    for section in sections:
+        if section is not None:
+            report.add(section)
     write_report(report, folder)

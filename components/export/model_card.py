@@ -10,45 +10,19 @@ from components.common.artifacts import read_json
 from components.common.html import table_md
 
 
-def write_model_card(
-    folder: Path,
-    dataset: Path,
-    model_dir: Path,
-    report: dict[str, Any],
-    benchmark: dict[str, Any],
-    classes: list[str],
-    size: int,
-    evaluation: str | Path | None = None,
-) -> None:
-    """`evaluation`: the evaluate stage's folder, handed over by the DAG (or --evaluation);
-    without it the card has no test metrics section."""
-    stats = read_json(dataset / "stats.json")
-    train_record = _read_optional(model_dir / "config.json") or {"config": {"model": "model"}}
-    val = _read_optional(model_dir / "metrics.json") or {}
-    evaluation = _read_optional(Path(evaluation) / "metrics.json") if evaluation else None
-    parity_rows = [
-        [
-            name,
-            r.get("top1_agreement", "reference"),
-            r.get("max_abs_diff", ""),
-            r["accuracy"],
-            "yes" if r.get("passed", True) else "NO",
-        ]
-        for name, r in report.items()
-    ]
-    latency_rows = [
-        [name, b["median_ms"], b["p90_ms"], b["batch32_images_per_s"], b["size_bytes"]]
-        for name, b in benchmark.items()
-    ]
-    lines = [
-        f"# Model card: {train_record['config']['model']} on {stats['source']}",
-        "",
+def data_lines(stats: dict[str, Any], classes: list[str]) -> list[str]:
+    return [
         "## Data",
         f"{stats['counts']['total']} images in {len(classes)} classes "
         f"({', '.join(classes)}); splits {stats['counts']['per_split']}; "
         f"{stats['counts']['rejected']} files rejected in preparation; "
         f"imbalance ratio {stats['imbalance_ratio']}.",
         "",
+    ]
+
+
+def io_lines(size: int, classes: list[str]) -> list[str]:
+    return [
         "## Input and output",
         "SavedModel and ONNX: input `image`, float32 (batch, height, width, 3), raw RGB "
         f"values 0..255 of any size; the graph resizes to {size}x{size} (bilinear, aspect "
@@ -66,8 +40,11 @@ def write_model_card(
         "binding take them as they are and resize camera frames themselves, e.g. "
         "`ImageClassifier.create_from_options(ImageClassifierOptions(base_options="
         "BaseOptions(model_asset_path='model.tflite')))`.",
-        *metadata_lines(folder),
-        *serving_lines(folder, size, len(classes)),
+    ]
+
+
+def training_lines(train_record: dict[str, Any], val: dict[str, Any]) -> list[str]:
+    return [
         "",
         "## Training",
         "```",
@@ -76,25 +53,46 @@ def write_model_card(
         f"Validation accuracy of the kept epoch: {val.get('val_accuracy')}.",
         "",
     ]
-    if evaluation:
-        worst = sorted(evaluation["per_class"].items(), key=lambda kv: kv[1]["recall"])[:3]
-        lines += [
-            "## Test metrics",
-            f"Accuracy {evaluation['accuracy']:.4f}, macro F1 {evaluation['macro_f1']:.4f}, "
-            f"ECE {evaluation['ece']:.4f} on {evaluation['count']} test images"
-            + (
-                f" (probabilities temperature-scaled with T = {evaluation['temperature']:.3f}, "
-                f"fitted on val and built into every file here; "
-                f"{evaluation['ece_uncalibrated']:.4f} without)."
-                if evaluation.get("temperature", 1.0) != 1.0
-                else "."
-            ),
-            "Worst classes by recall: "
-            + ", ".join(f"{name} {m['recall']:.3f}" for name, m in worst)
-            + ".",
-            "",
+
+
+def test_lines(evaluation: dict[str, Any] | None) -> list[str]:
+    if not evaluation:
+        return []
+    worst = sorted(evaluation["per_class"].items(), key=lambda kv: kv[1]["recall"])[:3]
+    scaled = (
+        f" (probabilities temperature-scaled with T = {evaluation['temperature']:.3f}, "
+        f"fitted on val and built into every file here; "
+        f"{evaluation['ece_uncalibrated']:.4f} without)."
+        if evaluation.get("temperature", 1.0) != 1.0
+        else "."
+    )
+    return [
+        "## Test metrics",
+        f"Accuracy {evaluation['accuracy']:.4f}, macro F1 {evaluation['macro_f1']:.4f}, "
+        f"ECE {evaluation['ece']:.4f} on {evaluation['count']} test images" + scaled,
+        "Worst classes by recall: "
+        + ", ".join(f"{name} {m['recall']:.3f}" for name, m in worst)
+        + ".",
+        "",
+    ]
+
+
+def parity_lines(report: dict[str, Any], benchmark: dict[str, Any]) -> list[str]:
+    parity_rows = [
+        [
+            name,
+            r.get("top1_agreement", "reference"),
+            r.get("max_abs_diff", ""),
+            r["accuracy"],
+            "yes" if r.get("passed", True) else "NO",
         ]
-    lines += [
+        for name, r in report.items()
+    ]
+    latency_rows = [
+        [name, b["median_ms"], b["p90_ms"], b["batch32_images_per_s"], b["size_bytes"]]
+        for name, b in benchmark.items()
+    ]
+    return [
         "## Export parity on the test split",
         table_md(["format", "top-1 agreement", "max abs diff", "accuracy", "passed"], parity_rows),
         "",
@@ -104,12 +102,46 @@ def write_model_card(
             latency_rows,
         ),
         "",
+    ]
+
+
+LIMITS = [
+    "## Intended use and limits",
+    "Classifies images like those of the training source into the listed classes. It has "
+    "no 'none of these' class: an image from elsewhere is still given one of them. Accuracy "
+    "holds only for images from the same distribution as the training data; integer "
+    "formats trade the accuracy shown above for size and speed.",
+]
+
+
+def write_model_card(
+    folder: Path,
+    dataset: Path,
+    model_dir: Path,
+    report: dict[str, Any],
+    benchmark: dict[str, Any],
+    classes: list[str],
+    size: int,
+    evaluation: str | Path | None = None,
+) -> None:
+    """`evaluation`: the evaluate stage's folder, handed over by the DAG (or --evaluation);
+    without it the card has no test metrics section."""
+    stats = read_json(dataset / "stats.json")
+    train_record = _read_optional(model_dir / "config.json") or {"config": {"model": "model"}}
+    val = _read_optional(model_dir / "metrics.json") or {}
+    evaluation = _read_optional(Path(evaluation) / "metrics.json") if evaluation else None
+    lines = [
+        f"# Model card: {train_record['config']['model']} on {stats['source']}",
+        "",
+        *data_lines(stats, classes),
+        *io_lines(size, classes),
+        *metadata_lines(folder),
+        *serving_lines(folder, size, len(classes)),
+        *training_lines(train_record, val),
+        *test_lines(evaluation),
+        *parity_lines(report, benchmark),
         *shipping_lines(benchmark),
-        "## Intended use and limits",
-        "Classifies images like those of the training source into the listed classes. It has "
-        "no 'none of these' class: an image from elsewhere is still given one of them. Accuracy "
-        "holds only for images from the same distribution as the training data; integer "
-        "formats trade the accuracy shown above for size and speed.",
+        *LIMITS,
     ]
     (folder / "model_card.md").write_text("\n".join(lines) + "\n")
 

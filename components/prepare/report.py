@@ -78,106 +78,100 @@ def count_rows(stats: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def write(folder: Path, stats: dict[str, Any], limit: int = 200) -> None:
-    """report.html and report.md, from one report model; long lists stop at `limit` rows
-    (stats.json holds every one)."""
+def lead(stats: dict[str, Any]) -> list[tuple[str, str]]:
     counts = stats["counts"]
-    report = Report(
-        "visionpipe data report",
-        lead=[
-            (
-                "",
-                f"Source {stats['source']}: {counts['listed']} image files, {counts['total']} "
-                f"kept in {stats['num_classes']} classes, {counts['rejected']} rejected, "
-                f"{counts['ignored']} other files ignored, {len(stats['duplicate_groups'])} "
-                f"duplicate groups. Images stored at {stats['image_size']}x{stats['image_size']}. "
-                f"Imbalance ratio (largest / smallest class): {stats['imbalance_ratio']}.",
-            )
-        ],
-    )
-    report.add(
-        Section(
-            "Counts", tables=[Table(["class", *SPLITS, "total", "class weight"], count_rows(stats))]
+    return [
+        (
+            "",
+            f"Source {stats['source']}: {counts['listed']} image files, {counts['total']} "
+            f"kept in {stats['num_classes']} classes, {counts['rejected']} rejected, "
+            f"{counts['ignored']} other files ignored, {len(stats['duplicate_groups'])} "
+            f"duplicate groups. Images stored at {stats['image_size']}x{stats['image_size']}. "
+            f"Imbalance ratio (largest / smallest class): {stats['imbalance_ratio']}.",
+        )
+    ]
+
+
+def kept_splits_section(stats: dict[str, Any]) -> Section | None:
+    if "keep_splits" not in stats:
+        return None
+    kept = stats["keep_splits"]
+    section = Section("Kept splits")
+    if not kept["found"]:
+        return section.say(f"Nothing published at {kept['source']} yet: a fresh split.")
+    section.say(f"Images known to {kept['from']} kept the split they had there.")
+    section.tables.append(
+        Table(
+            ["", *SPLITS],
+            [
+                ["kept", *(kept["kept"][s] for s in SPLITS)],
+                ["new", *(kept["new"][s] for s in SPLITS)],
+            ],
         )
     )
-    if "keep_splits" in stats:
-        kept = stats["keep_splits"]
-        section = report.add(Section("Kept splits"))
-        if kept["found"]:
-            section.say(f"Images known to {kept['from']} kept the split they had there.")
-            section.tables.append(
-                Table(
-                    ["", *SPLITS],
-                    [
-                        ["kept", *(kept["kept"][s] for s in SPLITS)],
-                        ["new", *(kept["new"][s] for s in SPLITS)],
-                    ],
-                )
-            )
-        else:
-            section.say(f"Nothing published at {kept['source']} yet: a fresh split.")
-    report.add(
+    return section
+
+
+def listed_section(title: str, header: list[str], rows: list[list], limit: int) -> Section:
+    return Section(title, tables=[Table(header, rows, limit=limit)], empty="None.")
+
+
+def duplicate_rows(stats: dict[str, Any]) -> list[list[Any]]:
+    return [
+        [
+            g["kind"],
+            len(g["uris"]),
+            ", ".join(sorted(set(g["labels"]))),
+            "yes" if g["conflicting"] else "no",
+            " ; ".join(g["uris"]),
+        ]
+        for g in stats["duplicate_groups"]
+    ]
+
+
+def write(folder: Path, stats: dict[str, Any], limit: int = 200) -> None:
+    """report.html and report.md, from one report model; long lists stop at `limit` rows
+    (stats.json holds every one). The rows come from the helpers above."""
+    samples = folder / "samples.png"
+    report = Report("visionpipe data report", lead=lead(stats))
+    sections = [
+        Section(
+            "Counts", tables=[Table(["class", *SPLITS, "total", "class weight"], count_rows(stats))]
+        ),
+        kept_splits_section(stats),
         Section(
             "Class balance",
             picture=balance_chart(stats),
             picture_alt="class balance per split",
             in_markdown=False,
-        )
-    )
-    samples = folder / "samples.png"
-    report.add(
+        ),
         Section(
             "Samples",
             picture=samples.read_bytes() if samples.exists() else None,
             picture_alt="training images per class",
             empty="None.",
             in_markdown=False,
-        )
-    )
-    report.add(
-        Section(
+        ),
+        listed_section(
             "Rejected files",
-            tables=[
-                Table(
-                    ["file", "class", "reason"],
-                    [[r["uri"], r["label"], r["reason"]] for r in stats["rejected"]],
-                    limit=limit,
-                )
-            ],
-            empty="None.",
-        )
-    )
-    report.add(
-        Section(
+            ["file", "class", "reason"],
+            [[r["uri"], r["label"], r["reason"]] for r in stats["rejected"]],
+            limit,
+        ),
+        listed_section(
             "Ignored files",
-            tables=[
-                Table(
-                    ["file", "reason"], [[r["uri"], r["reason"]] for r in stats["ignored"]], limit
-                )
-            ],
-            empty="None.",
-        )
-    )
-    report.add(
-        Section(
+            ["file", "reason"],
+            [[r["uri"], r["reason"]] for r in stats["ignored"]],
+            limit,
+        ),
+        listed_section(
             "Duplicate groups",
-            tables=[
-                Table(
-                    ["kind", "copies", "labels", "conflict", "files"],
-                    [
-                        [
-                            g["kind"],
-                            len(g["uris"]),
-                            ", ".join(sorted(set(g["labels"]))),
-                            "yes" if g["conflicting"] else "no",
-                            " ; ".join(g["uris"]),
-                        ]
-                        for g in stats["duplicate_groups"]
-                    ],
-                    limit,
-                )
-            ],
-            empty="None.",
-        )
-    )
+            ["kind", "copies", "labels", "conflict", "files"],
+            duplicate_rows(stats),
+            limit,
+        ),
+    ]
+    for section in sections:
+        if section is not None:
+            report.add(section)
     write_report(report, folder)

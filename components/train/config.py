@@ -74,6 +74,16 @@ class TrainConfig(StageConfig):
 
     def validate(self) -> None:
         # plain values first: a wrong number is refused before Keras is imported
+        self.check_numbers()
+        self.check_averaging()
+        self.check_fine_tuning()
+        self.check_model_and_augmentation()
+        self.check_metadata_columns()
+        self.check_pretrained_for_fine_tuning()
+        self.check_distillation()
+        self.check_weights()
+
+    def check_numbers(self) -> None:
         self.check(self.epochs >= 1, "epochs", "expected >= 1")
         self.check(4 <= self.width <= 512, "width", "expected 4..512")
         self.check(1 <= self.batch_size <= 4096, "batch_size", "expected 1..4096")
@@ -94,6 +104,15 @@ class TrainConfig(StageConfig):
             "expected 1..1024",
         )
         self.check(0 < self.ema_momentum < 1, "ema_momentum", "expected 0 < value < 1")
+        self.check(1 <= self.preflight_steps <= 10000, "preflight_steps", "expected 1..10000")
+        self.check(
+            0 <= self.preflight_min_loss_drop < 1,
+            "preflight_min_loss_drop",
+            "expected a fraction 0 <= value < 1",
+        )
+
+    def check_averaging(self) -> None:
+        """EMA, SWA and ensembles."""
         last_stage = self.fine_tune_epochs or self.epochs
         self.check(
             0 <= self.swa_start <= last_stage,
@@ -105,18 +124,14 @@ class TrainConfig(StageConfig):
             "swa_start",
             "SWA and EMA are two ways to average the weights: set ema false or swa_start 0",
         )
-        self.check(1 <= self.preflight_steps <= 10000, "preflight_steps", "expected 1..10000")
         self.check(1 <= self.ensemble <= 20, "ensemble", "expected 1 (one model) .. 20 members")
         self.check(
             not (self.ensemble_from == "kfold" and self.metadata_columns),
             "ensemble_from",
             "k-fold members with metadata_columns are not supported; use seeds",
         )
-        self.check(
-            0 <= self.preflight_min_loss_drop < 1,
-            "preflight_min_loss_drop",
-            "expected a fraction 0 <= value < 1",
-        )
+
+    def check_fine_tuning(self) -> None:
         self.check(self.fine_tune_epochs >= 0, "fine_tune_epochs", "expected >= 0")
         self.check(self.fine_tune_layers >= 0, "fine_tune_layers", "expected >= 0 (0 = all)")
         self.check(
@@ -124,6 +139,19 @@ class TrainConfig(StageConfig):
             "fine_tune_learning_rate_factor",
             "expected 0.01..0.1 (a 10-100x lower learning rate for stage 2)",
         )
+
+    def check_pretrained_for_fine_tuning(self) -> None:
+        if self.fine_tune_epochs:
+            from components.train.models import is_pretrained
+
+            self.check(
+                is_pretrained(self.model, self.weights),
+                "fine_tune_epochs",
+                "stage 2 unfreezes a pretrained backbone; from-scratch models (small_cnn, "
+                "resnet_mini, or weights: none) train in one stage, so use 0",
+            )
+
+    def check_model_and_augmentation(self) -> None:
         from components.common.augment import PRESETS
         from components.train.models import known_models
 
@@ -144,6 +172,18 @@ class TrainConfig(StageConfig):
             from components.common.augment import parse_custom
 
             parse_custom(self.augmentation_layers, self.seed)  # names and arguments, now
+
+    def check_weights(self) -> None:
+        from components.train.models import FROM_SCRATCH
+
+        if self.model in FROM_SCRATCH:
+            self.check(
+                self.weights == "none",
+                "weights",
+                f"the from-scratch {self.model} has no pretrained weights; use none",
+            )
+
+    def check_metadata_columns(self) -> None:
         if self.metadata_columns:
             from components.common.metadata import parse_spec
 
@@ -156,26 +196,11 @@ class TrainConfig(StageConfig):
             self.check(
                 len(set(names)) == len(names), "metadata_columns", "each column at most once"
             )
-        if self.fine_tune_epochs:
-            from components.train.models import is_pretrained
 
-            self.check(
-                is_pretrained(self.model, self.weights),
-                "fine_tune_epochs",
-                "stage 2 unfreezes a pretrained backbone; from-scratch models (small_cnn, "
-                "resnet_mini, or weights: none) train in one stage, so use 0",
-            )
+    def check_distillation(self) -> None:
         self.check(
             self.distillation_temperature >= 1,
             "distillation_temperature",
             "expected >= 1",
         )
         self.check(0 <= self.distillation_alpha <= 1, "distillation_alpha", "expected 0..1")
-        from components.train.models import FROM_SCRATCH
-
-        if self.model in FROM_SCRATCH:
-            self.check(
-                self.weights == "none",
-                "weights",
-                f"the from-scratch {self.model} has no pretrained weights; use none",
-            )

@@ -141,16 +141,21 @@ def run(
             precision=s.policy,
             cache={k: v for k, v in s.cache.items() if k in ("mode", "reason", "decoded_bytes")},
         )
-    if s.cache.get("scratch"):
-        shutil.rmtree(s.cache["scratch"], ignore_errors=True)
-    if s.durable is not None:  # the output is complete: the state has done its job
-        s.durable.clear()
+    clean_up(s)
     progress.log(
         STAGE,
         f"best epoch {metrics['best_epoch']}: val accuracy "
         f"{metrics['val_accuracy']:.4f} -> {output}",
     )
     return metrics
+
+
+def clean_up(s: Session) -> None:
+    """The disk cache's scratch folder, and the durable state: the output is complete."""
+    if s.cache.get("scratch"):
+        shutil.rmtree(s.cache["scratch"], ignore_errors=True)
+    if s.durable is not None:
+        s.durable.clear()
 
 
 def start_session(config: TrainConfig, dataset: Path) -> Session:

@@ -1,0 +1,1 @@
+"""tune: a search over the train stage's settings (KerasTuner here, Katib on a cluster)."""
