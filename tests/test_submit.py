@@ -336,3 +336,27 @@ def test_upload_copies_a_manifest_and_its_files(tmp_path, gcs_emulator):
     assert sorted(i.label for i in listing.items) == sorted(
         p.parent.name for p in images.rglob("*.*")
     )
+
+
+def test_validate_can_run_in_the_gpu_image_when_the_cluster_says_so(tmp_path):
+    """gpu_tasks: [validate, train] gives validate the GPU image, the accelerator and the GPU
+    node settings; by default only train has them."""
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"kubernetes": {**CLUSTER["kubernetes"], "gpu_tasks": ["validate", "train"]}}
+        )
+    )
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "--output", str(out), "--cluster", str(path)]) == 0
+    spec, platform = spec_of(out.read_text())
+    executors = spec["deploymentSpec"]["executors"]
+    for task in ("validate", "train"):
+        container = executors[f"exec-{task}"]["container"]
+        assert container["resources"]["accelerator"]["resourceCount"] == "2", task
+        assert "visionpipe-gpu" in container["image"], task
+    assert "accelerator" not in executors["exec-evaluate"]["container"].get("resources", {})
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert k8s["exec-validate"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    path.write_text(yaml.safe_dump({"kubernetes": {"gpu_tasks": ["push"]}}))
+    assert main(["compile", "--output", str(out), "--cluster", str(path)]) == 2
