@@ -99,6 +99,14 @@ def make_pipeline(settings: ClusterSettings | None = None, prepare_parallelism: 
             settings,
         )
         with dsl.If(changes_task.outputs["Output"] == "changed", name="changed"):
+            configs = {
+                "prepare": prepare_config,
+                "validate": validate_config,
+                "train": train_config,
+                "evaluate": evaluate_config,
+                "export": export_config,
+                "push": push_config,
+            }
             stages(
                 c,
                 settings,
@@ -106,32 +114,18 @@ def make_pipeline(settings: ClusterSettings | None = None, prepare_parallelism: 
                 changes_task,
                 fingerprint_task.output,
                 data,
-                prepare_config,
-                validate_config,
-                train_config,
-                evaluate_config,
-                export_config,
-                push_config,
+                configs,
             )
 
     return visionpipe_pipeline
 
 
-def stages(
-    c,
-    settings,
-    prepare_parallelism,
-    changes_task,
-    fingerprint,
-    data,
-    prepare_config,
-    validate_config,
-    train_config,
-    evaluate_config,
-    export_config,
-    push_config,
-):
-    """prepare -> validate -> train -> evaluate -> [blessed?] -> export -> push."""
+def stages(c, settings, prepare_parallelism, changes_task, fingerprint, data, configs):
+    """prepare -> validate -> train -> evaluate -> [blessed?] -> export -> push; `configs`
+    holds each stage's config parameter."""
+    prepare_config, validate_config = configs["prepare"], configs["validate"]
+    train_config, evaluate_config = configs["train"], configs["evaluate"]
+    export_config, push_config = configs["export"], configs["push"]
     # cached on its inputs, the fingerprint among them: new data re-prepares, the same
     # data reuses the dataset
     if prepare_parallelism > 1:

@@ -17,6 +17,8 @@ and what `prepare.keep_splits` keeps each known image's split from.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -90,3 +92,29 @@ def resolve_part(reference: str, part: str, setting: str, fix: str) -> Version |
             f"{setting}: {version.label} at {version.uri} was published without its {part}/; {fix}"
         )
     return version
+
+
+@dataclass
+class ManifestRow:
+    split: str
+    label: str
+    uri: str
+
+
+def split_manifests(folder: str, required: bool, setting: str) -> dict[str, ManifestRow]:
+    """sha256 -> (split, label, uri) of every image in a dataset folder's split manifests
+    (the first row of an image listed twice); a missing manifest is refused when
+    `required`, else skipped."""
+    found: dict[str, ManifestRow] = {}
+    for split in ("train", "val", "test"):
+        uri = f"{folder}/splits/{split}.csv"
+        if not storage.exists(uri):
+            if required:
+                raise UserError(f"{setting}: {uri} is missing; the reference dataset is incomplete")
+            continue
+        for row in csv.DictReader(io.StringIO(storage.read_bytes(uri).decode("utf-8"))):
+            if row.get("sha256"):
+                found.setdefault(
+                    row["sha256"], ManifestRow(split, row.get("label", ""), row.get("uri", ""))
+                )
+    return found

@@ -14,8 +14,6 @@ published yet (the first run of a schedule) is no baseline; that is recorded.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 
 from components.common import registry, storage
@@ -44,15 +42,10 @@ def manifest_splits(version: registry.Version) -> dict[str, tuple[str, str]] | N
     """sha256 -> (split, label) of every image in the version's split manifests."""
     if not version.has(registry.DATASET):
         return None
-    found: dict[str, tuple[str, str]] = {}
-    for split in ("train", "val", "test"):
-        uri = f"{version.part(registry.DATASET)}/splits/{split}.csv"
-        if storage.exists(uri):
-            rows = csv.DictReader(io.StringIO(storage.read_bytes(uri).decode()))
-            for row in rows:
-                if row.get("sha256"):
-                    found.setdefault(row["sha256"], (split, row.get("label", "")))
-    return found
+    rows = registry.split_manifests(
+        version.part(registry.DATASET), False, "evaluate.baseline_model"
+    )
+    return {sha: (row.split, row.label) for sha, row in rows.items()}
 
 
 def find_baseline(reference: str) -> Baseline | None:

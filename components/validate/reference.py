@@ -11,8 +11,6 @@ say they had no model). Nothing published there yet is the first night, recorded
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,19 +20,12 @@ from components.common.errors import UserError
 
 
 @dataclass
-class Row:
-    split: str
-    label: str
-    uri: str
-
-
-@dataclass
 class Reference:
     reference: str
     label: str  # how messages name it
     version: str | None
     classes: list[str]
-    rows: dict[str, Row]  # sha256 -> where and how it was labelled
+    rows: dict[str, registry.ManifestRow]  # sha256 -> where and how it was labelled
     model_dir: str | None  # None: a dataset folder, no model to ask
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -45,16 +36,8 @@ class Reference:
         return out
 
 
-def read_rows(folder: str) -> dict[str, Row]:
-    rows: dict[str, Row] = {}
-    for split in ("train", "val", "test"):
-        uri = f"{folder}/splits/{split}.csv"
-        if not storage.exists(uri):
-            raise UserError(f"validate: {uri} is missing; the reference dataset is incomplete")
-        for row in csv.DictReader(io.StringIO(storage.read_bytes(uri).decode("utf-8"))):
-            if row.get("sha256"):
-                rows.setdefault(row["sha256"], Row(split, row.get("label", ""), row["uri"]))
-    return rows
+def read_rows(folder: str) -> dict[str, registry.ManifestRow]:
+    return registry.split_manifests(folder, True, "validate.reference")
 
 
 def load(reference: str) -> Reference | None:
