@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
 OUTPUT ?= runs
 ARGS ?=
 PYTEST_ARGS ?=
@@ -30,6 +32,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP) ## create .venv and install the pinned project (done by run/test too)
 
+# zizmor and checkov in a venv of their own (checkov's pins conflict with the project's)
+$(TOOLS_STAMP): tools-constraints.txt
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --upgrade "pip>=24"
+	$(TOOLS)/bin/python -m pip install --quiet -c tools-constraints.txt zizmor checkov
+	@touch $(TOOLS_STAMP)
+
 run: $(STAMP) ## the whole pipeline on builtin:digits, locally (ARGS="--data DIR ..." to change)
 	$(BIN)/visionpipe run --output $(OUTPUT) $(ARGS)
 
@@ -48,9 +57,10 @@ export: $(STAMP) ## only the export stage, on the outputs of `make prepare train
 compile: $(STAMP) ## write the Kubeflow pipeline YAML to build/visionpipe.yaml
 	$(BIN)/visionpipe compile --output build/visionpipe.yaml
 
-lint: $(STAMP) ## ruff check and format check
+lint: $(STAMP) $(TOOLS_STAMP) ## ruff check and format check; zizmor (offline) on the CI workflow
 	$(BIN)/ruff check components pipelines tests benchmarks
 	$(BIN)/ruff format --check components pipelines tests benchmarks
+	$(TOOLS)/bin/zizmor --offline .github/workflows/
 
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix components pipelines tests benchmarks
@@ -62,8 +72,15 @@ test: $(STAMP) ## lint, k8s-check, then every test (unit, integration, e2e; slow
 	else echo "test: kubectl not installed; k8s-check skipped (tests/test_k8s.py says so too)"; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-k8s-check: $(STAMP) ## render every k8s/ overlay (kubectl kustomize) and validate it against the API schema
+k8s-check: $(STAMP) $(TOOLS_STAMP) ## render every k8s/ overlay, validate it (API schema, visionpipe's parsers) and run checkov on it
 	$(BIN)/python -m pipelines.k8s_check
+	@mkdir -p build
+	@for overlay in k8s/overlays/*/; do \
+		name=$$(basename $$overlay); kubectl kustomize $$overlay > build/k8s-$$name.yaml || exit 1; \
+		echo "k8s-check: checkov on $$overlay"; \
+		$(TOOLS)/bin/checkov -f build/k8s-$$name.yaml --framework kubernetes --compact --quiet \
+			--skip-download || exit 1; \
+	done
 
 test-fast: $(STAMP) ## the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -108,7 +125,7 @@ system-deps: ## optional, Debian/Ubuntu as root: Chromium (report rendering test
 clean: ## remove run outputs and build files (keeps .venv)
 	rm -rf $(OUTPUT) build .pytest_cache
 
-distclean: clean ## also remove .venv
-	rm -rf $(VENV)
+distclean: clean ## also remove .venv and .venv-tools
+	rm -rf $(VENV) $(TOOLS)
 
 .PHONY: tflite-schema image images push-images base-image k8s-check help venv run prepare train evaluate export compile lint format test test-fast system-deps clean distclean

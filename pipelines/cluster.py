@@ -57,6 +57,10 @@ class ClusterSettings(StageConfig):
     image_pull_secrets: list[str] = field(default_factory=list)
     service_account: str = ""  # runs (submit / schedule) execute as this service account
     pipeline_root: str = ""  # e.g. gs://bucket/visionpipe; "" = the server's default
+    # every task's container runs as this UID:GID with runAsNonRoot (kfp-kubernetes'
+    # set_security_context; the images' user is 10001:10001). 0: left to the backend and the
+    # namespace. Needs a backend with kfp-kubernetes SecurityContext (kubeflow/pipelines#12832)
+    task_run_as_user: int = 0
     retries: int = 2  # per task, on failure (a preempted node, a flaky read)
     retry_backoff: str = "30s"
     retry_backoff_factor: float = 2.0
@@ -78,6 +82,11 @@ class ClusterSettings(StageConfig):
             )
         self.check(bool(QUANTITY.match(self.shm_size)), "shm_size", "a quantity such as 2Gi")
         self.check(0 <= self.retries <= 10, "retries", "expected 0..10")
+        self.check(
+            self.task_run_as_user == 0 or self.task_run_as_user >= 1000,
+            "task_run_as_user",
+            "expected 0 (not set) or a non-root UID such as 10001 (the images' user)",
+        )
         for key in ("retry_backoff", "retry_backoff_max"):
             self.check(bool(DURATION.match(getattr(self, key))), key, "a duration such as 30s")
         self.check(self.retry_backoff_factor >= 1, "retry_backoff_factor", "expected >= 1")
@@ -133,6 +142,13 @@ def apply_task_settings(task, stage: str, settings: ClusterSettings) -> None:
         kubernetes.add_node_selector(task, label_key=label, label_value=value)
     if settings.image_pull_secrets:
         kubernetes.set_image_pull_secrets(task, list(settings.image_pull_secrets))
+    if settings.task_run_as_user:
+        kubernetes.set_security_context(
+            task,
+            run_as_user=settings.task_run_as_user,
+            run_as_group=settings.task_run_as_user,
+            run_as_non_root=True,
+        )
     if stage == "train":
         kubernetes.empty_dir_mount(
             task,

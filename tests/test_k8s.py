@@ -173,3 +173,34 @@ def test_the_printed_digests_pasted_into_prod_set_every_image(tmp_path):
     assert env["VISIONPIPE_GPU_IMAGE"] == gpu
     assert f"# export VISIONPIPE_GPU_IMAGE={gpu}" in snippet
     assert k8s_check.check([overlay.parent]) == []
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda o: o.name)
+def test_the_cronjob_pod_passes_pod_security_restricted(overlay):
+    """What Pod Security "restricted" admits (and checkov, in `make k8s-check`, checks):
+    the namespace enforces it, and the pod meets it as the image runs it."""
+    import re
+
+    objects = {o["kind"]: o for o in k8s_check.render(overlay)}
+    labels = objects["Namespace"]["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    pod = objects["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    dockerfile = (Path(__file__).parent.parent / "docker" / "Dockerfile").read_text()
+    uid, gid = map(int, re.search(r"^USER (\d+):(\d+)$", dockerfile, re.M).groups())
+    assert uid >= 10000
+    context = pod["securityContext"]
+    assert context["runAsNonRoot"] is True and context["seccompProfile"]["type"] == "RuntimeDefault"
+    assert (context["runAsUser"], context["runAsGroup"]) == (uid, gid)
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    token = volumes[mounts["/var/run/secrets/kubeflow/pipelines"]]["projected"]["sources"][0]
+    assert token["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
+    assert {"name": "HOME", "value": "/tmp"} in container["env"]

@@ -360,3 +360,21 @@ def test_validate_can_run_in_the_gpu_image_when_the_cluster_says_so(tmp_path):
     assert k8s["exec-validate"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     path.write_text(yaml.safe_dump({"kubernetes": {"gpu_tasks": ["push"]}}))
     assert main(["compile", "--output", str(out), "--cluster", str(path)]) == 2
+
+
+def test_task_pods_run_as_the_images_user_when_asked(tmp_path):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump({"kubernetes": {"task_run_as_user": 10001}}))
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "--output", str(out), "--cluster", str(path)]) == 0
+    _, platform = spec_of(out.read_text())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) >= {f"exec-{t}" for t in ("fingerprint", "changes", *STAGES)}
+    for executor in executors.values():
+        context = executor["securityContext"]
+        assert context == {"runAsUser": "10001", "runAsGroup": "10001", "runAsNonRoot": True}
+    path.write_text(yaml.safe_dump({"kubernetes": {"task_run_as_user": 0}}))
+    assert main(["compile", "--output", str(out), "--cluster", str(path)]) == 0
+    _, platform = spec_of(out.read_text())
+    executors = (platform.get("platforms") or {}).get("kubernetes", {}).get("deploymentSpec", {})
+    assert all("securityContext" not in e for e in executors.get("executors", {}).values())
