@@ -135,3 +135,26 @@ def test_the_first_night_has_nothing_to_compare_with(tmp_path, digits_dataset):
 def test_config_refuses_unknown_checks_to_accept():
     with pytest.raises(UserError, match="accept"):
         ValidateConfig.from_dict({"accept": ["schmea"]})
+
+
+def test_an_accepted_new_class_is_gated_on_the_thresholds(tmp_path, digits_dir, deployed):
+    """A deliberate new class passes validate with validate.accept; evaluate then cannot
+    pair the two models (the deployed one knows one class fewer) and says so, instead of
+    refusing the run."""
+    from components.evaluate.config import EvaluateConfig
+    from components.evaluate.core import run as evaluate
+    from components.train.config import TrainConfig
+    from components.train.core import run as train
+
+    data = write_night(tmp_path / "data", digits_dir)
+    poison("new_class", data)
+    found = validate_night(tmp_path, data, deployed, accept=["schema"])
+    assert found["decision"] == "pass" and any("added" in a for a in found["accepted"])
+    train(TrainConfig(epochs=2, width=8, preflight="warn"), tmp_path / "dataset", tmp_path / "m")
+    config = EvaluateConfig(min_accuracy=0.0, baseline_model=deployed)
+    result = evaluate(config, tmp_path / "dataset", tmp_path / "m", tmp_path / "evaluation")
+    baseline = result["blessing"]["baseline"]
+    assert baseline["classes_changed"] == "added x" and baseline["comparable"] is False
+    assert result["blessing"]["blessed"] is True
+    report = (tmp_path / "evaluation" / "report.md").read_text()
+    assert "the classes changed since (added x)" in report

@@ -75,6 +75,25 @@ def find_baseline(reference: str) -> Baseline | None:
     )
 
 
+def changed_classes(found: Baseline, classes: list[str]) -> str:
+    """'added x; removed 9' when the baseline's own classes.json lists other classes."""
+    import json
+
+    uri = f"{str(found.model_dir).rstrip('/')}/classes.json"
+    if not storage.exists(uri):
+        return ""
+    theirs = json.loads(storage.read_bytes(uri))
+    if theirs == list(classes):
+        return ""
+    added = [c for c in classes if c not in theirs]
+    removed = [c for c in theirs if c not in classes]
+    parts = [
+        f"added {', '.join(added)}" if added else "",
+        f"removed {', '.join(removed)}" if removed else "",
+    ]
+    return "; ".join(p for p in parts if p) or "the same classes in another order"
+
+
 def load(baseline: Baseline):
     return load_model(baseline.model_dir)
 
@@ -135,6 +154,16 @@ def compare(
     found = find_baseline(reference)
     if found is None:
         return {"model": reference, "found": False}
+    changed = changed_classes(found, classes)
+    if changed:  # a deliberate change validate let through (validate.accept): recorded
+        return {
+            "model": found.label,
+            "reference": reference,
+            "version": found.version,
+            "found": True,
+            "comparable": False,
+            "classes_changed": changed,
+        }
     model = load(found)
     if model.output_shape[-1] != len(classes):
         raise UserError(

@@ -52,6 +52,19 @@ def compare_with_baseline(
 
     if not baseline.get("found"):
         return  # nothing published there yet: the thresholds alone decide (recorded)
+    if baseline.get("classes_changed"):
+        # the classes changed since the deployed version (validate records and stops such a
+        # night unless validate.accept lets it through): nothing to pair, the thresholds decide
+        results.append(
+            {
+                "metric": f"accuracy vs {baseline['model']}",
+                "value": None,
+                "threshold": None,
+                "verdict": f"not compared: classes changed ({baseline['classes_changed']})",
+                "passed": True,
+            }
+        )
+        return
     if not baseline.get("comparable"):
         reasons.append(
             f"cannot compare with {baseline['model']}: every test image was in its train or "

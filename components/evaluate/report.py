@@ -249,6 +249,11 @@ def baseline_section(baseline: dict[str, Any] | None) -> Section | None:
     section = Section("Against the baseline")
     if not baseline.get("found"):
         return section.say(f"No model is published at {baseline['model']} yet: no comparison.")
+    if baseline.get("classes_changed"):
+        return section.say(
+            f"Not compared with {baseline['model']}: the classes changed since "
+            f"({baseline['classes_changed']}); the thresholds decide."
+        )
     if not baseline.get("comparable"):
         return section.say(f"{baseline['model']}: every test image was in its train or val split.")
     part = (
