@@ -94,3 +94,65 @@ def test_killed_training_resumes_on_a_fresh_disk(tmp_path, gcs_emulator, digits_
     assert epochs == list(range(6))  # each epoch exactly once, before and after the kill
     assert storage.exists(f"{output}/model.keras")
     assert list(storage.list_files(f"{output}.state")) == []  # cleared once complete
+
+
+def durable_backup_metadata(state_uri):
+    """The BackupAndRestore metadata ({"epoch", "batch"}) in the durable snapshot."""
+    files = json.loads(storage.read_bytes(f"{state_uri}/state.json"))["files"]
+    return json.loads(storage.read_bytes(files["backup/training_metadata.json"]["object"]))
+
+
+def test_sigterm_mid_epoch_saves_within_the_grace_period_and_resumes(
+    tmp_path, gcs_emulator, digits_dataset
+):
+    """Preemption: SIGTERM in the middle of an epoch ends the process within 30 s, having
+    written and synced a checkpoint after the signal; a fresh disk then finishes, each
+    epoch once in history.csv."""
+    dataset = f"{gcs_emulator}/sigterm/dataset"
+    storage.upload_tree(digits_dataset, dataset, last=("config.json",))
+    output = f"{gcs_emulator}/sigterm/model"
+    command = [
+        VISIONPIPE, "train", "--dataset", dataset, "--output", output,
+        "--set", "epochs=4", "--set", "width=8", "--set", "batch_size=4",
+        "--set", "early_stopping_patience=4", "--set", "checkpoint_every=0",
+    ]  # fmt: skip
+    env, cwd = fresh_env(tmp_path, "first")
+    first = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd
+    )
+    deadline = time.time() + 400
+    while synced_epochs(f"{output}.state") < 1:
+        assert first.poll() is None, first.stdout.read().decode()[-3000:]
+        assert time.time() < deadline, "the first epoch did not reach the bucket in time"
+        time.sleep(0.1)
+    time.sleep(0.5)  # into epoch 2 (315 steps of 4 images)
+    signalled = time.time()
+    first.send_signal(signal.SIGTERM)
+    output_text = first.communicate(timeout=60)[0].decode()
+    elapsed = time.time() - signalled
+    print(f"exited {elapsed:.2f} s after SIGTERM")
+    assert elapsed < 30, output_text[-2000:]
+    assert first.returncode == 143, output_text[-3000:]
+    assert "visionpipe: preempted: SIGTERM during stage1, epoch 2" in output_text
+    saved = durable_backup_metadata(f"{output}.state")
+    assert saved["epoch"] == 1 and saved["batch"] > 0  # mid-epoch 2, written after the signal
+    assert not storage.exists(f"{output}/config.json")
+
+    env, cwd = fresh_env(tmp_path, "second")
+    second = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from" in second.stdout + second.stderr
+    history = storage.read_bytes(f"{output}/history.csv").decode()
+    epochs = [int(row["epoch"]) for row in csv.DictReader(io.StringIO(history))]
+    assert epochs == list(range(4))
+
+
+def test_checkpoint_every_is_validated_and_parsed():
+    from components.common.errors import UserError
+    from components.train.config import TrainConfig
+    from components.train.preemption import parse_every
+
+    assert parse_every("5m") == (0, 300.0) and parse_every("45s") == (0, 45.0)
+    assert parse_every("200") == (200, 0.0) and parse_every("0") == (0, 0.0)
+    with pytest.raises(UserError, match="checkpoint_every"):
+        TrainConfig.from_dict({"checkpoint_every": "5 minutes"})

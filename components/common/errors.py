@@ -47,8 +47,9 @@ def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int]:
             print(f"visionpipe: refused: {_one_line(error)}", file=sys.stderr)
             return EXIT_REFUSED
         except StageFailed as error:
-            print(f"visionpipe: failed: {_one_line(error)}", file=sys.stderr)
-            return EXIT_FAILURE
+            kind = "preempted" if getattr(error, "exit_code", None) else "failed"
+            print(f"visionpipe: {kind}: {_one_line(error)}", file=sys.stderr)
+            return getattr(error, "exit_code", EXIT_FAILURE)  # 143 after SIGTERM
         except KeyboardInterrupt:
             print("visionpipe: interrupted", file=sys.stderr)
             return 130

@@ -32,15 +32,16 @@ def callbacks(
     `best_val_loss` is the best epoch so far of a resumed stage (None: a fresh one)."""
     import keras
 
+    # double_checkpoint: a kill while the backup is written leaves the previous one.
+    # Before SwapEMAWeights: the backup holds the raw weights and the optimizer's average
+    backup = keras.callbacks.BackupAndRestore(
+        str(work / BACKUPS[stage]), delete_checkpoint=True, double_checkpoint=True
+    )
     found = [
         # CSVLogger before the backup: a kill between the two repeats an epoch's row
         # (read_history keeps the last), never loses one
         keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
-        # double_checkpoint: a kill while the backup is written leaves the previous one.
-        # Before SwapEMAWeights: the backup holds the raw weights and the optimizer's average
-        keras.callbacks.BackupAndRestore(
-            str(work / BACKUPS[stage]), delete_checkpoint=True, double_checkpoint=True
-        ),
+        backup,
     ]
     if config.ema:
         # validation, the best checkpoint and EarlyStopping see the averaged weights
@@ -68,10 +69,14 @@ def callbacks(
     if print_metrics:
         found.append(metrics_printer())
     found += extra or []  # SWA: saves its running mean in the work folder each epoch
-    if durable is not None:  # last: it copies what the callbacks above wrote
+    if durable is not None:  # it copies what the callbacks above wrote
         from components.train.durable import sync_callback
 
         found.append(sync_callback(durable, work))
+    from components.train.preemption import guard
+
+    # last: SIGTERM and train.checkpoint_every write the backup mid-epoch and sync it
+    found.append(guard(backup, work, durable, config.checkpoint_every, stage))
     return found
 
 

@@ -58,6 +58,10 @@ class TrainConfig(StageConfig):
     deterministic: Literal["auto", "on", "off"] = "auto"
     early_stopping_patience: int = 12
     reduce_lr_patience: int = 5
+    # a mid-epoch checkpoint (weights, optimizer, epoch, step), synced to the durable state,
+    # every this much training: "5m", "300s", or a number of steps; "0": at epoch ends only.
+    # SIGTERM (preemption) always writes one at the next step (components/train/preemption.py)
+    checkpoint_every: str = "5m"
     shuffle_buffer: int = 4096
     # where the decoded train and val splits live after the first epoch: auto keeps them in
     # RAM when they fit a quarter of the container's memory limit (cgroup) or the machine's,
@@ -93,6 +97,13 @@ class TrainConfig(StageConfig):
         self.check(0 <= self.dropout < 1, "dropout", "expected 0 <= value < 1")
         self.check(self.early_stopping_patience >= 1, "early_stopping_patience", "expected >= 1")
         self.check(self.reduce_lr_patience >= 1, "reduce_lr_patience", "expected >= 1")
+        from components.train.preemption import EVERY
+
+        self.check(
+            EVERY.match(self.checkpoint_every.strip()) is not None,
+            "checkpoint_every",
+            "expected minutes (5m), seconds (300s), a number of steps (200), or 0 (off)",
+        )
         self.check(self.shuffle_buffer >= 1, "shuffle_buffer", "expected >= 1")
         self.check(
             0 <= self.warmup_epochs < self.epochs, "warmup_epochs", "expected 0 <= value < epochs"
