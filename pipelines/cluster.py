@@ -57,6 +57,9 @@ class ClusterSettings(StageConfig):
     image_pull_secrets: list[str] = field(default_factory=list)
     service_account: str = ""  # runs (submit / schedule) execute as this service account
     pipeline_root: str = ""  # e.g. gs://bucket/visionpipe; "" = the server's default
+    # the cluster's KFP backend release: a setting it cannot run is refused at compile time
+    # (pipelines/backend.py, the table in docs/cluster.md)
+    kfp_version: str = "2.14.0"
     # every task's container runs as this UID:GID with runAsNonRoot (kfp-kubernetes'
     # set_security_context; the images' user is 10001:10001). 0: left to the backend and the
     # namespace. Needs a backend with kfp-kubernetes SecurityContext (kubeflow/pipelines#12832)
@@ -82,6 +85,20 @@ class ClusterSettings(StageConfig):
             )
         self.check(bool(QUANTITY.match(self.shm_size)), "shm_size", "a quantity such as 2Gi")
         self.check(0 <= self.retries <= 10, "retries", "expected 0..10")
+        from pipelines import backend
+
+        try:
+            oldest = backend.version_tuple(self.kfp_version) >= backend.version_tuple(
+                backend.OLDEST_SUPPORTED
+            )
+        except ValueError:
+            oldest = None
+        self.check(oldest is not None, "kfp_version", "expected a release such as 2.14.0")
+        self.check(
+            bool(oldest),
+            "kfp_version",
+            f"visionpipe needs KFP backend {backend.OLDEST_SUPPORTED} (Kubeflow 1.10.1) or newer",
+        )
         self.check(
             self.task_run_as_user == 0 or self.task_run_as_user >= 1000,
             "task_run_as_user",

@@ -200,6 +200,35 @@ def check_serving(files: list[Path]) -> list[str]:
     return problems
 
 
+def check_compiled() -> list[str]:
+    """The compiled pipeline as the KFP API server parses it (pipelines/backend.py): the
+    default, the prepare fan-out, and each overlay's cluster file."""
+    import tempfile as scratch
+
+    from pipelines import backend
+    from pipelines.cluster import ClusterSettings, load_cluster_settings
+    from pipelines.pipeline import compile_pipeline
+
+    variants = [("default", ClusterSettings(), 1), ("fan-out x3", ClusterSettings(), 3)]
+    for overlay in sorted((ROOT / "k8s" / "overlays").iterdir()):
+        cluster = overlay / "cluster.yaml"
+        if cluster.is_file():
+            variants.append(
+                (f"{overlay.name} cluster.yaml", load_cluster_settings(str(cluster)), 1)
+            )
+    problems: list[str] = []
+    with scratch.TemporaryDirectory() as folder:
+        for name, settings, parallelism in variants:
+            path = compile_pipeline(f"{folder}/p.yaml", settings, parallelism)
+            text = Path(path).read_text()
+            problems += [f"compiled ({name}): {p}" for p in backend.validate_package(text)]
+            print(
+                f"k8s-check: compiled pipeline ({name}): {len(text.encode()):,} bytes, parsed "
+                "strictly as the API server does (pipeline spec, platform spec, schema, name)"
+            )
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     from components.common.cli import quiet_tensorflow
 
@@ -210,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     if not names:
         overlays = sorted((ROOT / "k8s" / "overlays").iterdir())
     problems = check_serving(files) + check_katib() + check(overlays)
+    if not names:
+        problems += check_compiled()
     for problem in problems:
         print(f"k8s-check: {problem}", file=sys.stderr)
     return 2 if problems else 0

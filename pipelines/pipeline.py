@@ -229,7 +229,13 @@ def compile_pipeline(
 
     from kfp import compiler
 
+    from components.common import progress
+    from pipelines import backend
+
+    settings = settings or ClusterSettings()
+    for warning in backend.check(settings, prepare_parallelism):  # refuses what it cannot run
+        progress.log("compile", f"warning: {warning}")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    pipeline = make_pipeline(settings or ClusterSettings(), prepare_parallelism)
+    pipeline = make_pipeline(settings, prepare_parallelism)
     compiler.Compiler().compile(pipeline, package_path=path)
     return path

@@ -153,7 +153,15 @@ def test_run_on_a_user_folder_exports_verified_models(tmp_path):
         assert key in summary
     assert summary["status"] == "succeeded" and summary["blessed"] is True
     assert summary["test_accuracy"] >= 0.9
-    assert set(summary["timings_s"]) == {"prepare", "train", "evaluate", "export", "push", "total"}
+    assert set(summary["timings_s"]) == {
+        "prepare",
+        "validate",
+        "train",
+        "evaluate",
+        "export",
+        "push",
+        "total",
+    }
     assert summary["fingerprint"].startswith("folder-")
     latest = json.loads(
         (tmp_path / "runs" / "registry" / "visionpipe-classifier" / "latest.json").read_text()

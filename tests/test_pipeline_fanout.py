@@ -13,9 +13,16 @@ def compiled(tmp_path, parallelism):
     return next(yaml.safe_load_all(open(path)))
 
 
+def stage_tasks(spec):
+    """The stages' DAG: everything after `changes` sits in its "changed" condition."""
+    (changed,) = [t for t in spec["root"]["dag"]["tasks"].values() if "triggerPolicy" in t]
+    assert changed["taskInfo"]["name"] == "changed"
+    return spec["components"][changed["componentRef"]["name"]]["dag"]["tasks"]
+
+
 def test_the_fan_out_wiring(tmp_path):
     spec = compiled(tmp_path, 3)
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = stage_tasks(spec)
     loops = {name: task for name, task in tasks.items() if name.startswith("for-loop")}
     assert len(loops) == 2
     for loop in loops.values():
@@ -41,7 +48,7 @@ def test_the_fan_out_wiring(tmp_path):
 
 
 def test_parallelism_one_keeps_the_single_task(tmp_path):
-    tasks = compiled(tmp_path, 1)["root"]["dag"]["tasks"]
+    tasks = stage_tasks(compiled(tmp_path, 1))
     assert "prepare" in tasks and not any(n.startswith("for-loop") for n in tasks)
 
 

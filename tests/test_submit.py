@@ -364,7 +364,9 @@ def test_validate_can_run_in_the_gpu_image_when_the_cluster_says_so(tmp_path):
 
 def test_task_pods_run_as_the_images_user_when_asked(tmp_path):
     path = tmp_path / "cluster.yaml"
-    path.write_text(yaml.safe_dump({"kubernetes": {"task_run_as_user": 10001}}))
+    path.write_text(
+        yaml.safe_dump({"kubernetes": {"task_run_as_user": 10001, "kfp_version": "2.16.0"}})
+    )
     out = tmp_path / "p.yaml"
     assert main(["compile", "--output", str(out), "--cluster", str(path)]) == 0
     _, platform = spec_of(out.read_text())
