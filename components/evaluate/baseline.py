@@ -190,18 +190,10 @@ def compare(
     }
     for name, mask in (("known", parts["known"]), ("new", parts["new"] & unseen)):
         if mask.any():
-            result["parts"][name] = {
-                "images": int(mask.sum()),
-                "candidate": {k: metric_fn(probs[mask], labels[mask])[k] for k in SHOWN},
-                "baseline": {k: metric_fn(base_probs[mask], labels[mask])[k] for k in SHOWN},
-            }
+            result["parts"][name] = both_models(mask, probs, base_probs, labels, metric_fn)
     if not chosen.any():
         return {**result, "comparable": False}
-    result["comparable"] = True
-    candidate = metric_fn(probs[chosen], labels[chosen])
-    base = metric_fn(base_probs[chosen], labels[chosen])
-    result["candidate"] = {k: candidate[k] for k in SHOWN}
-    result["baseline"] = {k: base[k] for k in SHOWN}
+    result.update(both_models(chosen, probs, base_probs, labels, metric_fn), comparable=True)
     truth = labels[chosen]
     result["paired"] = paired.compare(
         probs[chosen].argmax(axis=1) == truth,
@@ -210,3 +202,14 @@ def compare(
         alpha,
     )
     return result
+
+
+def both_models(mask, probs, base_probs, labels, metric_fn) -> dict:
+    """The candidate's and the baseline's metrics on the images `mask` selects."""
+    candidate = metric_fn(probs[mask], labels[mask])
+    base = metric_fn(base_probs[mask], labels[mask])
+    return {
+        "images": int(mask.sum()),
+        "candidate": {k: candidate[k] for k in SHOWN},
+        "baseline": {k: base[k] for k in SHOWN},
+    }
