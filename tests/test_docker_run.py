@@ -132,7 +132,8 @@ def test_whole_pipeline_runs_in_the_image_with_docker_runner(cpu_image, tmp_path
     summary = json.loads((tmp_path / "runs" / "in-docker" / "summary.json").read_text())
     assert summary["status"] == "succeeded" and summary["blessed"] is True
     assert summary["test_accuracy"] >= 0.9
-    assert set(summary["timings_s"]) == {"prepare", "train", "evaluate", "export", "push", "total"}
+    stages = {"prepare", "validate", "train", "evaluate", "export", "push", "total"}
+    assert set(summary["timings_s"]) == stages
     for key in ("tflite", "onnx", "report", "published"):
         assert summary["artifacts"][key] and Path(summary["artifacts"][key]).exists(), key
     # published to a registry under the pipeline root, where the host can see it

@@ -32,7 +32,12 @@ def test_image_labels_user_and_prepare_stage(tmp_path):
             ["docker", "image", "inspect", IMAGE], capture_output=True, text=True, check=True
         ).stdout
     )[0]
-    assert meta["Config"]["User"] == "visionpipe"
+    # numeric, so Kubernetes can check runAsNonRoot; a high UID (Pod Security, checkov)
+    assert meta["Config"]["User"] == "10001:10001"
+    whoami = subprocess.run(
+        ["docker", "run", "--rm", IMAGE, "id", "-un"], capture_output=True, text=True
+    )
+    assert whoami.stdout.strip() == "visionpipe", whoami.stderr
     assert meta["Config"]["Labels"]["org.opencontainers.image.version"] == components.__version__
     tmp_path.chmod(0o777)
     done = subprocess.run(
