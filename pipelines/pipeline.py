@@ -12,7 +12,7 @@ annotations at definition time and needs real types, not strings.
 
 from kfp import dsl
 
-from components.common.stages import TASKS
+from components.common.stages import STAGES, TASKS
 from pipelines import components
 from pipelines.cluster import ClusterSettings, apply_task_settings, images_for
 
@@ -99,14 +99,15 @@ def make_pipeline(settings: ClusterSettings | None = None, prepare_parallelism: 
             settings,
         )
         with dsl.If(changes_task.outputs["Output"] == "changed", name="changed"):
-            configs = {
-                "prepare": prepare_config,
-                "validate": validate_config,
-                "train": train_config,
-                "evaluate": evaluate_config,
-                "export": export_config,
-                "push": push_config,
-            }
+            given = (
+                prepare_config,
+                validate_config,
+                train_config,
+                evaluate_config,
+                export_config,
+                push_config,
+            )
+            configs = dict(zip(STAGES, given, strict=True))
             stages(
                 c,
                 settings,
