@@ -92,3 +92,15 @@ def test_an_unchanged_night_spends_nothing_and_a_poisoned_one_is_stopped(tmp_pat
     assert any("label_agreement" in line for line in night2["validation"]["anomalies"])
     assert "train" not in night2["timings_s"] and not (runs / "n2" / "model").exists()
     assert (registry / "visionpipe-classifier" / "latest.json").read_text() == latest
+
+    # the next clean night, with all the digits and another seed: validated against night
+    # 1's version, blessed, published, and latest moves to it
+    clean = write_night(tmp_path / "night3", digits_dir)
+    third = visionpipe("run", "--data", str(clean), "--output", str(runs), "--run-id", "n3",
+                       *scheduled(registry), "--set", "train.seed=7")  # fmt: skip
+    assert third.returncode == 0, third.stderr[-3000:]
+    night3 = json.loads((runs / "n3" / "summary.json").read_text())
+    assert night3["validation"]["decision"] == "pass" and night3["validation"]["anomalies"] == []
+    assert night3["blessed"] is True, night3["blessing_reasons"]
+    moved = json.loads((registry / "visionpipe-classifier" / "latest.json").read_text())
+    assert moved["version"] != version and night3["artifacts"]["published"] == moved["uri"]

@@ -158,3 +158,15 @@ def test_an_accepted_new_class_is_gated_on_the_thresholds(tmp_path, digits_dir, 
     assert result["blessing"]["blessed"] is True
     report = (tmp_path / "evaluation" / "report.md").read_text()
     assert "the classes changed since (added x)" in report
+
+
+def test_the_same_data_again_has_nothing_new_and_passes(tmp_path, digits_dir, deployed):
+    """A night with no new image (the same data, another seed): the checks that need new
+    images say so and pass; nothing crashes on the empty group."""
+    data = write_night(tmp_path / "data", digits_dir, everything=False)
+    result = validate_night(tmp_path, data, deployed)
+    assert result["counts"]["new"] == 0 and result["decision"] == "pass"
+    verdicts = {c["check"]: (c["verdict"], c["reason"]) for c in result["checks"]}
+    assert verdicts["out_of_distribution"] == ("skipped", "no new images")
+    assert verdicts["label_agreement"] == ("skipped", "no new images")
+    assert verdicts["changed_labels"][0] == "pass" and verdicts["schema"][0] == "pass"

@@ -260,7 +260,9 @@ def ask_model(config, found: Reference, groups, seen) -> list[checks.Check]:
         views[name] = model_checks.Seen(
             [r["uri"] for r in rows],
             [r["label"] for r in rows],
-            np.array([seen[r["uri"]]["probs"] for r in rows]).reshape(len(rows), -1),
+            np.array([seen[r["uri"]]["probs"] for r in rows]).reshape(
+                len(rows), len(found.classes)
+            ),
             np.array([seen[r["uri"]]["embedding"] for r in rows], np.float32).reshape(
                 len(rows), width
             ),
