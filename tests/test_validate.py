@@ -54,6 +54,9 @@ def test_new_images_of_two_classes_swapped_are_named(tmp_path, digits_dir, deplo
     assert any("labelled '3'" in line and "as '8'" in line for line in lines), lines
     assert len(lines) == 2  # no other class is accused
     assert result["decision"] == "warn"
+    report = (tmp_path / "validation" / "report.md").read_text()
+    anomalies = report.split("## Anomalies", 1)[1].split("\n## ", 1)[0]
+    assert all(line in anomalies for line in lines) and "None." not in anomalies
 
 
 def test_noise_pictures_are_out_of_distribution(tmp_path, digits_dir, deployed):

@@ -10,8 +10,6 @@ from components.common.report import Report, Section, Table
 from components.common.report import write as write_report
 from components.validate.config import ValidateConfig
 
-VERDICT_CSS = {"anomaly": "bad", "pass": "good"}
-
 
 def shown(value: Any) -> str:
     if isinstance(value, dict):
@@ -59,7 +57,7 @@ def checks_section(result: dict[str, Any]) -> Section:
 
 
 def anomalies_section(result: dict[str, Any]) -> Section:
-    section = Section("Anomalies", empty="None.")
+    section = Section("Anomalies")  # paragraphs only: the empty text is said below
     for line in result["anomalies"]:
         section.say(line, "bad")
     for line in result["accepted"]:
