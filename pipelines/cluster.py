@@ -88,14 +88,12 @@ class ClusterSettings(StageConfig):
         from pipelines import backend
 
         try:
-            oldest = backend.version_tuple(self.kfp_version) >= backend.version_tuple(
-                backend.OLDEST_SUPPORTED
-            )
+            declared = backend.version_tuple(self.kfp_version)
         except ValueError:
-            oldest = None
-        self.check(oldest is not None, "kfp_version", "expected a release such as 2.14.0")
+            declared = None
+        self.check(declared is not None, "kfp_version", "expected a release such as 2.14.0")
         self.check(
-            bool(oldest),
+            declared >= backend.version_tuple(backend.OLDEST_SUPPORTED),
             "kfp_version",
             f"visionpipe needs KFP backend {backend.OLDEST_SUPPORTED} (Kubeflow 1.10.1) or newer",
         )

@@ -283,7 +283,6 @@ def validate(
         validation_metrics.log_metric(f"{name}_images", value)
     validation_metrics.log_metric("anomalies", len(result["anomalies"]))
     validation_metrics.log_metric("accepted_anomalies", len(result["accepted"]))
-    print(f"[validate] {json.dumps(result['decision'])}", flush=True)
 
 
 def train(

@@ -126,6 +126,19 @@ def stratified_sample(
     return chosen, len(rows)
 
 
+def stratified_indices(labels: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
+    """At most `limit` indices, each class in proportion (all of them when fewer)."""
+    if len(labels) <= limit:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        share = max(1, round(limit * len(members) / len(labels)))
+        chosen.append(rng.choice(members, size=min(share, len(members)), replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
 class SplitImages:
     """A split's images without holding them: streamed in record order (the manifest's
     order) for predictions, and by index for the few a report shows.

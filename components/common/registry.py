@@ -110,7 +110,7 @@ def split_manifests(folder: str, required: bool, setting: str) -> dict[str, Mani
         uri = f"{folder}/splits/{split}.csv"
         if not storage.exists(uri):
             if required:
-                raise UserError(f"{setting}: {uri} is missing; the reference dataset is incomplete")
+                raise UserError(f"{setting}: {uri} is missing; the dataset is incomplete")
             continue
         for row in csv.DictReader(io.StringIO(storage.read_bytes(uri).decode("utf-8"))):
             if row.get("sha256"):

@@ -35,10 +35,9 @@ def choose_reference(configs: dict[str, dict[str, Any]]) -> tuple[str, str]:
     ):
         if value:
             return str(value), setting
-    push = configs.get("push") or {}
-    if push.get("registry"):
-        name = push.get("model_name") or "visionpipe-classifier"
-        return f"{str(push['registry']).rstrip('/')}/{name}", "push.registry"
+    push = config_class("push").from_dict(configs.get("push") or {})
+    if push.registry:
+        return f"{push.registry.rstrip('/')}/{push.model_name}", "push.registry"
     return "", ""
 
 
@@ -65,8 +64,7 @@ def decide(fingerprint: str, configs: dict[str, dict[str, Any]]) -> dict[str, An
     mine = provenance(fingerprint, configs)
     reference, setting = choose_reference(configs)
     out = {"changed": True, "reference": reference or None, "version": None, "provenance": mine}
-    skip = (configs.get("validate") or {}).get("skip_unchanged", True)
-    if str(skip).lower() in ("false", "no", "off", "0"):
+    if not config_class("validate").from_dict(configs.get("validate") or {}).skip_unchanged:
         return {**out, "message": "validate.skip_unchanged is off (--force): running anyway"}
     if not reference:
         return {**out, "message": "no deployed version to compare with: running"}

@@ -26,8 +26,8 @@ class Baseline:
     reference: str  # as configured
     label: str  # how reasons and the report name it
     model_dir: str  # where model.keras (and metadata.json) are
-    # sha256 -> (split, label) of every image its split manifests list; None: not known
-    splits: dict[str, tuple[str, str]] | None
+    # sha256 -> (split, label, uri) of every image its split manifests list; None: not known
+    splits: dict[str, registry.ManifestRow] | None
     version: str | None = None
 
     @property
@@ -35,17 +35,16 @@ class Baseline:
         """The images it was fitted or selected on (train and val)."""
         if self.splits is None:
             return None
-        return {sha for sha, (split, _) in self.splits.items() if split in ("train", "val")}
+        return {sha for sha, row in self.splits.items() if row.split in ("train", "val")}
 
 
-def manifest_splits(version: registry.Version) -> dict[str, tuple[str, str]] | None:
-    """sha256 -> (split, label) of every image in the version's split manifests."""
+def manifest_splits(version: registry.Version) -> dict[str, registry.ManifestRow] | None:
+    """sha256 -> (split, label, uri) of every image in the version's split manifests."""
     if not version.has(registry.DATASET):
         return None
-    rows = registry.split_manifests(
+    return registry.split_manifests(
         version.part(registry.DATASET), False, "evaluate.baseline_model"
     )
-    return {sha: (row.split, row.label) for sha, row in rows.items()}
 
 
 def find_baseline(reference: str) -> Baseline | None:
@@ -116,10 +115,12 @@ def test_parts(found: Baseline, dataset, uris: list[str], classes, labels) -> di
         everything = np.ones(len(uris), dtype=bool)
         nothing = np.zeros(len(uris), dtype=bool)
         return {"known": nothing, "relabelled": nothing, "new": everything, "seen": nothing}
-    where = [found.splits.get(sha.get(u, ""), (None, None)) for u in uris]
+    where = [found.splits.get(sha.get(u, "")) for u in uris]
     label_of = [classes[int(y)] for y in labels]
-    split = np.array([w[0] or "" for w in where])
-    same = np.array([w[1] == name for w, name in zip(where, label_of, strict=True)], dtype=bool)
+    split = np.array([w.split if w else "" for w in where])
+    same = np.array(
+        [bool(w) and w.label == name for w, name in zip(where, label_of, strict=True)], dtype=bool
+    )
     return {
         "known": (split == "test") & same,
         "relabelled": (split == "test") & ~same,

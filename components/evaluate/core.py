@@ -20,6 +20,7 @@ from components.common.models import (
     predict_batches,
     predict_probs,
 )
+from components.common.records import stratified_indices
 from components.evaluate import analysis, report, robustness
 from components.evaluate.baseline import compare as compare_baseline
 from components.evaluate.calibration import apply_temperature, calibrate, negative_log_likelihood
@@ -342,19 +343,6 @@ def robustness_check(config: EvaluateConfig, model, model_dir, test: Split, clas
         "limit": config.max_robustness_images,
     }
     return found
-
-
-def stratified_indices(labels: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
-    """At most `limit` indices, each class in proportion (all of them when fewer)."""
-    if len(labels) <= limit:
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        share = max(1, round(limit * len(members) / len(labels)))
-        chosen.append(rng.choice(members, size=min(share, len(members)), replace=False))
-    return np.sort(np.concatenate(chosen))
 
 
 def write_evaluation(

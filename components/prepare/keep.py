@@ -15,13 +15,10 @@ is recorded in stats.json.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import defaultdict
 
 from components.common import registry, storage
 from components.common.errors import UserError
-from components.prepare.split import SPLITS
 
 
 def splits_folder(source: str) -> tuple[str | None, str]:
@@ -50,15 +47,8 @@ def kept_splits(source: str) -> tuple[dict[str, str], str | None]:
     folder, label = splits_folder(source)
     if folder is None:
         return {}, None
-    kept: dict[str, str] = {}
-    for split in SPLITS:
-        uri = f"{folder}/splits/{split}.csv"
-        if not storage.exists(uri):
-            raise UserError(f"prepare.keep_splits: {uri} is missing; the dataset is incomplete")
-        for row in csv.DictReader(io.StringIO(storage.read_bytes(uri).decode("utf-8"))):
-            if row.get("sha256"):
-                kept.setdefault(row["sha256"], split)
-    return kept, label
+    rows = registry.split_manifests(folder, True, "prepare.keep_splits")
+    return {sha: row.split for sha, row in rows.items()}, label
 
 
 def fixed_groups(

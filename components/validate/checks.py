@@ -47,6 +47,14 @@ class Check:
         return asdict(self)
 
 
+def label_counts(labels, classes: list[str]) -> dict[str, int]:
+    """Images per class: every class in `classes` (0 when absent), then any other label."""
+    from collections import Counter
+
+    found = Counter(labels)
+    return {**{name: found.get(name, 0) for name in classes}, **found}
+
+
 def skipped(name: str, threshold: Any, reason: str, **detail: Any) -> Check:
     return Check(name, None, threshold, "skipped", reason=reason, detail=detail)
 
@@ -87,7 +95,8 @@ def class_drift(
     from scipy.stats import chisquare
 
     names = list(before)
-    counts = np.array([sum(1 for x in new_labels if x == n) for n in names], dtype=float)
+    tally = label_counts(new_labels, names)
+    counts = np.array([tally[n] for n in names], dtype=float)
     total = counts.sum()
     if total < config.min_new_images:
         return skipped(

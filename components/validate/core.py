@@ -49,10 +49,7 @@ class Today:
         return cls(dataset, read_json(dataset / "classes.json"), rows, size)
 
     def counts(self) -> dict[str, int]:
-        out = {name: 0 for name in self.classes}
-        for row in self.rows:
-            out[row["label"]] = out.get(row["label"], 0) + 1
-        return out
+        return checks.label_counts((row["label"] for row in self.rows), self.classes)
 
 
 def run(
@@ -109,13 +106,13 @@ def compare(config: ValidateConfig, today: Today, found: Reference) -> dict[str,
         for r in today.rows
         if r.get("sha256") in known_rows and known_rows[r["sha256"]].label == r["label"]
     ]
-    label = found.label
+    label, before = found.label, found.counts()
     results = [
         checks.schema(today.classes, found.classes, label),
-        checks.class_counts(today.counts(), found.counts(), config, label),
+        checks.class_counts(today.counts(), before, config, label),
         checks.class_drift(
             [r["label"] for r in new],
-            {k: v for k, v in found.counts().items() if k in today.classes},
+            {k: v for k, v in before.items() if k in today.classes},
             config,
             label,
         ),
@@ -153,20 +150,12 @@ def compare(config: ValidateConfig, today: Today, found: Reference) -> dict[str,
     }
 
 
-def sample(rows: list[dict[str, str]], limit: int, seed: int = 0) -> list[dict[str, str]]:
-    """At most `limit` rows, each label in proportion (at least one of each)."""
-    if len(rows) <= limit:
-        return rows
-    rng = np.random.default_rng(seed)
-    by_label: dict[str, list[dict[str, str]]] = {}
-    for row in rows:
-        by_label.setdefault(row["label"], []).append(row)
-    chosen = []
-    for members in by_label.values():
-        share = max(1, round(limit * len(members) / len(rows)))
-        picks = sorted(rng.choice(len(members), size=min(share, len(members)), replace=False))
-        chosen.extend(members[i] for i in picks)
-    return chosen
+def sample(rows: list[dict[str, str]], limit: int) -> list[dict[str, str]]:
+    """At most `limit` rows, each label in proportion (records.stratified_indices)."""
+    from components.common.records import stratified_indices
+
+    labels = np.array([row["label"] for row in rows])
+    return [rows[i] for i in stratified_indices(labels, limit)]
 
 
 def look(config, today: Today, found: Reference, groups) -> dict[str, dict[str, Any]]:
@@ -175,6 +164,11 @@ def look(config, today: Today, found: Reference, groups) -> dict[str, dict[str, 
     from components.common.records import load_split_arrays
 
     model = deployed_model(found)
+    embed = None
+    if model is not None:
+        from components.common.models import embedding_model
+
+        embed = embedding_model(model)
     wanted: dict[str, set[str]] = {split: set() for split in SPLITS}
     for rows in groups.values():
         for row in rows:
@@ -185,7 +179,9 @@ def look(config, today: Today, found: Reference, groups) -> dict[str, dict[str, 
             continue
         images, _, names = load_split_arrays(today.dataset, split, today.image_size, keep=uris)
         features = checks.image_features(images)
-        outputs = predict(config, model, found, today, split, images, names) if model else None
+        outputs = (
+            predict(config, model, embed, found, today, split, images, names) if model else None
+        )
         for i, uri in enumerate(names):
             seen[uri] = {name: values[i] for name, values in features.items()}
             if outputs is not None:
@@ -208,14 +204,10 @@ def deployed_model(found: Reference):
     return model
 
 
-def predict(config, model, found: Reference, today: Today, split, images, uris):
-    """(probabilities, embeddings) of the deployed model, at its own input size."""
-    from components.common.models import (
-        embedding_model,
-        metadata_rows,
-        predict_batches,
-        predict_probs,
-    )
+def predict(config, model, embed, found: Reference, today: Today, split, images, uris):
+    """(probabilities, embeddings) of the deployed model (`embed`: its penultimate layer),
+    at its own input size."""
+    from components.common.models import metadata_rows, predict_batches, predict_probs
 
     side = model.inputs[0].shape[1]
     if side and side != images.shape[1]:
@@ -224,7 +216,7 @@ def predict(config, model, found: Reference, today: Today, split, images, uris):
         images = tf.cast(tf.image.resize(images, (side, side)), tf.uint8).numpy()
     _, rows = metadata_rows(model, found.model_dir, today.dataset, {split: list(uris)})
     probs = predict_probs(model, images, config.batch_size, rows[split])
-    embeddings = predict_batches(embedding_model(model), images, config.batch_size, rows[split])
+    embeddings = predict_batches(embed, images, config.batch_size, rows[split])
     return probs, embeddings.reshape(len(images), -1)
 
 
@@ -254,9 +246,9 @@ def ask_model(config, found: Reference, groups, seen) -> list[checks.Check]:
             checks.skipped("label_agreement", config.max_label_disagreement, why),
         ]
     views = {}
+    width = len(next(iter(seen.values()))["embedding"]) if seen else 0
     for name, rows in groups.items():
         rows = [r for r in rows if r["uri"] in seen]
-        width = len(next(iter(seen.values()))["embedding"]) if seen else 0
         views[name] = model_checks.Seen(
             [r["uri"] for r in rows],
             [r["label"] for r in rows],

@@ -30,10 +30,9 @@ class Reference:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
-        out = {name: 0 for name in self.classes}
-        for row in self.rows.values():
-            out[row.label] = out.get(row.label, 0) + 1
-        return out
+        from components.validate.checks import label_counts
+
+        return label_counts((row.label for row in self.rows.values()), self.classes)
 
 
 def read_rows(folder: str) -> dict[str, registry.ManifestRow]:
