@@ -64,6 +64,16 @@ class ClusterSettings(StageConfig):
     # set_security_context; the images' user is 10001:10001). 0: left to the backend and the
     # namespace. Needs a backend with kfp-kubernetes SecurityContext (kubeflow/pipelines#12832)
     task_run_as_user: int = 0
+    # s3:// and minio:// locations (pipeline root, data, registry, references): the S3 API
+    # endpoint every task gets as AWS_ENDPOINT_URL_S3, and the Secret whose two keys become
+    # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Left empty under a minio:// pipeline root,
+    # they are the KFP launcher's own defaults for kfp_version (object_store_defaults); under
+    # s3:// on AWS, leave them empty for the pod's IAM role (IRSA, Pod Identity)
+    object_store_endpoint: str = ""
+    object_store_secret: str = ""
+    object_store_access_key_key: str = "accesskey"
+    object_store_secret_key_key: str = "secretkey"
+    object_store_region: str = ""
     retries: int = 2  # per task, on failure (a preempted node, a flaky read)
     retry_backoff: str = "30s"
     retry_backoff_factor: float = 2.0
@@ -105,10 +115,21 @@ class ClusterSettings(StageConfig):
         for key in ("retry_backoff", "retry_backoff_max"):
             self.check(bool(DURATION.match(getattr(self, key))), key, "a duration such as 30s")
         self.check(self.retry_backoff_factor >= 1, "retry_backoff_factor", "expected >= 1")
+        if self.pipeline_root:
+            from components.common import storage
+
+            storage.check_location(self.pipeline_root, "kubernetes config pipeline_root")
+            self.check(
+                storage.is_remote(self.pipeline_root),
+                "pipeline_root",
+                "an object-store URI (gs://, s3:// or minio://BUCKET/PREFIX) or empty",
+            )
         self.check(
-            not self.pipeline_root or self.pipeline_root.startswith(("gs://", "s3://", "minio://")),
-            "pipeline_root",
-            "an object-store URI (gs://bucket/prefix) or empty",
+            not self.object_store_endpoint
+            or re.fullmatch(r"(https?://)?[A-Za-z0-9.-]+(:[0-9]+)?/?", self.object_store_endpoint)
+            is not None,
+            "object_store_endpoint",
+            "an S3 API endpoint such as http://minio-service.kubeflow:9000",
         )
         for name in ("node_selector", "gpu_node_selector"):
             for k, v in getattr(self, name).items():
@@ -138,6 +159,30 @@ def load_cluster_settings(path: str | None) -> ClusterSettings:
         if not isinstance(data, dict):
             raise UserError(f"{path}: the kubernetes section must be a mapping")
     return ClusterSettings.from_dict(data)
+
+
+MINIO_SECRET = "mlpipeline-minio-artifact"  # the KFP launcher's default artifact Secret
+
+
+def object_store_defaults(settings: ClusterSettings) -> dict[str, str]:
+    """The S3 endpoint, region and credentials Secret the tasks get (empty: none set).
+
+    A `minio://` pipeline root with nothing configured reads as the KFP launcher does
+    without a `kfp-launcher` ConfigMap: the in-cluster store (MinIO's
+    minio-service.kubeflow:9000 before KFP 2.16, SeaweedFS's seaweedfs.kubeflow:9000 from
+    2.16, kubeflow/pipelines#12613), keys from the Secret mlpipeline-minio-artifact."""
+    from pipelines import backend
+
+    endpoint, secret = settings.object_store_endpoint, settings.object_store_secret
+    region = settings.object_store_region
+    if settings.pipeline_root.startswith("minio://"):
+        seaweed = backend.version_tuple(settings.kfp_version) >= (2, 16, 0)
+        endpoint = endpoint or (
+            "http://seaweedfs.kubeflow:9000" if seaweed else "http://minio-service.kubeflow:9000"
+        )
+        secret = secret or MINIO_SECRET
+        region = region or "us-east-1"
+    return {"endpoint": endpoint, "secret": secret, "region": region}
 
 
 def images_for(settings: ClusterSettings) -> StageImages:
@@ -171,6 +216,20 @@ def apply_task_settings(task, stage: str, settings: ClusterSettings) -> None:
             mount_path="/dev/shm",
             medium="Memory",
             size_limit=settings.shm_size,
+        )
+    store = object_store_defaults(settings)
+    if store["endpoint"]:
+        task.set_env_variable("AWS_ENDPOINT_URL_S3", store["endpoint"])
+    if store["region"]:
+        task.set_env_variable("AWS_REGION", store["region"])
+    if store["secret"]:
+        kubernetes.use_secret_as_env(
+            task,
+            secret_name=store["secret"],
+            secret_key_to_env={
+                settings.object_store_access_key_key: "AWS_ACCESS_KEY_ID",
+                settings.object_store_secret_key_key: "AWS_SECRET_ACCESS_KEY",
+            },
         )
     if settings.retries:
         task.set_retry(

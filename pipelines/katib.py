@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from components.common import schemas
+from components.common import schemas, storage
 from components.common.errors import UserError
 
 API_VERSION = "kubeflow.org/v1beta1"
@@ -253,10 +253,10 @@ def write_experiment(
     output: str | Path, configs: dict[str, dict], overrides: dict[str, Any], settings, dataset=None
 ) -> Path:
     """Build, validate and write the Experiment YAML; refuse a local dataset path."""
-    if dataset and not re.match(r"(gs|s3)://", dataset):
+    if dataset and not storage.is_remote(storage.check_location(dataset, "--dataset")):
         raise UserError(
             f"--dataset {dataset!r} is not in a bucket; Katib trials run in pods: pass the "
-            "gs:// URI of a prepared dataset (a pipeline run's prepare output)"
+            "gs://, s3:// or minio:// URI of a prepared dataset (a pipeline run's prepare output)"
         )
     obj = experiment(configs, overrides, settings, dataset)
     problems = validate(obj)

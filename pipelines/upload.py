@@ -1,7 +1,7 @@
 """Data a cluster can read: refuse a local path for a cluster run, or copy it to the bucket.
 
 A pod has no access to the submitting machine's disk, so `submit` and
-`schedule` accept only `gs://` sources and `builtin:` ones (they ship inside
+`schedule` accept only object-store sources (`gs://`, `s3://`, `minio://`) and `builtin:` ones (they ship inside
 the image). `--upload` copies a local folder, or a manifest and the files its
 rows name, to `<pipeline_root>/data/<fingerprint>/` and submits that prefix
 instead; the same data is copied once (the fingerprint names the folder, and a
@@ -28,27 +28,24 @@ UPLOAD_THREADS = 16
 
 def cluster_data(data: str, upload: bool, pipeline_root: str) -> str:
     """`data` as the cluster's pods will read it; a local path is refused or uploaded."""
-    if digits.is_builtin(data) or storage.is_gcs(data):
+    if digits.is_builtin(data) or storage.is_remote(storage.check_location(data, "--data")):
         return data
-    if "://" in data:
-        raise UserError(
-            f"--data {data!r}: only gs:// and builtin: sources can be read on the cluster"
-        )
     if not upload:
         raise UserError(
             f"--data {data!r} is a local path, which the cluster's pods cannot read; pass "
-            "a gs:// prefix, or add --upload to copy it under the pipeline root first"
+            "a gs://, s3:// or minio:// prefix, or add --upload to copy it under the pipeline root first"
         )
-    if not storage.is_gcs(pipeline_root):
+    if not storage.is_remote(pipeline_root):
         raise UserError(
             f"--upload copies {data!r} under the pipeline root, but the cluster settings name "
-            "no gs:// pipeline_root; set kubernetes.pipeline_root: gs://BUCKET/PREFIX in --cluster"
+            "no object-store pipeline_root; set kubernetes.pipeline_root: gs://BUCKET/PREFIX (or "
+            "s3://, minio://) in --cluster"
         )
     return upload_source(data, f"{pipeline_root.rstrip('/')}/data")
 
 
 def upload_source(data: str, base: str) -> str:
-    """Copy a local folder or manifest under `base`; return its gs:// URI there."""
+    """Copy a local folder or manifest under `base`; return its URI there."""
     listing = list_source(data)  # refuses an empty or one-class source before any copy
     digest = fingerprint(data)
     target = f"{base}/{digest}"
@@ -78,14 +75,14 @@ def upload_source(data: str, base: str) -> str:
 
 def manifest_copies(root: str, target: str) -> tuple[list[tuple[str, str]], str]:
     """(local file, destination) for each local row, and the manifest rewritten to name
-    the copies relative to itself (gs:// rows stay as they are)."""
+    the copies relative to itself (object-store rows stay as they are)."""
     base = os.path.dirname(root)
     jsonl = root.lower().endswith(".jsonl")
     rows = parse_rows(Path(root).read_text(encoding="utf-8-sig"), jsonl, f"manifest {root!r}")
     copies: dict[str, str] = {}
     for row in rows:
         uri = (row.get("uri") or "").strip()
-        if not uri or storage.is_gcs(uri):
+        if not uri or storage.is_remote(uri):
             continue
         path = os.path.normpath(uri if os.path.isabs(uri) else os.path.join(base, uri))
         inside = os.path.relpath(path, base)

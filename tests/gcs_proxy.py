@@ -1,7 +1,11 @@
-"""An HTTP proxy in front of the Cloud Storage emulator, for what the emulator lacks.
+"""An HTTP proxy in front of the Cloud Storage emulator or the S3 server, for what
+they lack.
 
 - `flaky_every=N`: every N-th request is answered 429 or 503 before it reaches
-  the emulator, the way Cloud Storage sheds load; the client must retry.
+  the emulator, the way Cloud Storage sheds load; the client must retry. With
+  `s3=True` the answers are S3's own, 503 SlowDown and 500 InternalError.
+- `strip_headers=(...)`: those request headers are dropped before forwarding: an
+  S3-compatible endpoint that ignores `If-None-Match` / `If-Match`.
 - `preconditions=True`: the JSON API's `ifGenerationMatch` on object uploads.
   gcp-storage-emulator ignores it (it accepts every write), so the proxy
   enforces it as Cloud Storage documents: under one lock it reads the object's
@@ -37,8 +41,16 @@ def object_name(query: dict, body: bytes | None, content_type: str) -> str | Non
 
 
 class GcsProxy:
-    def __init__(self, target: str, flaky_every: int = 0, preconditions: bool = False):
+    def __init__(
+        self,
+        target: str,
+        flaky_every: int = 0,
+        preconditions: bool = False,
+        s3: bool = False,
+        strip_headers: tuple[str, ...] = (),
+    ):
         self.target, self.every, self.preconditions = target, flaky_every, preconditions
+        self.s3, self.strip = s3, {name.lower() for name in strip_headers}
         self.count, self.injected, self.refused = 0, [], []
         self.lock = threading.Lock()
         proxy = self
@@ -47,9 +59,13 @@ class GcsProxy:
             def handle_one(self):
                 proxy.count += 1
                 if proxy.every and proxy.count % proxy.every == 0:
-                    status = 429 if proxy.count % 2 else 503
+                    status = (
+                        (429 if proxy.count % 2 else 503)
+                        if not proxy.s3
+                        else (503 if proxy.count % 2 else 500)
+                    )
                     proxy.injected.append(status)
-                    return self.reply(status, b"", {})
+                    return self.reply(status, proxy.s3_error(status) if proxy.s3 else b"", {})
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 url = urllib.parse.urlsplit(self.path)
@@ -71,11 +87,15 @@ class GcsProxy:
                 for key, value in headers.items():
                     if key.lower() not in ("content-length", "transfer-encoding", "connection"):
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                if "content-length" in {k.lower() for k in headers} and self.command == "HEAD":
+                    self.send_header("Content-Length", headers.get("Content-Length", "0"))
+                else:
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if self.command != "HEAD":
+                    self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_one
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = handle_one
 
             def log_message(self, *args):
                 pass
@@ -85,9 +105,10 @@ class GcsProxy:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def forward(self, handler, body):
-        headers = {
-            k: v for k, v in handler.headers.items() if k.lower() not in ("host", "content-length")
-        }
+        dropped = {"host", "content-length", "expect", *self.strip}  # urllib sends the body at once
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in dropped}
+        if body is not None and not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/octet-stream"  # not urllib's form default
         request = urllib.request.Request(
             self.target + handler.path, data=body, headers=headers, method=handler.command
         )
@@ -106,6 +127,14 @@ class GcsProxy:
             if error.code == 404:
                 return 0
             raise
+
+    @staticmethod
+    def s3_error(status: int) -> bytes:
+        code = "SlowDown" if status == 503 else "InternalError"
+        return (
+            f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+            "<Message>injected by the test proxy</Message></Error>"
+        ).encode()
 
     @staticmethod
     def condition_not_met() -> bytes:

@@ -41,14 +41,19 @@ def weak_model(tmp_path_factory, digits_dataset):
     return out
 
 
+@pytest.mark.parametrize("where", ["folder", "s3"])
 def test_a_candidate_worse_than_the_deployed_version_is_not_blessed(
-    tmp_path, digits_dataset, trained_model, weak_model
+    tmp_path, digits_dataset, trained_model, weak_model, where, request
 ):
     from components.evaluate.core import run
 
-    registry = tmp_path / "registry"
+    registry = (
+        str(tmp_path / "registry")
+        if where == "folder"
+        else request.getfixturevalue("s3_server") + f"/gate-{tmp_path.name}"
+    )
     publish(registry, trained_model, digits_dataset, "1.10", tmp_path)
-    reference = str(registry / "visionpipe-classifier")
+    reference = f"{registry}/visionpipe-classifier"
     config = EvaluateConfig(min_accuracy=0.0, baseline_model=reference)
     result = run(config, digits_dataset, weak_model, tmp_path / "evaluation")
     blessing = result["blessing"]

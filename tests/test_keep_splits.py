@@ -79,7 +79,8 @@ def test_a_group_joining_two_kept_splits_is_refused(grown, tmp_path):
     assert rows[0]["uri"] in str(caught.value) and rows_test[0]["uri"] in str(caught.value)
 
 
-def test_a_registry_reference_keeps_the_published_splits(grown, tmp_path):
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_a_registry_reference_keeps_the_published_splits(grown, tmp_path, where, request):
     from components.push.config import PushConfig
     from components.push.core import run as push
 
@@ -90,14 +91,18 @@ def test_a_registry_reference_keeps_the_published_splits(grown, tmp_path):
     (export / "model.onnx").write_bytes(b"onnx")
     (export / "parity.json").write_text(json.dumps({"onnx": {"passed": True}}))
     (evaluation / "blessing.json").write_text(json.dumps({"blessed": True, "reasons": []}))
-    registry = tmp_path / "registry"
+    registry = (
+        str(tmp_path / "registry")
+        if where == "folder"
+        else request.getfixturevalue("s3_server") + f"/keep-{tmp_path.name}"
+    )
     push(
-        PushConfig(serving="none", registry=str(registry)),
+        PushConfig(serving="none", registry=registry),
         export,
         evaluation,
         dataset=root / "dataset-before",
     )
-    config = PrepareConfig(seed=3, keep_splits=str(registry / "visionpipe-classifier"))
+    config = PrepareConfig(seed=3, keep_splits=f"{registry}/visionpipe-classifier")
     stats = run(config, str(after), tmp_path / "dataset")
     earlier = split_of(root / "dataset-before")
     now = split_of(tmp_path / "dataset")

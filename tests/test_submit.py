@@ -279,20 +279,24 @@ def test_upload_without_a_gs_pipeline_root_is_refused(tmp_path, capsys):
         assert "pipeline_root" in capsys.readouterr().err and server.requests == []
 
 
-def test_upload_copies_a_folder_once_and_submits_the_copy(tmp_path, gcs_emulator, capsys):
+@pytest.mark.parametrize("store", ["gcs_emulator", "s3_server"])
+def test_upload_copies_a_folder_once_and_submits_the_copy(tmp_path, store, capsys, request):
     from components.common import storage
     from components.common.fingerprint import fingerprint
     from tests.conftest import write_digit_images
 
     data = write_digit_images(tmp_path / "photos", classes=(1, 2), per_class=4)
+    bucket = request.getfixturevalue(store)
+    if store == "s3_server":  # a stock Kubeflow's root: minio://, the bucket's S3 API
+        bucket = bucket.replace("s3://", "minio://")
     cluster = tmp_path / "cluster.yaml"
-    cluster.write_text(yaml.safe_dump({"kubernetes": {"pipeline_root": f"{gcs_emulator}/root"}}))
+    cluster.write_text(yaml.safe_dump({"kubernetes": {"pipeline_root": f"{bucket}/root"}}))
     args = ["--data", str(data), "--upload", "--cluster", str(cluster)]
     with KfpServer() as server:
         assert main(["submit", "--host", server.url, *args]) == 0
         (run,) = server.calls("POST", r"/runs$")
         uri = run.json["runtime_config"]["parameters"]["data"]
-        assert uri == f"{gcs_emulator}/root/data/{fingerprint(str(data))}"
+        assert uri == f"{bucket}/root/data/{fingerprint(str(data))}"
         copied = sorted(storage.relative(u, uri) for u in storage.list_files(uri))
         assert copied == sorted(p.relative_to(data).as_posix() for p in data.rglob("*.*"))
         assert (

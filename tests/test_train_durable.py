@@ -1,8 +1,8 @@
 """Preemption-safe training: a fresh process on a fresh disk resumes from durable state.
 
-Two `visionpipe train` processes share nothing but the gs:// URIs (dataset and
-output, on the Cloud Storage emulator): each has its own empty HOME, TMPDIR and
-working folder, as a retried pod on another node would.
+Two `visionpipe train` processes share nothing but the gs:// or s3:// URIs (dataset
+and output, on the Cloud Storage emulator or the S3 server): each has its own empty
+HOME, TMPDIR and working folder, as a retried pod on another node would.
 """
 
 import csv
@@ -46,10 +46,12 @@ def fresh_env(root, name):
     return env, base / "cwd"
 
 
-def test_killed_training_resumes_on_a_fresh_disk(tmp_path, gcs_emulator, digits_dataset):
-    dataset = f"{gcs_emulator}/durable/dataset"
+@pytest.mark.parametrize("store", ["gcs_emulator", "s3_server"])
+def test_killed_training_resumes_on_a_fresh_disk(tmp_path, store, digits_dataset, request):
+    bucket = request.getfixturevalue(store)
+    dataset = f"{bucket}/durable/dataset"
     storage.upload_tree(digits_dataset, dataset, last=("config.json",))
-    output = f"{gcs_emulator}/durable/model"
+    output = f"{bucket}/durable/model"
     command = [
         VISIONPIPE,
         "train",

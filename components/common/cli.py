@@ -41,10 +41,11 @@ def add_stage_io(parser: argparse.ArgumentParser, inputs: tuple[str, ...], outpu
 
 
 def run_with_storage(run: Callable, config, inputs: list[str], output: str):
-    """`run(config, *inputs, output)` where any of them may be gs:// folders.
+    """`run(config, *inputs, output)` where any of them may be object-store folders
+    (gs://, s3://, minio://).
 
-    gs:// inputs (complete stage outputs: they hold config.json) are copied to a
-    temporary folder; a gs:// output is written locally and uploaded when the
+    Remote inputs (complete stage outputs: they hold config.json) are copied to a
+    temporary folder; a remote output is written locally and uploaded when the
     stage has finished, config.json last, so a reader never takes a partial one.
     """
     import contextlib

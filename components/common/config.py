@@ -55,6 +55,15 @@ class StageConfig:
     def replace(self: C, **changes: Any) -> C:
         return type(self).from_dict({**self.to_dict(), **changes})
 
+    def check_locations(self, *keys: str) -> None:
+        """Refuse, with one line, a location setting the storage layer cannot serve."""
+        from components.common import storage
+
+        for key in keys:
+            value = getattr(self, key)
+            if value and value not in ("none", "imagenet"):
+                storage.check_location(value, f"{self.section} config {key}")
+
     def check(self, condition: bool, key: str, allowed: str) -> None:
         if not condition:
             value = getattr(self, key)

@@ -7,6 +7,7 @@ is opened, so it costs one listing (a `stat` per file on a disk).
 
   folder          each file's relative path, size and modification time (ns)
   gs:// prefix    each object's name, generation and size, from one listing
+  s3://, minio:// each object's name, ETag and size, from one listing
   manifest        the manifest's SHA-256, plus each row's file as above
                   (a row's file that is gone counts as "missing")
   builtin:NAME    a constant per built-in dataset (it ships inside the image)
@@ -42,20 +43,9 @@ def local_stat(path: str) -> str:
     return f"{info.st_size} {info.st_mtime_ns}"
 
 
-def gcs_listing(prefix: str) -> dict[str, str]:
-    """`gs://bucket/name` -> "size generation" for every object under `prefix`, one listing."""
-    bucket, key = storage.split_gcs(prefix)
-    blobs = storage.gcs_client().list_blobs(bucket, prefix=key, retry=storage.retry_policy())
-    return {
-        f"{storage.GCS_PREFIX}{bucket}/{blob.name}": f"{blob.size} {blob.generation}"
-        for blob in blobs
-        if not blob.name.endswith("/")
-    }
-
-
 def folder_entries(root: str) -> list[str]:
-    if storage.is_gcs(root):
-        listing = gcs_listing(root.rstrip("/") + "/")
+    if storage.is_remote(root):
+        listing = storage.listing(root.rstrip("/") + "/")
         return [f"{storage.relative(uri, root)} {stat}" for uri, stat in sorted(listing.items())]
     return [
         f"{storage.relative(path, root)} {local_stat(path)}" for path in storage.list_files(root)
@@ -67,14 +57,13 @@ def manifest_entries(source: str, root: str) -> list[str]:
     uris = sorted({item.uri for item in list_manifest(source, root).items})
     remote: dict[str, list[str]] = defaultdict(list)
     for uri in uris:
-        if storage.is_gcs(uri):
-            remote[storage.split_gcs(uri)[0]].append(uri)
+        if storage.is_remote(uri):
+            remote[uri.partition("://")[0] + "://" + storage.split(uri)[1]].append(uri)
     stats: dict[str, str] = {}
     for names in remote.values():  # one listing per bucket, under the rows' common prefix
-        common = posixpath.commonprefix(names)
-        stats.update(gcs_listing(common))
+        stats.update(storage.listing(posixpath.commonprefix(names)))
     for uri in uris:
-        stat = stats.get(uri, "missing") if storage.is_gcs(uri) else local_stat(uri)
+        stat = stats.get(uri, "missing") if storage.is_remote(uri) else local_stat(uri)
         entries.append(f"{uri} {stat}")
     return entries
 

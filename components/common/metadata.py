@@ -190,7 +190,7 @@ def load(folder: str | Path) -> MetadataEncoder | None:
     if uri.endswith((".keras", ".tflite", ".onnx")):
         uri = str(Path(uri).parent)
     path = uri.rstrip("/") + "/" + FILE
-    if storage.is_gcs(path):
+    if storage.is_remote(path):
         if not storage.exists(path):
             return None
         return MetadataEncoder.from_dict(json.loads(storage.read_bytes(path)))

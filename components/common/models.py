@@ -33,7 +33,7 @@ def load_model(model_dir: str | Path):
         raise UserError(
             f"no model at {uri}; pass the output folder of `visionpipe train` or a .keras file"
         )
-    if storage.is_gcs(uri):
+    if storage.is_remote(uri):
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "model.keras"
             storage.download_file(uri, local)

@@ -52,7 +52,7 @@ def resolve_source(source: str) -> str:
         raise UserError("no data source given; pass --data DIR (a folder of class sub-folders)")
     if digits.is_builtin(source):
         return digits.resolve_builtin(source)
-    if storage.is_gcs(source):
+    if storage.is_remote(storage.check_location(source, "data source")):
         return str(source).rstrip("/")
     path = Path(source).expanduser()
     if not path.exists():
@@ -122,16 +122,16 @@ def list_manifest(source: str, root: str) -> Listing:
             f"manifest {source!r} has a column {clashing[0]!r}, which prepare writes itself "
             f"({', '.join(RESERVED)}); rename that column"
         )
-    base = posixpath.dirname(root) if storage.is_gcs(root) else os.path.dirname(root)
+    base = posixpath.dirname(root) if storage.is_remote(root) else os.path.dirname(root)
     items = []
     for number, row in enumerate(rows, start=2 if not root.endswith(".jsonl") else 1):
         uri, label = (row.get("uri") or "").strip(), (row.get("label") or "").strip()
         if not uri or not label:
             raise UserError(f"manifest {source!r} row {number} has an empty uri or label")
-        if not (storage.is_gcs(uri) or os.path.isabs(uri)):
+        if not (storage.is_remote(uri) or os.path.isabs(uri)):
             uri = (
                 f"{base}/{uri}"
-                if storage.is_gcs(root)
+                if storage.is_remote(root)
                 else os.path.normpath(os.path.join(base, uri))
             )
         extra = {k: (v or "") for k, v in row.items() if k not in RESERVED and k}

@@ -39,6 +39,7 @@ class EvaluateConfig(StageConfig):
     batch_size: int = 256
 
     def validate(self) -> None:
+        self.check_locations("baseline_model")
         for key in ("min_accuracy", "min_macro_f1", "min_class_recall"):
             self.check(0.0 <= getattr(self, key) <= 1.0, key, "expected a fraction in 0..1")
         self.check(0.0 <= self.max_regression <= 1.0, "max_regression", "expected 0..1")

@@ -27,7 +27,7 @@ def execute(args: argparse.Namespace) -> int:
 
     config = stage_config(ExportConfig, args.config, args.set)
     evidence = f"{args.output.rstrip('/')}.failed"
-    if not storage.is_gcs(args.output):
+    if not storage.is_remote(args.output):
         evidence = str(Path(evidence).resolve())
     inputs = [args.dataset, args.model]
     if args.evaluation:

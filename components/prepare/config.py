@@ -41,6 +41,7 @@ class PrepareConfig(StageConfig):
     keep_splits: str = ""
 
     def validate(self) -> None:
+        self.check_locations("keep_splits")
         self.check(0.0 < self.val_fraction < 1.0, "val_fraction", "expected 0 < value < 1")
         self.check(0.0 < self.test_fraction < 1.0, "test_fraction", "expected 0 < value < 1")
         self.check(

@@ -52,12 +52,10 @@ def inspect_file(uri: str, label: str, limits: ImageLimits) -> Inspected:
     """Read, hash and fully decode one file, as training will."""
     try:
         data = storage.read_bytes(uri)
-    except FileNotFoundError:
+    except FileNotFoundError:  # storage.NotFound too: an object a manifest lists, not there
         return Inspected(uri, label, rejected="file not found")
     except OSError as error:
         return Inspected(uri, label, rejected=f"unreadable: {error}")
-    except storage.NotFound:  # a gs:// object listed in a manifest that is not there
-        return Inspected(uri, label, rejected="file not found")
     digest = hashlib.sha256(data).hexdigest()
     try:
         image = load_rgb(data, limits)

@@ -30,8 +30,12 @@ class PushConfig(StageConfig):
     serving_max_batch: int = 32  # triton: the largest batch dynamic batching forms
     serving_min_replicas: int = 1
     serving_max_replicas: int = 1
+    # the predictor's service account: on s3:// / minio:// its Secret carries the keys and the
+    # serving.kserve.io/s3-endpoint annotations KServe reads (docs/cluster.md, Object stores)
+    serving_service_account: str = ""
 
     def validate(self) -> None:
+        self.check_locations("registry")
         import re
 
         self.check(
@@ -65,6 +69,12 @@ class PushConfig(StageConfig):
             ),
             "serving_runtime_version",
             "TF Serving on a GPU needs its GPU image: set a -gpu tag such as 2.6.2-gpu",
+        )
+        self.check(
+            not self.serving_service_account
+            or re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", self.serving_service_account),
+            "serving_service_account",
+            "a Kubernetes service account name (lowercase letters, digits, '-', '.')",
         )
         self.check(1 <= self.serving_max_batch <= 4096, "serving_max_batch", "expected 1..4096")
         self.check(

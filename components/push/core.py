@@ -134,11 +134,11 @@ def serving_files(
     problems = serving.validate(service, remote=False)
     if problems:  # the config was validated: this is a bug in the manifest writer
         raise ValueError("the InferenceService does not match KServe's schema: " + problems[0])
-    if not storage.is_gcs(target):
+    if not storage.is_remote(target):
         progress.log(
             STAGE,
             f"{serving.MANIFEST_FILE} points at the folder {target}: KServe reads buckets "
-            "(gs://, s3://) or PVCs, so publish to one before applying it",
+            "(gs://, s3://, minio:// as s3://) or PVCs, so publish to one before applying it",
         )
     manifest = scratch / serving.MANIFEST_FILE
     manifest.write_text(serving.to_yaml(service, target))
@@ -229,6 +229,8 @@ def run(
     if config.serving != "none":
         serving_source(config, session.export_dir)  # refused before anything is claimed
     gather(session, model, dataset)
+    # an S3 endpoint that ignores If-None-Match / If-Match is refused before any claim
+    storage.check_preconditions(config.registry)
     claim_version(session)
     with tempfile.TemporaryDirectory(prefix="push-") as scratch:
         add_generated(session, Path(scratch), provenance)
@@ -304,7 +306,9 @@ def write_manifest(session: Session, blessing, provenance) -> dict[str, Any]:
             {
                 "runtime": config.serving,
                 "inference_service": f"{target}/{serving.MANIFEST_FILE}",
-                "storage_uri": f"{target}/{serving.RUNTIME[config.serving].folder}",
+                "storage_uri": serving.kserve_uri(
+                    f"{target}/{serving.RUNTIME[config.serving].folder}"
+                ),
             }
             if config.serving != "none"
             else None

@@ -135,8 +135,10 @@ def inference_service(
     runtime_version: str = "",
     min_replicas: int = 1,
     max_replicas: int = 1,
+    service_account: str = "",
 ) -> dict[str, Any]:
-    """The InferenceService object for one published version."""
+    """The InferenceService object for one published version. `service_account`: the
+    predictor's, whose Secret holds the bucket's credentials (KServe's s3:// convention)."""
     spec = RUNTIME[runtime]
     resources: dict[str, dict[str, Any]] = {
         "requests": {"cpu": cpu, "memory": memory},
@@ -154,6 +156,13 @@ def inference_service(
     }
     if runtime_version:
         model["runtimeVersion"] = runtime_version
+    predictor: dict[str, Any] = {
+        "minReplicas": min_replicas,
+        "maxReplicas": max_replicas,
+        "model": model,
+    }
+    if service_account:
+        predictor["serviceAccountName"] = service_account
     return {
         "apiVersion": API_VERSION,
         "kind": "InferenceService",
@@ -169,14 +178,15 @@ def inference_service(
                 "visionpipe/version": version,
             },
         },
-        "spec": {
-            "predictor": {
-                "minReplicas": min_replicas,
-                "maxReplicas": max_replicas,
-                "model": model,
-            }
-        },
+        "spec": {"predictor": predictor},
     }
+
+
+def kserve_uri(uri: str) -> str:
+    """`uri` as KServe's storage initializer reads it: a `minio://` bucket is an S3 bucket
+    (KServe has no minio scheme; its endpoint and keys come from the predictor's service
+    account, docs/cluster.md 'Object stores')."""
+    return "s3://" + uri[len("minio://") :] if uri.startswith("minio://") else uri
 
 
 def service_for(config, target: str, version: str) -> dict[str, Any]:
@@ -184,7 +194,8 @@ def service_for(config, target: str, version: str) -> dict[str, Any]:
     return inference_service(
         name=service_name(config.model_name),
         runtime=config.serving,
-        storage_uri=f"{target}/{RUNTIME[config.serving].folder}",
+        storage_uri=kserve_uri(f"{target}/{RUNTIME[config.serving].folder}"),
+        service_account=config.serving_service_account,
         model_name=config.model_name,
         version=version,
         cpu=config.serving_cpu,

@@ -77,6 +77,7 @@ class TrainConfig(StageConfig):
     preflight_min_loss_drop: float = 0.2  # the fraction of that batch's loss they must remove
 
     def validate(self) -> None:
+        self.check_locations("weights")
         # plain values first: a wrong number is refused before Keras is imported
         self.check_numbers()
         self.check_averaging()

@@ -30,7 +30,7 @@ SKIPPED_SUFFIXES = (".bkp", ".partial", ".tmp")  # local-only safety copies and 
 def state_uri_for(output: str | None) -> str | None:
     """Where the state of a run writing `output` lives; None when it cannot outlive the disk
     (a local output: the local work folder already survives a restart on that machine)."""
-    if output and storage.is_gcs(str(output)):
+    if output and storage.is_remote(str(output)):
         return str(output).rstrip("/") + ".state"
     return None
 

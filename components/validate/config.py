@@ -54,6 +54,7 @@ class ValidateConfig(StageConfig):
     max_listed: int = 50  # files per anomaly in the report (anomalies.json lists all)
 
     def validate(self) -> None:
+        self.check_locations("reference")
         unknown = sorted(set(self.accept) - set(CHECKS))
         self.check(not unknown, "accept", f"expected check names among {', '.join(CHECKS)}")
         self.check(0.0 < self.alpha < 0.5, "alpha", "expected a significance level in 0..0.5")
