@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compile_command(commands)
     add_cluster_commands(commands)
     add_predict_command(commands)
+    add_history_command(commands)
     return parser
 
 
@@ -168,6 +169,16 @@ def add_predict_command(commands) -> None:
     )
 
 
+def add_history_command(commands) -> None:
+    history = commands.add_parser(
+        "history", help="every recorded night of a registry model: a table, an HTML page, a plot"
+    )
+    history.add_argument("reference", metavar="REGISTRY/MODEL", help="<registry>/<model_name>")
+    history.add_argument(
+        "--output", default="history", help="folder for history.html and history.png"
+    )
+
+
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cluster",
@@ -223,6 +234,10 @@ def section_class(name: str):
         from components.tune.config import TuneConfig
 
         return TuneConfig
+    if name == "tracking":
+        from components.common.tracking import TrackingConfig
+
+        return TrackingConfig
     return config_class(name)
 
 
@@ -305,6 +320,20 @@ def print_summary(summary: dict, output: Path) -> None:
     ):
         if artifacts.get(key):
             print(f"  {label:12s} {artifacts[key]}")
+    print_tracking(summary.get("tracking") or {})
+
+
+def print_tracking(tracking: dict) -> None:
+    """Where the run's MLflow history is and how to open it, or that tracking failed."""
+    if tracking.get("failed"):
+        print(f"  tracking     FAILED: {tracking['failed'][0]} (the run itself is unaffected)")
+    elif tracking.get("off"):
+        print(f"  tracking     off: {tracking['off']}")
+    if tracking.get("run_id"):
+        uri = tracking["uri"]
+        print(f"  mlflow run   {tracking['run_id']} at {uri}")
+        if uri.startswith("sqlite:"):
+            print(f"  browse       mlflow ui --backend-store-uri {uri}")
 
 
 def command_tune(args: argparse.Namespace) -> int:
@@ -417,6 +446,12 @@ def main(argv: list[str] | None = None) -> int:
         return command_predict(args)
     if args.command == "tune":
         return command_tune(args)
+    if args.command == "history":
+        from components.common import storage
+        from pipelines.history import history
+
+        history(storage.check_location(args.reference, "history reference"), args.output)
+        return 0
     raise UserError(f"unknown command {args.command!r}")
 
 

@@ -17,6 +17,7 @@ applied with `kfp-kubernetes` when the pipeline is compiled. Local runs
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -74,6 +75,18 @@ class ClusterSettings(StageConfig):
     object_store_access_key_key: str = "accesskey"
     object_store_secret_key_key: str = "secretkey"
     object_store_region: str = ""
+    # MLflow: every task gets MLFLOW_TRACKING_URI (""; the compiling process's own
+    # $MLFLOW_TRACKING_URI, so the CronJob's variable reaches the tasks; neither: off) and
+    # the keys of tracking_secret as the variables tracking_secret_keys names
+    tracking_uri: str = ""
+    tracking_secret: str = ""
+    tracking_secret_keys: dict = field(
+        default_factory=lambda: {
+            "username": "MLFLOW_TRACKING_USERNAME",
+            "password": "MLFLOW_TRACKING_PASSWORD",
+        }
+    )
+    kfp_ui_url: str = ""  # e.g. https://kubeflow.example/pipeline: the MLflow run links to it
     retries: int = 2  # per task, on failure (a preempted node, a flaky read)
     retry_backoff: str = "30s"
     retry_backoff_factor: float = 2.0
@@ -130,6 +143,14 @@ class ClusterSettings(StageConfig):
             is not None,
             "object_store_endpoint",
             "an S3 API endpoint such as http://minio-service.kubeflow:9000",
+        )
+        self.check(
+            all(
+                isinstance(v, str) and re.fullmatch(r"[A-Z_][A-Z0-9_]*", v)
+                for v in self.tracking_secret_keys.values()
+            ),
+            "tracking_secret_keys",
+            "a mapping of Secret keys to environment variable names",
         )
         for name in ("node_selector", "gpu_node_selector"):
             for k, v in getattr(self, name).items():
@@ -217,6 +238,20 @@ def apply_task_settings(task, stage: str, settings: ClusterSettings) -> None:
             medium="Memory",
             size_limit=settings.shm_size,
         )
+    # the image this task runs in, tagged on its MLflow run
+    image = images_for(settings).for_task(stage, settings.gpu_count, tuple(settings.gpu_tasks))
+    task.set_env_variable("VISIONPIPE_STAGE_IMAGE", image)
+    tracking_uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if tracking_uri:
+        task.set_env_variable("MLFLOW_TRACKING_URI", tracking_uri)
+    if settings.tracking_secret:
+        kubernetes.use_secret_as_env(
+            task,
+            secret_name=settings.tracking_secret,
+            secret_key_to_env=dict(settings.tracking_secret_keys),
+        )
+    if settings.kfp_ui_url:
+        task.set_env_variable("VISIONPIPE_KFP_UI", settings.kfp_ui_url)
     store = object_store_defaults(settings)
     if store["endpoint"]:
         task.set_env_variable("AWS_ENDPOINT_URL_S3", store["endpoint"])

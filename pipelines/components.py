@@ -54,6 +54,8 @@ def changes(
     evaluate_config: dict,
     export_config: dict,
     push_config: dict,
+    tracking_config: dict,
+    kfp_run_id: str,
     decision: Output[Artifact],
 ) -> str:
     """Whether anything changed since the deployed version (never cached).
@@ -66,6 +68,9 @@ def changes(
         evaluate_config: evaluate config (baseline_model).
         export_config: export config.
         push_config: push config (registry, model_name).
+        tracking_config: tracking config (MLflow URI, experiment, registered model); the
+            pipeline's MLflow run is opened here (components/common/tracking.py).
+        kfp_run_id: this run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER), tagged on that run.
         decision: decision.json: changed, the one-line message, the deployed version's
             reference (validate compares with it) and tonight's provenance (push
             publishes it), components/common/runkey.py.
@@ -75,6 +80,7 @@ def changes(
     """
     import json
 
+    from components.common import tracking
     from components.common.runkey import decide
     from pipelines.runtime import reporting_user_errors
 
@@ -88,7 +94,15 @@ def changes(
     }
     with reporting_user_errors(decision.path):
         found = decide(data_fingerprint, configs)
+        settings = tracking.TrackingConfig.from_dict(tracking_config)
     print(f"[changes] {found['message']}", flush=True)
+    found["kfp_run_id"] = kfp_run_id if "{{" not in kfp_run_id else ""
+    found["tracking"] = tracking.open_pipeline_run(
+        settings, data_fingerprint, push_config, found["kfp_run_id"]
+    )
+    if not found["changed"]:
+        tracking.tag_pipeline_run(found, "changes", {"outcome": "unchanged", "changed": "false"})
+        tracking.close_pipeline_run(found, "changes")
     with open(decision.path, "w") as handle:
         json.dump(found, handle, indent=2, sort_keys=True)
     decision.metadata.update({"changed": found["changed"], "message": found["message"]})
@@ -259,19 +273,34 @@ def validate(
         validation_report: the HTML validation report.
         validation_report_md: the Markdown validation report (rendered by the KFP UI).
     """
-    import json
     import os
     import shutil
+    from pathlib import Path
 
+    from components.common.errors import UserError
+    from components.common.tracking_stages import validate_log
     from components.validate.config import ValidateConfig
     from components.validate.core import run
-    from pipelines.runtime import reporting_user_errors
+    from pipelines.runtime import read_decision, record_night, reporting_user_errors, track
 
-    with open(changes.path) as handle:
-        reference = json.load(handle).get("reference") or ""
+    decision = read_decision(changes.path)
+    reference = decision.get("reference") or ""
     try:
         with reporting_user_errors(validation.path):
-            result = run(ValidateConfig.from_dict(config), dataset.path, validation.path, reference)
+            try:
+                result = run(
+                    ValidateConfig.from_dict(config), dataset.path, validation.path, reference
+                )
+            except UserError as error:  # stopped on anomalies: a refused night, recorded
+                track(
+                    decision,
+                    "validate",
+                    lambda: validate_log(config, Path(validation.path), Path(dataset.path)),
+                )
+                record_night(
+                    decision, "validate", dataset.path, {"blessed": False, "reasons": [str(error)]}
+                )
+                raise
     finally:  # a stopped run still shows its report in the UI
         for name, target in (
             ("report.html", validation_report),
@@ -283,22 +312,35 @@ def validate(
         validation_metrics.log_metric(f"{name}_images", value)
     validation_metrics.log_metric("anomalies", len(result["anomalies"]))
     validation_metrics.log_metric("accepted_anomalies", len(result["accepted"]))
+    track(
+        decision,
+        "validate",
+        lambda: validate_log(config, Path(validation.path), Path(dataset.path)),
+    )
 
 
 def train(
-    dataset: Input[Dataset], config: dict, model: Output[Model], val_metrics: Output[Metrics]
+    dataset: Input[Dataset],
+    config: dict,
+    changes: Input[Artifact],
+    model: Output[Model],
+    val_metrics: Output[Metrics],
 ):
     """Train a classifier on the prepared dataset; keep the best epoch.
 
     Args:
         dataset: output of prepare.
         config: train config (see components/train/config.py); {} for defaults.
+        changes: the changes task's decision (the pipeline's MLflow run).
         model: model folder (model.keras, history.csv, metrics.json, tensorboard/, config.json).
         val_metrics: validation metrics of the kept epoch.
     """
+    from pathlib import Path
+
+    from components.common.tracking_stages import train_log
     from components.train.config import TrainConfig
     from components.train.core import run
-    from pipelines.runtime import reporting_user_errors
+    from pipelines.runtime import read_decision, reporting_user_errors, track
 
     # a retried or preempted task gets a fresh pod and disk but the same output URI: the
     # backup state kept beside it (gs://) lets the new pod resume where the old one stopped
@@ -306,12 +348,14 @@ def train(
         metrics = run(TrainConfig.from_dict(config), dataset.path, model.path, state_uri=model.uri)
     for name, value in metrics.items():
         val_metrics.log_metric(name, value)
+    track(read_decision(changes.path), "train", lambda: train_log(config, Path(model.path)))
 
 
 def evaluate(
     dataset: Input[Dataset],
     model: Input[Model],
     config: dict,
+    changes: Input[Artifact],
     evaluation: Output[Artifact],
     test_metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
@@ -324,6 +368,8 @@ def evaluate(
         dataset: output of prepare.
         model: output of train.
         config: evaluate config (see components/evaluate/config.py); {} for defaults.
+        changes: the changes task's decision (the MLflow run; the registry's history,
+            where a refused night is recorded).
         evaluation: folder with metrics.json, confusion_matrix.csv/.png, errors.csv,
             report.html, blessing.json.
         test_metrics: headline test metrics.
@@ -335,10 +381,12 @@ def evaluate(
         True when the model is blessed (export and push run only then).
     """
     import shutil
+    from pathlib import Path
 
+    from components.common.tracking_stages import evaluate_log
     from components.evaluate.config import EvaluateConfig
     from components.evaluate.core import run
-    from pipelines.runtime import reporting_user_errors
+    from pipelines.runtime import read_decision, record_night, reporting_user_errors, track
 
     with reporting_user_errors(evaluation.path):
         result = run(EvaluateConfig.from_dict(config), dataset.path, model.path, evaluation.path)
@@ -348,7 +396,18 @@ def evaluate(
     confusion.log_confusion_matrix(result["classes"], result["confusion_matrix"])
     shutil.copyfile(f"{evaluation.path}/report.html", eval_report.path)
     shutil.copyfile(f"{evaluation.path}/report.md", eval_report_md.path)
-    return bool(result["blessing"]["blessed"])
+    decision = read_decision(changes.path)
+    track(decision, "evaluate", lambda: evaluate_log(config, Path(evaluation.path)))
+    blessing = result["blessing"]
+    if not blessing["blessed"]:  # a refused night: recorded beside latest.json, with why
+        outcome = {
+            "blessed": False,
+            "reasons": blessing.get("reasons") or [],
+            "test_accuracy": metrics.get("accuracy"),
+            "macro_f1": metrics.get("macro_f1"),
+        }
+        record_night(decision, "evaluate", dataset.path, outcome)
+    return bool(blessing["blessed"])
 
 
 def export(
@@ -356,6 +415,7 @@ def export(
     model: Input[Model],
     evaluation: Input[Artifact],
     config: dict,
+    changes: Input[Artifact],
     exported: Output[Model],
     parity_metrics: Output[Metrics],
 ):
@@ -366,13 +426,17 @@ def export(
         model: output of train.
         evaluation: output of evaluate (the model card's test metrics).
         config: export config (see components/export/config.py); {} for defaults.
+        changes: the changes task's decision (the pipeline's MLflow run).
         exported: folder with saved_model/, model.tflite, model.onnx, labels.txt,
             parity.json, benchmark.json, model_card.md.
         parity_metrics: top-1 agreement with Keras per format.
     """
+    from pathlib import Path
+
+    from components.common.tracking_stages import export_log
     from components.export.config import ExportConfig
     from components.export.core import run
-    from pipelines.runtime import reporting_user_errors
+    from pipelines.runtime import read_decision, reporting_user_errors, track
 
     # a failed verification keeps its evidence (parity.json, the failing files) beside the
     # output URI, since a failed task's own outputs are never uploaded
@@ -388,6 +452,7 @@ def export(
     for name, values in result["parity"].items():
         if "top1_agreement" in values:
             parity_metrics.log_metric(f"{name}_top1_agreement", values["top1_agreement"])
+    track(read_decision(changes.path), "export", lambda: export_log(config, Path(exported.path)))
 
 
 def push(
@@ -415,12 +480,14 @@ def push(
     """
     import json
 
+    from components.common import tracking
+    from components.common.tracking_stages import push_log
     from components.push.config import PushConfig
     from components.push.core import run
-    from pipelines.runtime import reporting_user_errors
+    from pipelines.runtime import read_decision, record_night, reporting_user_errors, track
 
-    with open(changes.path) as handle:
-        provenance = json.load(handle).get("provenance")
+    decision = read_decision(changes.path)
+    provenance = decision.get("provenance")
     with reporting_user_errors(published.path):
         result = run(
             PushConfig.from_dict(config),
@@ -433,6 +500,21 @@ def push(
     published.metadata.update({k: v for k, v in result.items() if isinstance(v, str | bool | int)})
     with open(published.path, "w") as handle:
         json.dump(result, handle, indent=2)
+    track(decision, "push", lambda: push_log(PushConfig.from_dict(config).to_dict(), result, None))
+    tracking.register_version(decision, result, metrics_path=f"{evaluation.path}/metrics.json")
+    if result.get("pushed"):
+        with open(f"{evaluation.path}/metrics.json") as handle:
+            metrics = json.load(handle)
+        outcome = {
+            "blessed": True,
+            "reasons": [],
+            "version": result["version"],
+            "uri": result["uri"],
+            "test_accuracy": metrics.get("accuracy"),
+            "macro_f1": metrics.get("macro_f1"),
+            "latest_moved": result.get("latest_moved"),
+        }
+        record_night(decision, "push", dataset.path, outcome)
 
 
 STAGE_FUNCTIONS = (fingerprint, changes, prepare, validate, train, evaluate, export, push)

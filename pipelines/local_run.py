@@ -9,6 +9,7 @@ Layout of one run:
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -86,6 +87,11 @@ def run_pipeline(
         message=r".*(no effect in the current local runner|"
         r"custom or non-Python base image).*",
     )
+    configs = with_embedded_tracking(configs, Path(output).resolve())
+    status_file = run_dir / "tracking.jsonl"
+    status_file.unlink(missing_ok=True)
+    os.environ[TRACKING_STATUS_ENV] = str(status_file)  # the stage subprocesses inherit it
+    os.environ["VISIONPIPE_RUN_ID"] = run_id
     logs = run_dir / "logs"
     progress.log("run", f"run {run_id}: data {data}, runner {runner}, outputs in {run_dir}")
     progress.log("run", f"full task logs: {logs}/")
@@ -102,10 +108,12 @@ def run_pipeline(
                 evaluate_config=configs.get("evaluate", {}),
                 export_config=configs.get("export", {}),
                 push_config=configs.get("push", {}),
+                tracking_config=configs.get("tracking", {}),
             )
     except RuntimeError as caught:  # kfp.local: "Pipeline ... finished with status FAILURE"
         error = caught
     summary = summarize(run_id, run_dir, pipeline_root, data, time.time() - started, error)
+    summary["tracking"] = tracking_summary(pipeline_root, status_file, error)
     write_json(run_dir / "summary.json", summary)
     if error is not None:
         user_error = find_user_error(pipeline_root)
@@ -116,6 +124,43 @@ def run_pipeline(
             f"above; all of it in {logs}/)"
         )
     return summary
+
+
+TRACKING_STATUS_ENV = "VISIONPIPE_TRACKING_STATUS"
+
+
+def with_embedded_tracking(configs: dict[str, dict[str, Any]], output: Path) -> dict:
+    """Without tracking.uri or $MLFLOW_TRACKING_URI, runs go to an embedded MLflow store
+    (SQLite) under the output folder, so every `visionpipe run` leaves history to browse."""
+    tracking = dict(configs.get("tracking") or {})
+    if not tracking.get("uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
+        output.mkdir(parents=True, exist_ok=True)
+        tracking["uri"] = f"sqlite:///{output / 'mlflow.db'}"
+    return {**configs, "tracking": tracking}
+
+
+def tracking_summary(pipeline_root: Path, status_file: Path, error) -> dict[str, Any]:
+    """summary.json's `tracking`: where the run went, its MLflow run id, and every failure."""
+    from components.common import tracking
+
+    last_run = (sorted(p for p in pipeline_root.iterdir() if p.is_dir()) or [Path("-")])[-1]
+    decision_file = last_run / "changes" / "decision"
+    decision = read_json(decision_file) if decision_file.is_file() else {}
+    found = dict(decision.get("tracking") or {})
+    if error is not None:  # a stage failed: the pipeline's run is closed as FAILED here
+        tracking.close_pipeline_run(decision, "run", status="FAILED")
+    failures = []
+    if status_file.is_file():
+        failures = [json.loads(line) for line in status_file.read_text().splitlines() if line]
+    if found.get("failed"):
+        failures.insert(0, {"stage": "changes", "failed": found["failed"]})
+    return {
+        "uri": found.get("uri"),
+        "run_id": found.get("run_id"),
+        "experiment_id": found.get("experiment_id"),
+        "off": found.get("off"),
+        "failed": [f"{f.get('stage')}: {f.get('failed')}" for f in failures],
+    }
 
 
 def stage_local_data(data: str, pipeline_root: Path) -> str:

@@ -80,6 +80,7 @@ def make_pipeline(settings: ClusterSettings | None = None, prepare_parallelism: 
         evaluate_config: dict = {},
         export_config: dict = {},
         push_config: dict = {},
+        tracking_config: dict = {},
     ):
         # never cached: it looks at the source as it is now, on every run from any path
         # (UI, submit, recurring run, CronJob, visionpipe run)
@@ -94,6 +95,8 @@ def make_pipeline(settings: ClusterSettings | None = None, prepare_parallelism: 
                 evaluate_config=evaluate_config,
                 export_config=export_config,
                 push_config=push_config,
+                tracking_config=tracking_config,
+                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             ),
             "changes",
             settings,
@@ -149,17 +152,28 @@ def stages(c, settings, prepare_parallelism, changes_task, fingerprint, data, co
         "validate",
         settings,
     )
-    train_task = configure(c.train(dataset=dataset, config=train_config), "train", settings)
+    decision = changes_task.outputs["decision"]
+    train_task = configure(
+        c.train(dataset=dataset, config=train_config, changes=decision), "train", settings
+    )
     train_task.after(validate_task)
     model = train_task.outputs["model"]
     evaluate_task = configure(
-        c.evaluate(dataset=dataset, model=model, config=evaluate_config), "evaluate", settings
+        c.evaluate(dataset=dataset, model=model, config=evaluate_config, changes=decision),
+        "evaluate",
+        settings,
     )
     evaluation = evaluate_task.outputs["evaluation"]
     # a single bool return is named "Output"; kfp.local resolves the condition by that name
     with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712
         export_task = configure(
-            c.export(dataset=dataset, model=model, evaluation=evaluation, config=export_config),
+            c.export(
+                dataset=dataset,
+                model=model,
+                evaluation=evaluation,
+                config=export_config,
+                changes=decision,
+            ),
             "export",
             settings,
         )

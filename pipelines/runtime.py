@@ -31,3 +31,58 @@ def reporting_user_errors(output_path: str | None) -> Iterator[None]:
             with open(os.path.join(task_dir, USER_ERROR_FILE), "w") as handle:
                 handle.write(" ".join(str(error).split()) + "\n")
         raise
+
+
+def read_decision(path: str) -> dict:
+    """The changes task's decision.json (tracking run, registry, provenance)."""
+    import json
+
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def track(decision: dict, stage: str, make_log) -> None:
+    """Log this stage as a nested MLflow run under the pipeline's run
+    (components/common/tracking.py); never raises: tracking must not break the run."""
+    from components.common import progress, tracking
+
+    try:
+        tracking.log_stage(decision, stage, make_log())
+    except Exception as error:  # noqa: BLE001  (reading what to log failed: say so, go on)
+        progress.log(stage, f"warning: tracking failed ({type(error).__name__}: {error})")
+        tracking.record_status({"stage": stage, "failed": str(error)})
+
+
+def record_night(decision: dict, stage: str, dataset: str, outcome: dict) -> None:
+    """One line in the registry's history.jsonl (components/common/registry.py) for a
+    night that was published or refused, and the verdict on the pipeline's MLflow run."""
+    import json
+    import time
+
+    from components.common import progress, registry, tracking
+
+    base = decision.get("registry") or ""
+    stats_path = os.path.join(dataset, "stats.json")
+    counts = {}
+    if os.path.isfile(stats_path):
+        with open(stats_path) as handle:
+            counts = json.load(handle).get("counts", {})
+    entry = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "decided_by": stage,
+        "fingerprint": (decision.get("provenance") or {}).get("fingerprint"),
+        "data_total": counts.get("total"),
+        "data_per_split": counts.get("per_split"),
+        "mlflow_run_id": (decision.get("tracking") or {}).get("run_id"),
+        "kfp_run_id": decision.get("kfp_run_id") or None,
+        **outcome,
+    }
+    if base:
+        try:
+            registry.append_history(base, entry)
+        except Exception as error:  # noqa: BLE001  (the night's outcome stands regardless)
+            progress.log(stage, f"warning: history not recorded in {base}: {error}")
+    verdict = "published" if outcome.get("version") else "refused"
+    reasons = "; ".join(outcome.get("reasons") or []) or "none"
+    tracking.tag_pipeline_run(decision, stage, {"outcome": verdict, "outcome.reasons": reasons})
+    tracking.close_pipeline_run(decision, stage)

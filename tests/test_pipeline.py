@@ -176,6 +176,15 @@ def test_run_on_a_user_folder_exports_verified_models(tmp_path):
     assert f"published    {latest['uri']}" in done.stdout
     # the model card's test metrics came through the DAG (the evaluation input)
     assert "## Test metrics" in (run_dir / "export" / "model_card.md").read_text()
+    # tracked in the embedded MLflow store under the output folder, and said so
+    from mlflow import MlflowClient
+
+    from tests.test_tracking import check_tracked
+
+    store = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    assert summary["tracking"]["uri"] == store and summary["tracking"]["failed"] == []
+    assert f"mlflow ui --backend-store-uri {store}" in done.stdout
+    check_tracked(MlflowClient(store), summary, latest["uri"].rsplit("/", 1)[0], epochs="10")
 
     # the next run is gated against what that run deployed, on the same registry
     registry = tmp_path / "runs" / "registry"
@@ -212,6 +221,12 @@ def test_run_on_a_user_folder_exports_verified_models(tmp_path):
         for r in second["blessing_reasons"]
     )
     assert json.loads((registry / "visionpipe-classifier" / "latest.json").read_text()) == latest
+    nights = [json.loads(line) for line in (registry / "visionpipe-classifier" / "history.jsonl")
+              .read_text().splitlines()]  # fmt: skip
+    assert [n.get("version") for n in nights] == [latest["version"], None]
+    assert nights[1]["blessed"] is False and nights[1]["reasons"] == second["blessing_reasons"]
+    refused = MlflowClient(store).get_run(second["tracking"]["run_id"]).data.tags
+    assert refused["outcome"] == "refused" and refused["blessed"] == "false"
 
 
 @pytest.mark.slow

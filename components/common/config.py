@@ -161,9 +161,10 @@ def load_config_file(path: str | Path | None) -> dict[str, Any]:
     return data
 
 
-# a whole-run config has one section per stage, and `tune` (the search space of
-# `visionpipe tune`, which `run` accepts and ignores so a tuned config runs as it is)
-SECTIONS = (*STAGES, "tune")
+# a whole-run config has one section per stage, `tune` (the search space of
+# `visionpipe tune`, which `run` accepts and ignores so a tuned config runs as it is), and
+# `tracking` (where MLflow runs go, components/common/tracking.py)
+SECTIONS = (*STAGES, "tune", "tracking")
 
 
 def split_sections(merged: dict[str, Any]) -> dict[str, dict[str, Any]]:

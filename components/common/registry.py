@@ -118,3 +118,41 @@ def split_manifests(folder: str, required: bool, setting: str) -> dict[str, Mani
                     row["sha256"], ManifestRow(split, row.get("label", ""), row.get("uri", ""))
                 )
     return found
+
+
+HISTORY = "history.jsonl"  # beside latest.json: one line per night, published or refused
+HISTORY_ATTEMPTS = 20
+
+
+def append_history(base: str, entry: dict) -> bool:
+    """Append one night to `<base>/history.jsonl` with the preconditions latest.json is
+    moved with (a generation or ETag match; a local lock): two runs appending at once
+    both land, neither overwrites the other. False (and a warning) after 20 contested
+    attempts; the published version itself is unaffected."""
+    uri = f"{base.rstrip('/')}/{HISTORY}"
+    line = (json.dumps(entry, sort_keys=True) + "\n").encode()
+    for _ in range(HISTORY_ATTEMPTS):
+        current, token = storage.read_versioned(uri)
+        if storage.write_if_unchanged(uri, (current or b"") + line, token):
+            return True
+    from components.common import progress
+
+    progress.log("registry", f"warning: {uri} kept changing; this night was not recorded")
+    return False
+
+
+def read_history(base: str) -> list[dict]:
+    """Every recorded night of `<base>` (a registry reference `<registry>/<model_name>`)."""
+    uri = f"{base.rstrip('/')}/{HISTORY}"
+    if not storage.exists(uri):
+        return []
+    rows = []
+    for number, text in enumerate(storage.read_bytes(uri).decode().splitlines(), start=1):
+        if text.strip():
+            try:
+                rows.append(json.loads(text))
+            except ValueError as error:
+                raise UserError(
+                    f"{uri} line {number} is not JSON ({error}); fix or remove it"
+                ) from None
+    return rows

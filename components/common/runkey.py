@@ -60,10 +60,19 @@ def provenance(fingerprint: str, configs: dict[str, dict[str, Any]]) -> dict[str
 
 
 def decide(fingerprint: str, configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """{"changed", "message", "reference", "version", "provenance"}: whether to run at all."""
+    """{"changed", "message", "reference", "version", "provenance", "registry"}: whether to
+    run at all. `registry` is `<push.registry>/<model_name>` (where the night's outcome is
+    recorded, history.jsonl) or None."""
     mine = provenance(fingerprint, configs)
     reference, setting = choose_reference(configs)
-    out = {"changed": True, "reference": reference or None, "version": None, "provenance": mine}
+    push = config_class("push").from_dict(configs.get("push") or {})
+    out = {
+        "changed": True,
+        "reference": reference or None,
+        "version": None,
+        "provenance": mine,
+        "registry": f"{push.registry.rstrip('/')}/{push.model_name}" if push.registry else None,
+    }
     if not config_class("validate").from_dict(configs.get("validate") or {}).skip_unchanged:
         return {**out, "message": "validate.skip_unchanged is off (--force): running anyway"}
     if not reference:

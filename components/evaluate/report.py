@@ -417,6 +417,7 @@ def write(
         lead=[("good" if blessing["blessed"] else "bad", lead)],
         markdown_footer="Thumbnails and nearest training images: report.html.",
     )
+    pictures = picture_sections(extras, errors) if extras is not None else []
     sections = [
         gate_section(blessing),
         baseline_section(blessing.get("baseline")),
@@ -433,10 +434,13 @@ def write(
         confused_section(pairs, limit),
         calibration_section(metrics),
         errors_section(errors, limit),
-        *(picture_sections(extras, errors) if extras is not None else []),
+        *pictures,
         slices_section(metrics["slices"], limit) if "slices" in metrics else None,
         robustness_section(metrics["robustness"]) if "robustness" in metrics else None,
     ]
+    gallery = next((p for p in pictures if p.title == "Error gallery" and p.picture), None)
+    if gallery is not None:  # also a file: TensorBoard and MLflow show it
+        (Path(folder) / "error_gallery.png").write_bytes(gallery.picture)
     for section in sections:
         if section is not None:
             report.add(section)

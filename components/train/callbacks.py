@@ -8,6 +8,23 @@ from pathlib import Path
 from components.train.config import TrainConfig
 
 
+def tensorboard_callback(config, work: Path):
+    """Scalars every epoch, weight histograms (train.tensorboard_histograms) and the
+    model graph; a profile of train.profile_batches ("start,stop" steps of the first
+    epoch; tensorboard-plugin-profile shows it) when asked."""
+    import keras
+
+    from components.train.config import profile_range
+
+    profile = profile_range(config.profile_batches)
+    return keras.callbacks.TensorBoard(
+        str(work / "tensorboard"),
+        histogram_freq=1 if config.tensorboard_histograms else 0,
+        write_graph=True,
+        profile_batch=profile,
+    )
+
+
 def metrics_printer():
     """Each epoch's metrics on stdout as `epoch=N name=value ...` (Katib's StdOut format)."""
     import keras
@@ -57,7 +74,7 @@ def callbacks(
             initial_value_threshold=best_val_loss,
         ),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience),
-        keras.callbacks.TensorBoard(str(work / "tensorboard"), write_graph=False, profile_batch=0),
+        tensorboard_callback(config, work),
         keras.callbacks.TerminateOnNaN(),
     ]
     if config.lr_schedule == "plateau":

@@ -8,6 +8,18 @@ from typing import Literal
 from components.common.config import StageConfig
 
 
+def profile_range(text: str) -> tuple[int, int] | int | None:
+    """train.profile_batches as Keras' TensorBoard takes it: 0 (off) or (start, stop);
+    None when it is neither."""
+    if not text.strip():
+        return 0
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        return None
+    start, stop = int(parts[0]), int(parts[1])
+    return (start, stop) if start <= stop else None
+
+
 @dataclass
 class TrainConfig(StageConfig):
     """What model to build and how to fit it."""
@@ -62,6 +74,8 @@ class TrainConfig(StageConfig):
     # every this much training: "5m", "300s", or a number of steps; "0": at epoch ends only.
     # SIGTERM (preemption) always writes one at the next step (components/train/preemption.py)
     checkpoint_every: str = "5m"
+    tensorboard_histograms: bool = True  # weight histograms every epoch (with scalars, graph)
+    profile_batches: str = ""  # "" off; "3,5": profile those steps (tensorboard-plugin-profile)
     shuffle_buffer: int = 4096
     # where the decoded train and val splits live after the first epoch: auto keeps them in
     # RAM when they fit a quarter of the container's memory limit (cgroup) or the machine's,
@@ -100,6 +114,11 @@ class TrainConfig(StageConfig):
         self.check(self.reduce_lr_patience >= 1, "reduce_lr_patience", "expected >= 1")
         from components.train.preemption import EVERY
 
+        self.check(
+            profile_range(self.profile_batches) is not None,
+            "profile_batches",
+            'expected "" (off) or "START,STOP" steps such as "3,5"',
+        )
         self.check(
             EVERY.match(self.checkpoint_every.strip()) is not None,
             "checkpoint_every",

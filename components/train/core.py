@@ -528,3 +528,12 @@ def save_model_folder(
     write_augmentation_preview(
         work / "augmentation_preview.png", s.dataset, s.size, s.augmenter, s.num_classes
     )
+    from components.common.tensorboard import write_images
+
+    write_images(  # beside the scalars, histograms and graph the callback wrote
+        work / "tensorboard" / "images",
+        {
+            "train/augmentation_preview": work / "augmentation_preview.png",
+            "train/history": work / "history.png",
+        },
+    )

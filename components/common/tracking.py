@@ -1,0 +1,367 @@
+"""MLflow tracking: one MLflow run per pipeline run, a nested run per stage, and the
+MLflow Model Registry following visionpipe's registry.
+
+The `changes` task (first after the fingerprint, never cached) opens the pipeline's
+run and hands its id down in the decision artifact; each stage then logs a nested
+run from the files it has just written (its config as params, its curves and
+metrics, its reports as artifacts) and copies the headline numbers onto the parent,
+so one run row answers "what happened tonight". Push registers each published
+version (its `source` is the version in our registry, which stays the source of
+truth) and moves the alias `champion` when latest.json moves.
+
+Where runs go: `tracking.uri`, else `MLFLOW_TRACKING_URI`; `visionpipe run` defaults
+to an embedded SQLite store under its output folder. Credentials are MLflow's own
+variables (`MLFLOW_TRACKING_TOKEN`, `MLFLOW_TRACKING_USERNAME`/`PASSWORD`).
+
+Tracking never breaks a run: the first failure (server down, refused, a bad URI) is
+logged once with its reason, later calls in that process do nothing, and the reason
+is appended to `$VISIONPIPE_TRACKING_STATUS` (the run folder's tracking.jsonl, read
+into summary.json's `tracking`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from components.common import progress
+from components.common.config import StageConfig
+
+STATUS_ENV = "VISIONPIPE_TRACKING_STATUS"
+CHAMPION = "champion"
+MAX_PARAM = 6000  # MLflow's limit on a param value (8000 in 2.x+, kept under)
+
+
+@dataclass
+class TrackingConfig(StageConfig):
+    section = "tracking"
+
+    # "" : $MLFLOW_TRACKING_URI (visionpipe run: sqlite under its output); "none": off
+    uri: str = ""
+    experiment: str = "visionpipe"
+    registered_model: str = ""  # the MLflow registered model; "" = push.model_name
+
+    def validate(self) -> None:
+        self.check(bool(self.experiment.strip()), "experiment", "a non-empty name")
+
+
+class Tracker:
+    """A guarded MLflow client: every call in `guard()` warns once and never raises."""
+
+    def __init__(self, uri: str, where: str):
+        self.uri, self.where, self.failed = uri, where, ""
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # seconds, not minutes
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        return self._client
+
+    @contextlib.contextmanager
+    def guard(self, what: str):
+        if self.failed:
+            yield None
+            return
+        try:
+            yield self.client
+        except Exception as error:  # noqa: BLE001  (tracking must never break the run)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            self.failed = f"{what}: {type(error).__name__}: {first[:300]}"
+            progress.log(
+                self.where,
+                f"warning: tracking failed ({self.failed}); the run goes on without it",
+            )
+            record_status({"stage": self.where, "failed": self.failed, "uri": self.uri})
+
+
+def record_status(entry: dict[str, Any]) -> None:
+    path = os.environ.get(STATUS_ENV)
+    if path:
+        with contextlib.suppress(OSError), open(path, "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+
+def resolve_uri(config: TrackingConfig) -> str:
+    if config.uri == "none":
+        return ""
+    return config.uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+
+
+def artifact_location(uri: str) -> str | None:
+    """For a local SQLite store, artifacts beside the database (not ./mlruns in the cwd)."""
+    if uri.startswith("sqlite:///"):
+        return str(Path(uri[len("sqlite:///") :]).parent / "mlartifacts")
+    return None
+
+
+def git_revision() -> str:
+    revision = os.environ.get("VISIONPIPE_GIT_REVISION", "")
+    if revision:
+        return revision
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        found = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        if found.returncode == 0:
+            return found.stdout.strip()
+    return "unknown"
+
+
+def open_pipeline_run(
+    config: TrackingConfig, fingerprint: str, push: dict, kfp_run_id: str = ""
+) -> dict[str, Any]:
+    """Start the pipeline's MLflow run; what the stages need to log under it (or why not)."""
+    uri = resolve_uri(config)
+    if not uri:
+        progress.log("changes", "tracking off: no tracking.uri and no MLFLOW_TRACKING_URI")
+        return {"off": "no tracking.uri and no MLFLOW_TRACKING_URI"}
+    tracker = Tracker(uri, "changes")
+    found: dict[str, Any] = {"uri": uri}
+    with tracker.guard(f"opening a run at {uri}") as client:
+        if client is not None:
+            experiment = client.get_experiment_by_name(config.experiment)
+            if experiment is None:
+                with contextlib.suppress(Exception):  # created by a concurrent run meanwhile
+                    client.create_experiment(config.experiment, artifact_location(uri))
+                experiment = client.get_experiment_by_name(config.experiment)
+            kfp_run = kfp_run_id if kfp_run_id and "{{" not in kfp_run_id else ""
+            tags = {
+                "visionpipe.kind": "pipeline",
+                "visionpipe.fingerprint": fingerprint,
+                "visionpipe.git_revision": git_revision(),
+                "mlflow.source.git.commit": git_revision(),
+                "visionpipe.version": _package_version(),
+            }
+            if kfp_run:
+                tags["kfp.run_id"] = kfp_run
+                ui = os.environ.get("VISIONPIPE_KFP_UI", "").rstrip("/")
+                if ui:
+                    tags["kfp.run_url"] = f"{ui}/#/runs/details/{kfp_run}"
+            name = os.environ.get("VISIONPIPE_RUN_ID") or time.strftime(
+                "%Y%m%d-%H%M%S", time.gmtime()
+            )
+            run = client.create_run(experiment.experiment_id, run_name=name, tags=tags)
+            found.update(
+                kfp_run_id=kfp_run,
+                run_id=run.info.run_id,
+                experiment_id=experiment.experiment_id,
+                registered_model=config.registered_model
+                or push.get("model_name", "visionpipe-classifier"),
+            )
+            progress.log("changes", f"tracking: MLflow run {run.info.run_id} at {uri}")
+    if tracker.failed:
+        return {"uri": uri, "failed": tracker.failed}
+    return found
+
+
+def _package_version() -> str:
+    from components import __version__
+
+    return str(__version__)
+
+
+def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"prefix.a.b": 1}` (lists and scalars kept as values)."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def mlflow_name(name: str) -> str:
+    """A metric or param key MLflow takes: alphanumerics, `_ - . : /` and spaces."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]+", "_", name)[:250]
+
+
+def numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class StageLog:
+    """What one stage logs: params, metrics (name -> value, or name -> [(step, value)]),
+    tags, artifacts (local files), and what of it the parent run also gets."""
+
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    tags: dict[str, str]
+    artifacts: list[Path]
+    parent_metrics: tuple[str, ...] = ()
+    parent_tags: tuple[str, ...] = ()
+
+
+def log_stage(decision: dict | None, stage: str, entry: StageLog) -> str:
+    """Log `entry` as a nested run of the pipeline's run; "" when tracking is off or failed
+    (returns the nested run's id otherwise)."""
+    tracking = (decision or {}).get("tracking") or {}
+    if not tracking.get("run_id"):
+        return ""
+    tracker = Tracker(tracking["uri"], stage)
+    nested = ""
+    with tracker.guard(f"logging the {stage} stage") as client:
+        if client is None:
+            return ""
+        from mlflow.entities import Metric, Param, RunTag
+
+        parent = tracking["run_id"]
+        run = client.create_run(
+            tracking["experiment_id"],
+            run_name=stage,
+            tags={
+                "mlflow.parentRunId": parent,
+                "visionpipe.stage": stage,
+                "visionpipe.image": os.environ.get("VISIONPIPE_STAGE_IMAGE", "local"),
+                **entry.tags,
+            },
+        )
+        nested = run.info.run_id
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(mlflow_name(name), float(value), now, step)
+            for name, series in entry.metrics.items()
+            for step, value in (series if isinstance(series, list) else [(0, series)])
+            if numeric(value)
+        ]
+        params = [Param(mlflow_name(k), str(v)[:MAX_PARAM]) for k, v in entry.params.items()]
+        log_batches(client, nested, metrics, params)
+        for path in entry.artifacts:
+            if Path(path).is_file():
+                client.log_artifact(nested, str(path), stage)
+        client.set_terminated(nested)
+        # the parent: this stage's params (prefixed by the stage) and its headline numbers
+        upward = [m for m in metrics if m.key in set(map(mlflow_name, entry.parent_metrics))]
+        tags = [RunTag(k, str(entry.tags[k])) for k in entry.parent_tags if k in entry.tags]
+        prefixed = [Param(f"{stage}.{p.key}", p.value) for p in params]
+        log_batches(client, parent, upward, prefixed)
+        if tags:
+            client.log_batch(parent, tags=tags)
+    return "" if tracker.failed else nested
+
+
+def log_batches(client, run_id: str, metrics: list, params: list) -> None:
+    """MLflow takes at most 1000 metrics and 100 params per batch."""
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    for start in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[start : start + 100])
+
+
+def close_pipeline_run(decision: dict | None, stage: str, status: str = "FINISHED") -> None:
+    tracking = (decision or {}).get("tracking") or {}
+    if not tracking.get("run_id"):
+        return
+    tracker = Tracker(tracking["uri"], stage)
+    with tracker.guard("closing the pipeline run") as client:
+        if client is not None:
+            client.set_terminated(tracking["run_id"], status=status)
+
+
+def tag_pipeline_run(decision: dict | None, stage: str, tags: dict[str, Any]) -> None:
+    tracking = (decision or {}).get("tracking") or {}
+    if not tracking.get("run_id"):
+        return
+    tracker = Tracker(tracking["uri"], stage)
+    with tracker.guard("tagging the pipeline run") as client:
+        if client is not None:
+            from mlflow.entities import RunTag
+
+            client.log_batch(
+                tracking["run_id"], tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+            )
+
+
+def register_version(
+    decision: dict | None, published: dict[str, Any], metrics_path: str = ""
+) -> None:
+    """Register a published version in the MLflow Model Registry; move `champion` to it
+    when latest.json moved. The version's source is its folder in our registry."""
+    tracking = (decision or {}).get("tracking") or {}
+    if not tracking.get("run_id") or not published.get("pushed"):
+        return
+    tracker = Tracker(tracking["uri"], "push")
+    name = tracking["registered_model"]
+    with tracker.guard(f"registering {name} {published['version']}") as client:
+        if client is None:
+            return
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client.create_registered_model(
+                name, description="visionpipe: the versions its registry published"
+            )
+        except MlflowException as error:
+            if "RESOURCE_ALREADY_EXISTS" not in str(error.error_code):
+                raise
+        tags = {
+            "visionpipe.version": published["version"],
+            "visionpipe.uri": published["uri"],
+            "visionpipe.manifest_sha256": published.get("manifest_sha256", ""),
+        }
+        if metrics_path and Path(metrics_path).is_file():
+            accuracy = json.loads(Path(metrics_path).read_text()).get("accuracy")
+            tags["visionpipe.test_accuracy"] = str(accuracy)
+        source = model_source(published["uri"], tracking)
+        manifest = Path(published["uri"]) / "manifest.json"
+        if source.startswith("runs:/") and manifest.is_file():  # the run holds the pointer
+            client.log_artifact(tracking["run_id"], str(manifest), "push")
+        version = client.create_model_version(
+            name,
+            source=source,
+            run_id=tracking["run_id"],
+            tags=tags,
+            description=f"visionpipe version {published['version']} at {published['uri']}",
+        )
+        if published.get("latest_moved"):
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+        progress.log(
+            "push",
+            f"tracking: registered {name} version {version.version} ({published['version']})"
+            + (f", alias {CHAMPION}" if published.get("latest_moved") else ""),
+        )
+
+
+def model_source(uri: str, tracking: dict) -> str:
+    """The version's `source`: a bucket URI as it is; a local folder as a file: URI for an
+    embedded store, and the pipeline run's artifact path for a server (which refuses local
+    sources outside a run's artifacts): the folder itself is named in the version's tags."""
+    if "://" in uri:
+        return uri
+    if tracking["uri"].startswith(("sqlite:", "file:", "/")):
+        return Path(uri).resolve().as_uri()
+    return f"runs:/{tracking['run_id']}/push"
+
+
+def history_metrics(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """history.csv as MLflow series: each column -> [(epoch, value)]."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    if not path.is_file():
+        return series
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            epoch = int(float(row.get("epoch", len(series.get("loss", [])))))
+            for key, value in row.items():
+                if key == "epoch" or value in ("", None):
+                    continue
+                with contextlib.suppress(ValueError):
+                    series.setdefault(key, []).append((epoch, float(value)))
+    return series

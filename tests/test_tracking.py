@@ -1,0 +1,188 @@
+"""MLflow tracking of whole runs, against a real MLflow tracking server (SQLite backend)
+started by the test on localhost, read back with MlflowClient; and the registry's
+history of nights (`visionpipe history`)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from components.common import registry, storage
+from tests.conftest import VISIONPIPE
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` on a free port, SQLite backend and a local artifact root."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    process = subprocess.Popen(
+        [mlflow, "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+        + ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1"]
+        + ["--port", str(port), "--workers", "1"],
+        stdout=open(root / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                break
+        except OSError:
+            assert process.poll() is None, (root / "server.log").read_text()[-2000:]
+            assert time.time() < deadline, "the MLflow server did not start"
+            time.sleep(0.5)
+    yield url, process
+    if process.poll() is None:
+        process.terminate()
+        process.wait(30)
+
+
+def run_pipeline(tmp_path, run_id, uri, *extra):
+    env = {**os.environ, "VISIONPIPE_CACHE": os.environ.get("VISIONPIPE_CACHE", "")}
+    if uri is None:
+        env.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        env["MLFLOW_TRACKING_URI"] = uri
+    return subprocess.run(
+        [VISIONPIPE, "run", "--output", str(tmp_path / "runs"), "--preset", "smoke"]
+        + ["--run-id", run_id, "--set", "train.epochs=3", *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+
+
+def pipeline_run(client, summary):
+    """The pipeline's MLflow run and its nested stage runs, by name."""
+    run = client.get_run(summary["tracking"]["run_id"])
+    nested = client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    return run, {r.info.run_name: r for r in nested}
+
+
+def check_tracked(client, summary, registry_base, epochs="3"):
+    """What a tracked, published run must hold (the issue's bars)."""
+    run, stages = pipeline_run(client, summary)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_accuracy"] == summary["test_accuracy"]
+    assert run.data.params["train.epochs"] == epochs
+    assert run.data.params["train.optimizer"] == "adamw"  # resolved defaults too
+    epochs = json.loads((Path(summary["artifacts"]["model"]).parent / "metrics.json").read_text())
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == list(range(epochs["epochs_run"]))
+    assert set(stages) == {"validate", "train", "evaluate", "export", "push"}
+    train_history = client.get_metric_history(stages["train"].info.run_id, "val_accuracy")
+    assert len(train_history) == epochs["epochs_run"]
+    tags = run.data.tags
+    assert tags["visionpipe.fingerprint"] == summary["fingerprint"]
+    assert tags["blessed"] == "true" and tags["outcome"] == "published"
+    assert tags["visionpipe.git_revision"] and tags["kfp.run_id"]
+    latest = json.loads(storage.read_bytes(f"{registry_base}/latest.json"))
+    assert tags["published_version"] == latest["version"]
+    evaluate = stages["evaluate"]
+    assert evaluate.data.metrics["test_accuracy"] == summary["test_accuracy"]
+    assert any(m.startswith("test.class.") for m in evaluate.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id, "evaluate")}
+    assert {"evaluate/report.html", "evaluate/confusion_matrix.png"} <= artifacts
+    export = stages["export"].data.metrics
+    assert export["parity.onnx.top1_agreement"] >= 0.99 and "latency.onnx.median_ms" in export
+    champion = client.get_model_version_by_alias("visionpipe-classifier", "champion")
+    assert champion.tags["visionpipe.version"] == latest["version"]
+    assert champion.run_id == run.info.run_id
+    return run
+
+
+@pytest.mark.slow
+def test_a_run_is_tracked_on_a_server_and_a_dead_server_breaks_nothing(tmp_path, mlflow_server):
+    from mlflow import MlflowClient
+
+    url, process = mlflow_server
+    done = run_pipeline(tmp_path, "tracked", url)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "tracked" / "summary.json").read_text())
+    assert summary["tracking"]["uri"] == url and summary["tracking"]["failed"] == []
+    base = tmp_path / "runs" / "registry" / "visionpipe-classifier"
+    check_tracked(MlflowClient(url), summary, str(base))
+    assert f"mlflow run   {summary['tracking']['run_id']} at {url}" in done.stdout
+
+    process.terminate()  # the server goes away; the same night again (unchanged: 10 s)
+    process.wait(30)
+    again = run_pipeline(tmp_path, "dead", url)
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = json.loads((tmp_path / "runs" / "dead" / "summary.json").read_text())
+    assert second["status"] == "succeeded" and second["changed"] is False
+    assert second["tracking"]["failed"] and "opening a run" in second["tracking"]["failed"][0]
+    assert "tracking     FAILED" in again.stdout
+    warned = (tmp_path / "runs" / "dead" / "tracking.jsonl").read_text().splitlines()
+    assert len(warned) == 1  # warned once, by the task that opens the run
+
+
+def test_history_appends_race_free_on_every_store(object_store):
+    base = f"{object_store}/hist-{time.time_ns()}/model"
+
+    def append(worker):
+        for night in range(8):
+            assert registry.append_history(base, {"worker": worker, "night": night})
+
+    threads = [threading.Thread(target=append, args=(w,)) for w in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    rows = registry.read_history(base)
+    assert sorted((r["worker"], r["night"]) for r in rows) == [
+        (w, n) for w in range(3) for n in range(8)
+    ]
+
+
+def test_history_prints_a_table_and_writes_a_page_and_a_plot(tmp_path, capsys):
+    from pipelines.cli import main
+
+    base = str(tmp_path / "registry" / "visionpipe-classifier")
+    nights = [
+        {"date": "2026-12-01T03:00:00Z", "version": "v1", "test_accuracy": 0.95,
+         "macro_f1": 0.94, "data_total": 1000, "reasons": [], "latest_moved": True},
+        {"date": "2026-12-02T03:00:00Z", "version": None, "test_accuracy": 0.41,
+         "macro_f1": 0.30, "data_total": 1100, "blessed": False,
+         "reasons": ["validate: new images labelled '8' read as '3'"]},
+        {"date": "2026-12-03T03:00:00Z", "version": "v2", "test_accuracy": 0.97,
+         "macro_f1": 0.96, "data_total": 1200, "reasons": [], "latest_moved": True},
+    ]  # fmt: skip
+    for night in nights:
+        registry.append_history(base, night)
+    assert main(["history", base, "--output", str(tmp_path / "h")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == [
+        "date", "outcome", "version", "test_accuracy", "macro_f1", "data_total", "reason"
+    ]  # fmt: skip
+    assert out[2].split()[:6] == [
+        "2026-12-02T03:00:00Z",
+        "refused",
+        "-",
+        "0.4100",
+        "0.3000",
+        "1100",
+    ]
+    assert "read as '3'" in out[2]
+    html = (tmp_path / "h" / "history.html").read_text()
+    assert "validate: new images labelled" in html and "<img" in html
+    assert (tmp_path / "h" / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["history", str(tmp_path / "nothing"), "--output", str(tmp_path / "x")]) == 2
