@@ -173,9 +173,9 @@ def open_pipeline_run(
 
 
 def _package_version() -> str:
-    from components import __version__
+    import components
 
-    return str(__version__)
+    return str(components.__version__)
 
 
 def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:

@@ -92,15 +92,6 @@ def run(
             matrix,
             classes,
         )
-        from components.common.tensorboard import write_images
-
-        write_images(  # the pictures in TensorBoard too: tensorboard --logdir <run folder>
-            work / "tensorboard",
-            {
-                "evaluation/confusion_matrix": work / "confusion_matrix.png",
-                "evaluation/error_gallery": work / "error_gallery.png",
-            },
-        )
         record.write(work)
     verdict = "blessed" if blessing["blessed"] else "not blessed: " + "; ".join(blessing["reasons"])
     progress.log(
@@ -417,4 +408,13 @@ def write_report(
             limit=config.max_listed,
         ),
         limit=config.max_listed,
+    )
+    from components.common.tensorboard import write_images
+
+    write_images(  # the pictures in TensorBoard too: tensorboard --logdir <run folder>
+        work / "tensorboard",
+        {
+            "evaluation/confusion_matrix": work / "confusion_matrix.png",
+            "evaluation/error_gallery": work / "error_gallery.png",
+        },
     )
