@@ -17,7 +17,10 @@ class CaffePreprocess(keras.layers.Layer):
     """RGB 0..255 -> BGR minus the ImageNet channel means (ResNet50, VGG)."""
 
     def call(self, inputs):
-        bgr = keras.ops.flip(inputs, axis=-1)
+        # a strided slice, not flip: flip becomes ONNX ReverseSequence (and Split/Concat or
+        # Gather stay put too), which tf2onnx's transpose optimizer cannot move, leaving an
+        # NHWC<->NCHW pair around it in model.onnx; a Slice with step -1 it moves through
+        bgr = inputs[..., ::-1]
         return bgr - keras.ops.convert_to_tensor(CAFFE_MEAN_BGR, dtype=inputs.dtype)
 
 

@@ -273,6 +273,7 @@ def write_onnx(
     except ValueError as error:
         raise UserError(f"export.onnx_opset={opset} cannot express this model: {error}") from None
     freeze_captured_constants(proto, serve.get_concrete_function(*input_specs(model)))
+    proto = without_layout_transposes(proto)
     entry = proto.metadata_props.add()
     entry.key, entry.value = "labels", json.dumps(classes)
     entry = proto.metadata_props.add()
@@ -294,6 +295,58 @@ def write_onnx(
         entry.key, entry.value = "metadata_encoder", json.dumps(encoder)
     onnx.save(proto, str(path))
     check_onnx(path)
+
+
+ELEMENTWISE = ("Add", "Sub", "Mul", "Div")
+
+
+def without_layout_transposes(proto):
+    """The graph with tf2onnx's transpose optimizer run to the end.
+
+    Keras builds NHWC graphs and ONNX convolutions are NCHW, so tf2onnx wraps every
+    Conv in a Transpose pair and relies on its optimizer to cancel them. The optimizer
+    gives up on the whole graph at the first Add of a Conv output and a 0-d constant
+    (MobileNetV3's hard-swish, `x + 3`: `max()` of the constant's empty shape in
+    `TransposeOptimizer._add_handler`), leaving 104 Transposes around 52 Convs. A 0-d
+    operand of an elementwise op broadcasts exactly as the same value of shape [1]
+    does (against any tensor of rank >= 1), so such constants get shape [1] and the
+    optimizers run again; what is left is the input's NHWC->NCHW (counted in
+    parity.json as `transpose_nodes`)."""
+    import collections
+
+    from onnx import numpy_helper
+    from tf2onnx.graph import GraphUtil
+
+    consumers = collections.defaultdict(set)
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers[name].add(node.op_type)
+
+    def vector(tensor) -> bool:
+        if len(tensor.dims) or not consumers[tensor.name] <= set(ELEMENTWISE):
+            return False
+        tensor.CopyFrom(
+            numpy_helper.from_array(numpy_helper.to_array(tensor).reshape(1), tensor.name)
+        )
+        return True
+
+    changed = sum(vector(t) for t in proto.graph.initializer)
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and consumers[node.output[0]] <= set(ELEMENTWISE):
+            for attribute in node.attribute:
+                if attribute.name == "value" and not len(attribute.t.dims):
+                    name = attribute.t.name
+                    value = numpy_helper.to_array(attribute.t).reshape(1)
+                    attribute.t.CopyFrom(numpy_helper.from_array(value, name))
+                    changed += 1
+    if not changed and not transpose_count(proto) > 2:
+        return proto
+    return GraphUtil.optimize_model_proto(proto, catch_errors=False)
+
+
+def transpose_count(proto) -> int:
+    """Transpose nodes in an ONNX graph (NHWC<->NCHW layout changes, for a Keras model)."""
+    return sum(node.op_type == "Transpose" for node in proto.graph.node)
 
 
 def freeze_captured_constants(proto, concrete) -> None:
