@@ -1,4 +1,5 @@
-"""Running each exported format: Keras, a TF SavedModel, LiteRT (TFLite) and ONNX Runtime.
+"""Running each exported format: Keras, a TF SavedModel, LiteRT (TFLite), ONNX Runtime
+and OpenVINO.
 
 Every predictor takes float32 images and returns float32 probabilities, batch by
 batch, so parity, latency and `visionpipe predict` treat all formats alike.
@@ -154,6 +155,35 @@ def onnx_predictor(path: str, threads: int | None = None, session=None) -> Predi
                 raise missing_metadata(int(metadata_input.shape[-1]))
             feed[metadata_input.name] = metadata.astype(np.float32)
         return np.asarray(session.run(None, feed)[0], dtype=np.float32)
+
+    return predict
+
+
+def openvino_compiled(path: str, threads: int | None = None):
+    """The IR compiled for the CPU with the latency hint (what a batch-1 service wants)."""
+    import openvino as ov
+
+    config = {"PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return ov.Core().compile_model(str(path), "CPU", config)
+
+
+def openvino_predictor(path: str, threads: int | None = None, compiled=None) -> Predictor:
+    compiled = compiled or openvino_compiled(path, threads)
+    inputs = compiled.inputs
+    image = next(i for i in inputs if len(i.get_partial_shape()) == 4)
+    metadata_input = next((i for i in inputs if len(i.get_partial_shape()) == 2), None)
+    request = compiled.create_infer_request()
+
+    def predict(images: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
+        feed = {image.get_any_name(): images.astype(np.float32)}
+        if metadata_input is not None:
+            if metadata is None:
+                raise missing_metadata(int(metadata_input.get_partial_shape()[-1].get_length()))
+            feed[metadata_input.get_any_name()] = metadata.astype(np.float32)
+        result = request.infer(feed)
+        return np.asarray(result[compiled.outputs[0]], dtype=np.float32).copy()
 
     return predict
 

@@ -14,6 +14,8 @@ FORMATS = (
     "tflite_int8",
     "onnx",
     "onnx_int8",  # static QDQ int8: faster than fp32 on server CPUs with int8 kernels
+    "openvino",  # OpenVINO IR (model.xml/.bin) from the ONNX file, fp32
+    "openvino_int8",  # int8 IR: NNCF quantization or the QDQ ONNX, whichever measures better
 )
 
 
@@ -43,6 +45,16 @@ class ExportConfig(StageConfig):
             "onnx_int8" not in self.formats or "onnx" in self.formats,
             "formats",
             "onnx_int8 is quantized from the onnx file: list onnx too",
+        )
+        self.check(
+            not {"openvino", "openvino_int8"} & set(self.formats) or "onnx" in self.formats,
+            "formats",
+            "openvino and openvino_int8 are converted from the onnx file: list onnx too",
+        )
+        self.check(
+            "openvino_int8" not in self.formats or "openvino" in self.formats,
+            "formats",
+            "openvino_int8 is quantized from the fp32 IR: list openvino too",
         )
         self.check(13 <= self.onnx_opset <= 21, "onnx_opset", "expected 13..21")
         self.check(

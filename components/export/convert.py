@@ -99,7 +99,7 @@ TFLITE_VARIANTS = {  # format name -> (file, quantization)
 # Quantized formats are judged by the accuracy they lose, not by agreement: rounding
 # weights to float16 or int8 may flip a near-tie (seen: 1 of 270 for float16 on an
 # 8-epoch model), which is not a conversion error. Their agreement is still reported.
-QUANTIZED_FORMATS = ("tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx_int8")
+QUANTIZED_FORMATS = ("tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx_int8", "openvino_int8")
 
 
 def tflite_specs(model, image_size: int) -> list:
@@ -441,3 +441,63 @@ def write_onnx_int8(fp32: Path, path: Path, representative) -> None:
     target.metadata_props.extend(source.metadata_props)
     onnx.save(target, str(path))
     check_onnx(path)
+
+
+def openvino_info(model, classes: list[str], image_size: int, precision: str) -> None:
+    """The labels and the input contract in the IR itself (rt_info), as OpenVINO Model
+    Server and `visionpipe predict` read them."""
+    model.set_rt_info(json.dumps(classes), ["model_info", "labels"])
+    model.set_rt_info(
+        f"float32 (batch, H, W, 3) RGB in 0..255, resized inside to {image_size}x{image_size}",
+        ["model_info", "input"],
+    )
+    model.set_rt_info("none: the graph normalises its own input", ["model_info", "normalization"])
+    model.set_rt_info(str(image_size), ["model_info", "image_size"])
+    model.set_rt_info(precision, ["model_info", "precision"])
+    model.set_rt_info("visionpipe", ["model_info", "producer"])
+
+
+def write_openvino(onnx_path: Path, path: Path, classes: list[str], image_size: int) -> None:
+    """OpenVINO IR (model.xml + model.bin) from the verified ONNX file, weights in fp32."""
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    openvino_info(model, classes, image_size, "fp32")
+    ov.save_model(model, str(path), compress_to_fp16=False)
+
+
+def write_openvino_int8_qdq(onnx_int8: Path, path: Path, classes, image_size: int) -> None:
+    """int8 IR from the QDQ ONNX file (the same calibration as model_int8.onnx):
+    OpenVINO folds each QuantizeLinear/DequantizeLinear pair into its int8 kernels."""
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_int8))
+    openvino_info(model, classes, image_size, "int8 (from the QDQ ONNX)")
+    ov.save_model(model, str(path), compress_to_fp16=False)
+
+
+def write_openvino_int8_nncf(fp32_xml: Path, path: Path, representative, classes, size) -> None:
+    """int8 IR by NNCF post-training quantization of the fp32 IR, calibrated on the same
+    train images as the other int8 files (`representative`, as for TFLite)."""
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(fp32_xml))
+    names = {
+        ("image" if len(i.get_partial_shape()) == 4 else "metadata"): i.get_any_name()
+        for i in model.inputs
+    }
+    batches = list(representative())
+
+    def feed(batch):
+        batch = batch if isinstance(batch, dict) else {"image": batch}
+        return {names[key]: value for key, value in batch.items()}
+
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(batches, feed),
+        subset_size=len(batches),
+        preset=nncf.QuantizationPreset.MIXED,
+    )
+    openvino_info(quantized, classes, size, "int8 (NNCF post-training quantization)")
+    ov.save_model(quantized, str(path), compress_to_fp16=False)

@@ -21,11 +21,15 @@ FILES = {
     "saved_model": "saved_model",
     "onnx": "model.onnx",
     "onnx_int8": "model_int8.onnx",
+    "openvino": "model.xml",  # + model.bin
+    "openvino_int8": "model_int8.xml",
     **{name: file for name, (file, _) in convert.TFLITE_VARIANTS.items()},
 }
 
 
 def folder_size(path: Path) -> int:
+    if path.suffix == ".xml":  # an OpenVINO IR: the graph and its weights
+        return path.stat().st_size + path.with_suffix(".bin").stat().st_size
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -137,6 +141,7 @@ class Session:
     work: Path = Path()
     predictors: dict[str, runtimes.Predictor] = field(default_factory=dict)
     providers: dict[str, str] = field(default_factory=dict)  # what ran each format
+    choices: dict[str, dict] = field(default_factory=dict)  # e.g. which int8 IR was kept
 
     @property
     def spec(self) -> dict | None:
@@ -172,6 +177,7 @@ def run(
         write_saved_model(session)
         write_tflite_files(session)
         write_onnx_files(session)
+        write_openvino_files(session)
         report = verify_formats(session)
         benchmark = benchmark_formats(session)
         write_model_card(
@@ -283,6 +289,74 @@ def write_onnx_files(session: Session) -> None:
             )
 
 
+def write_openvino_files(session: Session) -> None:
+    """The fp32 IR from model.onnx; the int8 IR both ways (NNCF on the fp32 IR, and the QDQ
+    ONNX converted), each measured on the test split, the better one kept."""
+    import tempfile
+
+    config, work = session.config, session.work
+    if "openvino" in config.formats:
+        with progress.step(STAGE, "OpenVINO IR fp32 (from model.onnx)"):
+            convert.write_openvino(
+                work / FILES["onnx"], work / FILES["openvino"], session.classes, session.size
+            )
+        add_openvino(session, "openvino", work / FILES["openvino"])
+    if "openvino_int8" not in config.formats:
+        return
+    with tempfile.TemporaryDirectory(prefix="openvino-int8-") as tmp:
+        candidates = {"nncf": Path(tmp) / "nncf.xml", "onnx_qdq": Path(tmp) / "qdq.xml"}
+        with progress.step(STAGE, "OpenVINO IR int8 (NNCF post-training quantization)"):
+            convert.write_openvino_int8_nncf(
+                work / FILES["openvino"], candidates["nncf"], session.representative(),
+                session.classes, session.size,
+            )  # fmt: skip
+        qdq = work / FILES["onnx_int8"]
+        if not qdq.is_file():
+            qdq = Path(tmp) / "qdq.onnx"
+            convert.write_onnx_int8(work / FILES["onnx"], qdq, session.representative())
+        with progress.step(STAGE, "OpenVINO IR int8 (from the QDQ ONNX)"):
+            convert.write_openvino_int8_qdq(
+                qdq, candidates["onnx_qdq"], session.classes, session.size
+            )
+        kept = choose_int8(session, candidates)
+        for suffix in (".xml", ".bin"):
+            shutil.copyfile(
+                candidates[kept].with_suffix(suffix),
+                (work / FILES["openvino_int8"]).with_suffix(suffix),
+            )
+    add_openvino(session, "openvino_int8", work / FILES["openvino_int8"])
+
+
+def add_openvino(session: Session, name: str, path: Path) -> None:
+    session.predictors[name] = runtimes.openvino_predictor(str(path))
+    session.providers[name] = "openvino CPU"
+
+
+def choose_int8(session: Session, candidates: dict[str, Path]) -> str:
+    """The int8 IR to keep: the more accurate on the test split; within one image of each
+    other, the faster at batch 1. Both measurements go into parity.json."""
+    measured = {}
+    for kind, path in candidates.items():
+        predictor = runtimes.openvino_predictor(str(path))
+        probs = runtimes.predict_all(
+            predictor, session.images, session.config.batch_size, session.rows
+        )
+        accuracy = float((probs.argmax(1) == session.labels).mean()) if len(session.labels) else 0.0
+        timing = latency(predictor, session.images[0], session.config.benchmark_runs,
+                         None if session.rows is None else session.rows[0])  # fmt: skip
+        measured[kind] = {"accuracy": round(accuracy, 6), "median_ms": timing["median_ms"]}
+    one = 1.0 / max(1, len(session.labels))
+    best = max(m["accuracy"] for m in measured.values())
+    close = [k for k, m in measured.items() if m["accuracy"] >= best - one - 1e-9]
+    kept = min(close, key=lambda k: measured[k]["median_ms"])
+    session.choices["openvino_int8"] = {"kept": kept, "candidates": measured}
+    shown = ", ".join(
+        f"{k} accuracy {m['accuracy']:.4f}, {m['median_ms']:.2f} ms" for k, m in measured.items()
+    )
+    progress.log(STAGE, f"OpenVINO int8: kept {kept} ({shown})")
+    return kept
+
+
 def verify_formats(session: Session) -> dict[str, Any]:
     """Every format against Keras on the whole test split: parity.json."""
     config, labels = session.config, session.labels
@@ -299,6 +373,13 @@ def verify_formats(session: Session) -> dict[str, Any]:
                 )
                 report[name] = parity(reference, candidate, labels)
                 check(name, report[name], keras_accuracy, config)
+                report[name].update(session.choices.get(name, {}))
+    for name in ("onnx", "onnx_int8"):  # layout changes left in the graph (at most the input's)
+        if name in report:
+            import onnx
+
+            graph = onnx.load(str(session.work / FILES[name]), load_external_data=False)
+            report[name]["transpose_nodes"] = convert.transpose_count(graph)
     write_json(session.work / "parity.json", report)
     return report
 
@@ -324,9 +405,17 @@ def benchmark_formats(session: Session) -> dict[str, Any]:
                 ),
                 "size_bytes": folder_size(path),
                 "runtime": session.providers.get(name, "unknown"),
+                # every runtime at its default: one thread per CPU the process may use
+                "threads": cpu_threads(),
             }
     write_json(session.work / "benchmark.json", benchmark)
     return benchmark
+
+
+def cpu_threads() -> int:
+    from components.common.resources import cpu_limit
+
+    return int(cpu_limit())
 
 
 def refuse_failures(session: Session, report: dict[str, Any]) -> None:

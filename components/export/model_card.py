@@ -114,6 +114,32 @@ LIMITS = [
 ]
 
 
+def fastest_lines(benchmark: dict[str, Any], report: dict[str, Any]) -> list[str]:
+    """The fastest verified file per target, measured here (components/common/targets.py)."""
+    from components.common.targets import TARGETS, fastest
+
+    rows = []
+    for target in TARGETS:
+        best = fastest(benchmark, report, target)
+        if best is None:
+            rows.append([target, "not measured here", "", "", "the export ran without CUDA: "
+                         "`model.onnx` with onnxruntime-gpu is the file to try"])  # fmt: skip
+            continue
+        ratio = f"{best['ratio_to_keras']:.2f}x" if best["ratio_to_keras"] else ""
+        where = "LiteRT on the export machine's CPU, not a phone" if "LiteRT" in target else ""
+        rows.append(
+            [target, f"`{best['file']}`", best["median_ms"], ratio, where or best["runtime"]]
+        )
+    threads = next((b.get("threads") for b in benchmark.values() if b.get("threads")), "?")
+    return [
+        "## The fastest verified file per target",
+        f"Batch 1, median of the export's benchmark runs, {threads} CPU thread(s) per runtime; "
+        "only files that passed parity on the test split.",
+        table_md(["target", "file", "batch-1 median ms", "vs Keras", "measured with"], rows),
+        "",
+    ]
+
+
 def write_model_card(
     folder: Path,
     dataset: Path,
@@ -140,6 +166,7 @@ def write_model_card(
         *training_lines(train_record, val),
         *test_lines(evaluation),
         *parity_lines(report, benchmark),
+        *fastest_lines(benchmark, report),
         *shipping_lines(benchmark),
         *LIMITS,
     ]

@@ -25,6 +25,10 @@ def load_labels(model_path: Path) -> list[str]:
         meta = onnx_properties(model_path)
         if "labels" in meta:
             return json.loads(meta["labels"])
+    if model_path.suffix == ".xml":
+        info = openvino_model_info(model_path)
+        if "labels" in info:
+            return json.loads(info["labels"])
     if (folder / "labels.txt").exists():
         return (folder / "labels.txt").read_text().splitlines()
     if (folder / "classes.json").exists():
@@ -51,10 +55,29 @@ def image_size_of(model_path: Path) -> int:
         meta = onnx_properties(model_path)
         if "image_size" in meta:
             return int(meta["image_size"])
+    if model_path.suffix == ".xml":
+        info = openvino_model_info(model_path)
+        if "image_size" in info:
+            return int(info["image_size"])
     raise UserError(
         f"cannot tell the input size of {str(model_path)!r}; keep it in its export "
         "folder (config.json) or use a file written by visionpipe export"
     )
+
+
+def openvino_model_info(model_path: Path) -> dict[str, str]:
+    """The rt_info `model_info` export writes into an OpenVINO IR (labels, image_size...)."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(model_path))
+    if not model.has_rt_info(["model_info"]):
+        return {}
+    keys = ("labels", "image_size", "input", "normalization", "precision", "producer")
+    return {
+        key: str(model.get_rt_info(["model_info", key]).astype(str))
+        for key in keys
+        if model.has_rt_info(["model_info", key])
+    }
 
 
 def open_runtime(load, model_path: Path, what: str):
@@ -72,7 +95,8 @@ def open_runtime(load, model_path: Path, what: str):
 
 
 def open_model(model_path: Path):
-    """(predictor, image_size) for a .tflite, .onnx, .keras file or a SavedModel folder."""
+    """(predictor, image_size) for a .tflite, .onnx, OpenVINO .xml or .keras file or a
+    SavedModel folder."""
     from components.common import runtimes
 
     if not model_path.exists():
@@ -84,6 +108,9 @@ def open_model(model_path: Path):
     if suffix == ".onnx":
         predictor = open_runtime(runtimes.onnx_predictor, model_path, "ONNX")
         return predictor, image_size_of(model_path)
+    if suffix == ".xml":
+        predictor = open_runtime(runtimes.openvino_predictor, model_path, "OpenVINO IR")
+        return predictor, image_size_of(model_path)
     if suffix == ".keras":
         from components.common.models import load_model
 
@@ -93,8 +120,8 @@ def open_model(model_path: Path):
         predictor = open_runtime(runtimes.saved_model_predictor, model_path, "SavedModel")
         return predictor, image_size_of(model_path)
     raise UserError(
-        f"cannot tell the format of {str(model_path)!r}; expected a .tflite, .onnx "
-        "or .keras file or a SavedModel folder"
+        f"cannot tell the format of {str(model_path)!r}; expected a .tflite, .onnx, .xml "
+        "(OpenVINO IR) or .keras file or a SavedModel folder"
     )
 
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from components.common.config import StageConfig
 
-RUNTIMES = ("triton", "tensorflow", "none")  # components/push/serving.py writes the first two
+# components/push/serving.py writes the first three; auto: the fastest verified server file
+RUNTIMES = ("triton", "tensorflow", "openvino", "auto", "none")
 
 
 @dataclass
@@ -22,7 +23,8 @@ class PushConfig(StageConfig):
     # triton (model.onnx in a Triton model repository) | tensorflow (the SavedModel under
     # TF Serving) | none
     serving: str = "triton"
-    serving_int8: bool = False  # triton: serve model_int8.onnx (faster on server CPUs)
+    # triton: serve model_int8.onnx; openvino: model_int8.xml (faster on server CPUs)
+    serving_int8: bool = False
     serving_gpus: int = 0  # nvidia.com/gpu per predictor pod
     serving_cpu: str = "1"
     serving_memory: str = "2Gi"

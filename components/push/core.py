@@ -98,6 +98,22 @@ def files_to_publish(
     return sorted(files, key=lambda item: item[1])
 
 
+def resolve_auto(config: PushConfig, export_dir: Path) -> PushConfig:
+    """push.serving: auto as the runtime of the fastest verified server file, from the
+    export's own benchmark.json and parity.json (components/common/targets.py)."""
+    from components.common.targets import auto_serving
+
+    paths = [export_dir / "benchmark.json", export_dir / "parity.json"]
+    if not all(p.is_file() for p in paths):
+        raise UserError(
+            f"push.serving=auto reads benchmark.json and parity.json in {export_dir}; pass the "
+            "folder visionpipe export wrote, or name the runtime (triton, tensorflow, openvino)"
+        )
+    runtime, int8, why = auto_serving(read_json(paths[0]), read_json(paths[1]))
+    progress.log(STAGE, f"push.serving auto: {runtime}{' (int8)' if int8 else ''}: {why}")
+    return config.replace(serving=runtime, serving_int8=int8)
+
+
 def serving_source(config: PushConfig, export_dir: Path) -> str:
     """The export file the serving runtime gets; refused before anything is claimed."""
     if config.serving == "tensorflow":
@@ -107,6 +123,15 @@ def serving_source(config: PushConfig, export_dir: Path) -> str:
                 "to export.formats, or set push.serving to triton or none"
             )
         return "saved_model"
+    if config.serving == "openvino":
+        name = "model_int8.xml" if config.serving_int8 else "model.xml"
+        if not (export_dir / name).is_file():
+            fmt = "openvino_int8" if config.serving_int8 else "openvino"
+            raise UserError(
+                f"push.serving=openvino needs {name} in {export_dir}; add {fmt} to "
+                "export.formats, or set push.serving to triton, tensorflow or none"
+            )
+        return name
     name = "model_int8.onnx" if config.serving_int8 else "model.onnx"
     if config.serving == "triton" and not (export_dir / name).is_file():
         fmt = "onnx_int8" if config.serving_int8 else "onnx"
@@ -224,6 +249,8 @@ def run(
     if not config.registry:
         progress.log(STAGE, "no push.registry configured: nothing published")
         return {"pushed": False, "elapsed_s": 0.0}
+    if config.serving == "auto":
+        config = resolve_auto(config, Path(export_dir))
     session = Session(config, Path(export_dir), Path(evaluation_dir))
     blessing = refuse_unless_verified(session.export_dir, session.evaluation_dir)
     if config.serving != "none":

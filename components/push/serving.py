@@ -10,6 +10,9 @@ there, so the URI must name a folder in the runtime's own layout:
   tensorflow  <version>/serving/tensorflow/1/saved_model.pb, variables/...
               (a TF Serving base path; `kserve-tensorflow-serving`, protocol v1:
               POST /v1/models/<name>:predict, signature `serving_default`)
+  openvino    <version>/serving/openvino/1/model.xml, model.bin
+              (an OpenVINO Model Server repository; `kserve-ovms`, model format
+              `openvino_ir`, open inference protocol v2: POST /v2/models/<name>/infer)
 
 The InferenceService is named after the model (not the version), so applying a newer
 version's file rolls the same service forward. Before it is published it is validated
@@ -46,6 +49,8 @@ class Runtime:
 RUNTIME = {
     "triton": Runtime("onnx", "kserve-tritonserver", "v2", "serving/triton"),
     "tensorflow": Runtime("tensorflow", "kserve-tensorflow-serving", "v1", "serving/tensorflow"),
+    # OpenVINO Model Server: a model repository of numbered versions, each model.xml + .bin
+    "openvino": Runtime("openvino_ir", "kserve-ovms", "v2", "serving/openvino"),
 }
 
 
@@ -111,6 +116,15 @@ def layout(
             (config, f"{folder}/{name}/config.pbtxt"),
             (export_dir / "labels.txt", f"{folder}/{name}/labels.txt"),
             (model, f"{folder}/{name}/1/model.onnx"),
+        ]
+    if runtime == "openvino":
+        model = export_dir / onnx_file  # model.xml or model_int8.xml
+        if not model.is_file():
+            raise FileNotFoundError(f"{onnx_file} is not in the export folder {export_dir}")
+        return [
+            (model, f"{folder}/1/model.xml"),
+            (model.with_suffix(".bin"), f"{folder}/1/model.bin"),
+            (export_dir / "labels.txt", f"{folder}/labels.txt"),
         ]
     saved_model = export_dir / "saved_model"
     if not (saved_model / "saved_model.pb").is_file():

@@ -1,0 +1,164 @@
+"""OpenVINO IR exports, ONNX graphs without layout transposes, and the fastest verified
+file per target: real OpenVINO, ONNX Runtime and tf2onnx, no stand-ins."""
+
+import json
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+
+from components.common import targets
+from tests.conftest import VISIONPIPE
+
+
+@pytest.mark.slow
+def test_openvino_files_pass_parity_and_openvino_loads_them_as_they_are(exported, digits_dataset):
+    """OpenVINO's own runtime, reading model.xml straight from the export folder, is as
+    accurate as Keras on the whole test split; the labels ride inside the IR."""
+    import openvino as ov
+
+    from components.common.records import load_split_arrays
+
+    parity = json.loads((exported / "parity.json").read_text())
+    assert parity["openvino"]["passed"] and parity["openvino"]["top1_agreement"] >= 0.999
+    assert parity["openvino_int8"]["passed"] and parity["openvino_int8"]["accuracy_drop"] <= 0.01
+    choice = parity["openvino_int8"]
+    assert choice["kept"] in ("nncf", "onnx_qdq") and set(choice["candidates"]) == {
+        "nncf",
+        "onnx_qdq",
+    }
+    images, labels, _ = load_split_arrays(digits_dataset, "test", 32)
+    core = ov.Core()
+    model = core.read_model(str(exported / "model.xml"))
+    assert json.loads(model.get_rt_info(["model_info", "labels"]).astype(str)) == [
+        str(d) for d in range(10)
+    ]
+    compiled = core.compile_model(model, "CPU")
+    probs = compiled(images.astype(np.float32))[compiled.outputs[0]]
+    accuracy = float((probs.argmax(1) == labels).mean())
+    assert accuracy == pytest.approx(parity["keras"]["accuracy"], abs=1 / len(labels))
+    bench = json.loads((exported / "benchmark.json").read_text())
+    for name in ("openvino", "openvino_int8", "onnx", "keras"):
+        assert bench[name]["median_ms"] > 0 and bench[name]["batch32_images_per_s"] > 0
+        assert bench[name]["threads"] >= 1
+    assert bench["openvino"]["size_bytes"] > (exported / "model.xml").stat().st_size  # + .bin
+
+
+@pytest.mark.slow
+def test_parity_records_the_transposes_left_in_the_onnx_graph(exported):
+    parity = json.loads((exported / "parity.json").read_text())
+    graph = onnx.load(str(exported / "model.onnx"))
+    count = sum(n.op_type == "Transpose" for n in graph.graph.node)
+    assert parity["onnx"]["transpose_nodes"] == count <= 2
+    assert parity["onnx_int8"]["transpose_nodes"] <= 2
+
+
+@pytest.mark.slow
+def test_predict_runs_the_openvino_ir(tmp_path, exported, digits_dir):
+    image = sorted((digits_dir / "7").iterdir())[0]
+    outputs = {}
+    for name in ("model.xml", "model.onnx"):
+        done = subprocess.run(
+            [VISIONPIPE, "predict", "--model", str(exported / name), str(image), "--json"],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs[name] = json.loads(done.stdout)
+    xml, onnx_out = outputs["model.xml"][0], outputs["model.onnx"][0]
+    assert xml["top"][0]["label"] == onnx_out["top"][0]["label"]
+    assert xml["top"][0]["probability"] == pytest.approx(
+        onnx_out["top"][0]["probability"], abs=1e-4
+    )
+
+
+# one backbone per family of keras.applications blocks; the larger siblings (MobileNetV3Large,
+# EfficientNetB1-B3, EfficientNetV2S/M) repeat their family's blocks and measured 1 Transpose
+# each too (docs/benchmarks.md). ConvNeXtTiny has no ONNX file at all: tf2onnx 1.17 cannot
+# convert its GELU (Erfc) or its depthwise convolution.
+FAMILIES = (
+    "MobileNetV3Small",
+    "MobileNetV2",
+    "EfficientNetB0",
+    "EfficientNetV2B0",
+    "ResNet50",
+    "ResNet50V2",
+    "DenseNet121",
+    "Xception",
+    "InceptionV3",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
+def test_no_backbone_onnx_keeps_layout_transposes(tmp_path, name):
+    """Built as training builds it (weights none), exported by the export stage's own
+    write_onnx: at most the input's NHWC->NCHW is left (MobileNetV3Small had 104, ResNet50 3)."""
+    from components.export.convert import write_onnx
+    from components.train.models import build_model
+
+    model = build_model(name, 75, 3, 0.2, "none")  # 75: InceptionV3's smallest input
+    write_onnx(model, 75, tmp_path / "model.onnx", 17, ["a", "b", "c"])
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    assert sum(n.op_type == "Transpose" for n in graph.node) <= 2
+    assert sum(n.op_type == "Conv" for n in graph.node) >= 10
+
+
+def test_the_fastest_verified_file_per_target():
+    bench = {
+        "keras": {"median_ms": 60.0, "runtime": "tensorflow"},
+        "onnx": {"median_ms": 40.0, "runtime": "CPUExecutionProvider"},
+        "onnx_int8": {"median_ms": 26.0, "runtime": "CPUExecutionProvider"},
+        "openvino": {"median_ms": 18.0, "runtime": "openvino CPU"},
+        "openvino_int8": {"median_ms": 12.0, "runtime": "openvino CPU"},
+        "tflite": {"median_ms": 30.0, "runtime": "litert"},
+        "tflite_int8": {"median_ms": 20.0, "runtime": "litert"},
+    }
+    parity = {name: {"passed": True} for name in bench}
+    parity["openvino_int8"]["passed"] = False  # fastest, but it failed parity: never chosen
+    best = targets.fastest(bench, parity, "server CPU")
+    assert best["format"] == "openvino" and best["ratio_to_keras"] == pytest.approx(60 / 18, 0.01)
+    assert targets.fastest(bench, parity, "phone (LiteRT)")["file"] == "model_int8.tflite"
+    assert targets.fastest(bench, parity, "GPU (ONNX Runtime CUDA)") is None  # no CUDA here
+    assert targets.auto_serving(bench, parity)[:2] == ("openvino", False)
+    parity["openvino"]["passed"] = False
+    assert targets.auto_serving(bench, parity)[:2] == ("triton", True)
+
+
+@pytest.mark.slow
+def test_push_serves_openvino_and_auto_picks_the_fastest(tmp_path, exported):
+    import shutil
+
+    import yaml
+
+    from components.push.config import PushConfig
+    from components.push.core import run as push
+    from components.push.serving import validate
+
+    evaluation = tmp_path / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "blessing.json").write_text(json.dumps({"blessed": True, "reasons": []}))
+    export = tmp_path / "export"
+    shutil.copytree(exported, export)
+    registry = tmp_path / "registry"
+    result = push(PushConfig(serving="openvino", registry=str(registry), version="ov"), export,
+                  evaluation)  # fmt: skip
+    target = registry / "visionpipe-classifier" / "ov"
+    assert (target / "serving/openvino/1/model.xml").is_file()
+    assert (target / "serving/openvino/1/model.bin").is_file()
+    service = yaml.safe_load((target / "inferenceservice.yaml").read_text())
+    model = service["spec"]["predictor"]["model"]
+    assert model["modelFormat"]["name"] == "openvino_ir" and model["runtime"] == "kserve-ovms"
+    assert model["storageUri"] == f"{result['uri']}/serving/openvino"
+    assert validate(service, remote=False) == []
+
+    bench = json.loads((export / "benchmark.json").read_text())
+    parity = json.loads((export / "parity.json").read_text())
+    expected = targets.auto_serving(bench, parity)
+    auto = push(PushConfig(serving="auto", registry=str(registry), version="auto"), export,
+                evaluation)  # fmt: skip
+    manifest = json.loads(
+        (registry / "visionpipe-classifier" / "auto" / "manifest.json").read_text()
+    )
+    assert manifest["serving"]["runtime"] == expected[0] and auto["pushed"]
