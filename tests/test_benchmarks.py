@@ -31,3 +31,18 @@ def test_gpu_train_script_runs_on_cpu_at_tiny_size():
     assert [r["policy"] for r in out["results"]] == ["float32", "mixed_bfloat16"]
     assert all(r["images_per_second"] > 0 and r["final_loss_finite"] for r in out["results"])
     assert set(out["speedup_over_float32"]) == {"MobileNetV3Small:mixed_bfloat16"}
+
+
+@pytest.mark.slow
+def test_export_runtimes_script_runs_at_tiny_size():
+    """export_runtimes.py measures every CPU runtime of one backbone and reports the goals."""
+    from benchmarks import export_runtimes
+
+    (result,) = export_runtimes.main(
+        ["--models", "MobileNetV3Small", "--size", "64", "--runs", "3", "--calibration", "4"]
+    )
+    assert set(result["batch1_median_ms"]) == {
+        "keras", "ort_fp32", "ort_int8", "ov_fp32", "ov_int8_nncf", "ov_int8_qdq"
+    }  # fmt: skip
+    assert result["onnx_transposes"] <= 2 and result["goal_fastest_vs_keras"] > 0
+    assert result["top1_agreement_with_keras_32_images"]["ov_fp32"] == 1.0

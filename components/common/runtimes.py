@@ -160,13 +160,23 @@ def onnx_predictor(path: str, threads: int | None = None, session=None) -> Predi
 
 
 def openvino_compiled(path: str, threads: int | None = None):
-    """The IR compiled for the CPU with the latency hint (what a batch-1 service wants)."""
+    """The IR compiled for the CPU with the latency hint (what a batch-1 service wants).
+
+    An fp32 IR (rt_info model_info/precision "fp32", as export writes it) runs with
+    INFERENCE_PRECISION_HINT f32: on CPUs with bf16 units (AVX512_BF16, AMX) OpenVINO
+    otherwise computes in bfloat16 by default, and the float file would no longer be
+    the function that was verified. The int8 IR keeps OpenVINO's defaults."""
     import openvino as ov
 
+    core = ov.Core()
+    model = core.read_model(str(path))
     config = {"PERFORMANCE_HINT": "LATENCY"}
+    if model.has_rt_info(["model_info", "precision"]):
+        if str(model.get_rt_info(["model_info", "precision"]).astype(str)) == "fp32":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    return ov.Core().compile_model(str(path), "CPU", config)
+    return core.compile_model(model, "CPU", config)
 
 
 def openvino_predictor(path: str, threads: int | None = None, compiled=None) -> Predictor:

@@ -329,7 +329,7 @@ def write_openvino_files(session: Session) -> None:
 
 def add_openvino(session: Session, name: str, path: Path) -> None:
     session.predictors[name] = runtimes.openvino_predictor(str(path))
-    session.providers[name] = "openvino CPU"
+    session.providers[name] = "openvino CPU" + (" f32" if name == "openvino" else "")
 
 
 def choose_int8(session: Session, candidates: dict[str, Path]) -> str:
