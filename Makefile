@@ -118,9 +118,10 @@ base-image: ## an offline Debian bookworm base for `make image BASE_IMAGE=vision
 tflite-schema: ## regenerate components/export/schema/metadata_schema_generated.py with flatc
 	cd components/export/schema && flatc --python --gen-object-api --gen-onefile metadata_schema.fbs
 
-system-deps: ## optional, Debian/Ubuntu as root: Chromium (report rendering test), flatc (schema test)
+system-deps: ## optional, Debian/Ubuntu as root: Chromium (report rendering test), flatc (schema test), graphviz (model.png)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	@command -v flatc >/dev/null || (apt-get update -qq && apt-get install -y -qq flatbuffers-compiler)
+	@command -v dot >/dev/null || (apt-get update -qq && apt-get install -y -qq graphviz)
 
 clean: ## remove run outputs and build files (keeps .venv)
 	rm -rf $(OUTPUT) build .pytest_cache

@@ -156,3 +156,38 @@ def test_every_known_model_builds():
     for name in known_models():
         model = build_model(name, 96, 3, 0.1, "none", 8, 0.9, 0)
         assert model.output_shape == (None, 3), name
+
+
+@pytest.mark.slow
+def test_train_cv_reports_every_fold_with_a_mean_and_a_spread(tmp_path, digits_dataset):
+    """`visionpipe train --cv 3` on a dataset prepared without prepare.kfold: three folds of
+    train+val (each image held out once), their mean and spread, then the model itself."""
+    import csv
+    import json
+    import subprocess
+
+    from tests.conftest import VISIONPIPE
+
+    out = tmp_path / "model"
+    done = subprocess.run(
+        [VISIONPIPE, "train", "--dataset", str(digits_dataset), "--output", str(out), "--cv", "3"]
+        + ["--set", "epochs=2", "--set", "width=4", "--set", "preflight=off"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "cross_validation.json").read_text())
+    assert report["folds"] == 3 and len(report["per_fold"]) == 3
+    pool = sum(
+        1 for split in ("train", "val")
+        for _ in csv.DictReader(open(digits_dataset / "splits" / f"{split}.csv"))
+    )  # fmt: skip
+    assert sum(f["val_images"] for f in report["per_fold"]) == pool  # each held out once
+    accuracies = [f["val_accuracy"] for f in report["per_fold"]]
+    assert report["mean"]["val_accuracy"] == pytest.approx(sum(accuracies) / 3, abs=1e-6)
+    assert report["std"]["val_accuracy"] >= 0 and "StratifiedGroupKFold" in report["source"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["cross_validation"]["mean"] == report["mean"]
+    assert (out / "model.keras").is_file()  # the model itself, trained after the folds
+    assert json.loads((out / "config.json").read_text())["config"]["cross_validate"] == 3
+    assert "cross-validation over 3 folds" in done.stderr + done.stdout

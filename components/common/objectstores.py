@@ -123,7 +123,7 @@ class GcsStore:
             return False
         return True
 
-    def check_preconditions(self, bucket: str) -> None:
+    def check_preconditions(self, bucket: str, prefix: str = "") -> None:
         """Cloud Storage always honours generation preconditions."""
 
 
@@ -298,16 +298,18 @@ class S3Store:
             raise
         return True
 
-    def check_preconditions(self, bucket: str) -> None:
+    def check_preconditions(self, bucket: str, prefix: str = "") -> None:
         """Refuse an endpoint that ignores conditional writes, once per bucket and process:
-        on it two pushes at once could claim the same version or lose `latest.json`."""
-        _probe_s3_preconditions(self.scheme, s3_endpoint(self.scheme), bucket)
+        on it two pushes at once could claim the same version or lose `latest.json`. The
+        probe object lives under `prefix` (where the caller may write) and is deleted."""
+        _probe_s3_preconditions(self.scheme, s3_endpoint(self.scheme), bucket, prefix)
 
 
 @functools.lru_cache(maxsize=32)
-def _probe_s3_preconditions(scheme: str, endpoint: str | None, bucket: str) -> None:
+def _probe_s3_preconditions(scheme: str, endpoint: str | None, bucket: str, prefix: str) -> None:
     store = S3Store(scheme)
-    key = f".visionpipe-precondition-probe-{uuid.uuid4().hex}"
+    base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    key = f"{base}.visionpipe-precondition-probe-{uuid.uuid4().hex}"
     where = f"{scheme}://{bucket} ({endpoint or 'AWS'})"
     try:
         if not store.create_exclusive(bucket, key, b"first"):
@@ -320,6 +322,6 @@ def _probe_s3_preconditions(scheme: str, endpoint: str | None, bucket: str) -> N
         header = "If-None-Match: *" if ignores else "If-Match"
         raise UserError(
             f"{where} ignores {header} on PutObject, so concurrent pushes could overwrite "
-            "each other; use an endpoint with conditional writes (AWS S3, MinIO, SeaweedFS "
-            "3.80+) or push from one run at a time to a local folder"
+            "each other; use an endpoint with conditional writes (AWS S3, MinIO, SeaweedFS), "
+            "or a local or gs:// registry"
         )

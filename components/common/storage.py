@@ -206,8 +206,8 @@ def check_preconditions(uri: str) -> None:
     """Refuse, with one line, a store that would ignore `create_exclusive` and
     `write_if_unchanged` (an S3-compatible endpoint without conditional writes)."""
     if is_remote(uri):
-        store, bucket, _ = split(uri)
-        store.check_preconditions(bucket)
+        store, bucket, key = split(uri)
+        store.check_preconditions(bucket, key)
 
 
 def exists(uri: str) -> bool:

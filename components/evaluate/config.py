@@ -21,6 +21,9 @@ class EvaluateConfig(StageConfig):
     # max_regression (accuracy points) by an exact paired test at significance alpha
     max_regression: float = 0.0
     alpha: float = 0.05
+    # refuse a model whose test accuracy does not beat the learned baseline (logistic
+    # regression on 16x16 pixels, components/evaluate/baselines.py) by at least this; 0: off
+    min_gain_over_baseline: float = 0.0
     top_k: int = 3
     label_error_confidence: float = 0.8  # list items the model contradicts at least this surely
     neighbours: int = 3  # nearest training images shown per misclassified test image
@@ -43,6 +46,11 @@ class EvaluateConfig(StageConfig):
         for key in ("min_accuracy", "min_macro_f1", "min_class_recall"):
             self.check(0.0 <= getattr(self, key) <= 1.0, key, "expected a fraction in 0..1")
         self.check(0.0 <= self.max_regression <= 1.0, "max_regression", "expected 0..1")
+        self.check(
+            -1.0 <= self.min_gain_over_baseline <= 1.0,
+            "min_gain_over_baseline",
+            "expected accuracy points in -1..1 (0: off)",
+        )
         self.check(0.0 < self.alpha < 0.5, "alpha", "expected a significance level in 0..0.5")
         self.check(self.top_k >= 1, "top_k", "expected >= 1")
         self.check(

@@ -21,7 +21,7 @@ from components.common.models import (
     predict_probs,
 )
 from components.common.records import stratified_indices
-from components.evaluate import analysis, report, robustness
+from components.evaluate import analysis, baselines, report, robustness
 from components.evaluate.baseline import compare as compare_baseline
 from components.evaluate.calibration import apply_temperature, calibrate, negative_log_likelihood
 from components.evaluate.config import EvaluateConfig
@@ -71,6 +71,7 @@ def run(
         metrics["ensemble"] = ensemble
     matrix = confusion(test.labels, test.probs.argmax(axis=1), len(classes))
     metrics["most_confused_pairs"] = most_confused_pairs(matrix, classes)
+    metrics["baselines"] = baselines.measure(train, test, classes, metrics["accuracy"])
     baseline = measure_baseline(config, dataset, test, classes) if config.baseline_model else None
     blessing = bless(metrics, config, baseline)
     errors, order, label_errors = error_analysis(

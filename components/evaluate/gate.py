@@ -32,6 +32,25 @@ def bless(
             reasons.append(f"{name} {value:.4f} is below the threshold {threshold}")
     if baseline is not None:
         compare_with_baseline(baseline, config, results, reasons)
+    learned = (metrics.get("baselines") or {}).get("logistic_regression")
+    if config.min_gain_over_baseline and learned:
+        gain = metrics["accuracy"] - learned["accuracy"]
+        passed = gain >= config.min_gain_over_baseline - 1e-9
+        results.append(
+            {
+                "metric": "gain_over_logistic_regression",
+                "value": round(gain, 6),
+                "threshold": config.min_gain_over_baseline,
+                "passed": passed,
+            }
+        )
+        if not passed:
+            reasons.append(
+                f"accuracy {metrics['accuracy']:.4f} beats the logistic-regression baseline "
+                f"({learned['accuracy']:.4f} on {learned['features']}) by {gain:+.4f}, less "
+                f"than min_gain_over_baseline {config.min_gain_over_baseline}: a linear "
+                "classifier on the pixels does about as well"
+            )
     return {
         "blessed": not reasons,
         "reasons": reasons,

@@ -136,6 +136,27 @@ def thumb_grid(rows: list[list[tuple[np.ndarray, str, str]]], title: str) -> byt
     return figure_png(fig)
 
 
+def simple_baselines_section(metrics: dict[str, Any]) -> Section | None:
+    """The model against the majority class and a logistic regression on the pixels."""
+    found = metrics.get("baselines")
+    if not found:
+        return None
+    rows = [["this model", metrics["accuracy"], metrics["macro_f1"], ""]]
+    majority = found["majority"]
+    rows.append(["majority class", majority["accuracy"], majority["macro_f1"],
+                 f"always '{majority['class']}'"])  # fmt: skip
+    learned = found.get("logistic_regression")
+    if learned:
+        rows.append(["logistic regression", learned["accuracy"], learned["macro_f1"],
+                     f"{learned['features']}, {learned['train_images']} train images"])  # fmt: skip
+    section = Section(
+        "Baselines", tables=[Table(["model", "test accuracy", "macro F1", "how"], rows)]
+    )
+    if "gain_over_logistic" in found:
+        section.say(f"Gain over the logistic regression: {found['gain_over_logistic']:+.4f}.")
+    return section
+
+
 def picture_sections(extras: Extras, errors: list[dict]) -> list[Section]:
     x, classes, probs = extras, extras.classes, extras.probs
     gallery_rows = []
@@ -421,6 +442,7 @@ def write(
     sections = [
         gate_section(blessing),
         baseline_section(blessing.get("baseline")),
+        simple_baselines_section(metrics),
         Section("Headline metrics", tables=[Table(["metric", "value"], headline_rows(metrics))]),
         sampling_section(metrics.get("sampling")),
         ensemble_section(metrics.get("ensemble")),

@@ -18,13 +18,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print each epoch's metrics to stdout as name=value (Katib's metrics collector)",
     )
+    parser.add_argument(
+        "--cv",
+        type=int,
+        metavar="K",
+        help="K-fold cross-validation over train+val first (train.cross_validate=K)",
+    )
 
 
 def execute(args: argparse.Namespace) -> int:
     from components.train.config import TrainConfig
     from components.train.core import run
 
-    config = stage_config(TrainConfig, args.config, args.set)
+    overrides = [*(args.set or []), *([f"cross_validate={args.cv}"] if args.cv is not None else [])]
+    config = stage_config(TrainConfig, args.config, overrides)
     # a gs:// output keeps the resumable state beside it: the same command on another
     # machine (a fresh disk, HOME and TMPDIR) resumes where a killed one stopped
     run_with_storage(

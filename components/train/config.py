@@ -51,6 +51,9 @@ class TrainConfig(StageConfig):
     swa_start: int = 0
     # K > 1: train K members and average their probabilities in one model (what evaluate
     # and export see); members differ by seed, or each leaves out one fold of kfold.csv
+    # >= 2: K-fold cross-validation over train+val before the model itself is trained
+    # (components/train/crossval.py): the mean and spread of the val metrics, per fold
+    cross_validate: int = 0
     ensemble: int = 1
     ensemble_from: Literal["seeds", "kfold"] = "seeds"
     # stage 2 for pretrained backbones: unfreeze the top N backbone layers (0 = all),
@@ -156,6 +159,16 @@ class TrainConfig(StageConfig):
             "SWA and EMA are two ways to average the weights: set ema false or swa_start 0",
         )
         self.check(1 <= self.ensemble <= 20, "ensemble", "expected 1 (one model) .. 20 members")
+        self.check(
+            self.cross_validate == 0 or 2 <= self.cross_validate <= 20,
+            "cross_validate",
+            "expected 0 (off) or 2..20 folds",
+        )
+        self.check(
+            not (self.cross_validate and self.ensemble > 1),
+            "cross_validate",
+            "cross-validates one model: set ensemble 1 (or cross_validate 0)",
+        )
         self.check(
             not (self.ensemble_from == "kfold" and self.metadata_columns),
             "ensemble_from",

@@ -110,6 +110,13 @@ def run(
     With `train.ensemble` K > 1 the K members are trained, then averaged into one model
     (components/train/ensemble.py).
     """
+    if config.cross_validate:
+        from components.train.crossval import run_cross_validation
+
+        return run_cross_validation(
+            config, Path(dataset), output, state_uri, print_metrics, run,
+            dataset_identity(Path(dataset)),
+        )  # fmt: skip
     if config.ensemble > 1:
         from components.train.ensemble import run_ensemble
 

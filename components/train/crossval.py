@@ -1,0 +1,151 @@
+"""`train.cross_validate: K` (`visionpipe train --cv K`): K-fold cross-validation, then
+the model itself.
+
+Fold i trains on the other folds of train+val and is measured on fold i, so every
+train and val image is validated on exactly once. The folds are prepare's
+(`splits/kfold.csv`: stratified and group-aware, `prepare.kfold: K`); a dataset
+prepared without them gets the same kind of folds here (scikit-learn's
+StratifiedGroupKFold over train+val, seeded by `train.seed`). Each fold's model is
+kept under `folds/fold_<i>/` with its history; a killed run resumes with the folds
+already done (the work folder is keyed by the config and the dataset, as a single
+run's). Reported: each val metric's mean and standard deviation over the folds and
+the per-fold table (`cross_validation.json`, and `metrics.json`'s
+`cross_validation`). The output's model is then trained as without cross-validation,
+on train, validated on val: the folds say how much its val numbers can be trusted.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.common import progress
+from components.common.artifacts import atomic_dir, read_json, write_json
+from components.common.errors import UserError
+
+STAGE = "train"
+REPORTED = ("val_accuracy", "val_loss")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def folds_of(dataset: Path, k: int, seed: int) -> tuple[list[tuple[list[str], list[str]]], str]:
+    """(train uris, val uris) per fold, and where the folds came from."""
+    path = dataset / "splits" / "kfold.csv"
+    if path.exists():
+        rows = _rows(path)
+        if len({r["fold"] for r in rows}) == k:
+            numbers = [int(r["fold"]) for r in rows]
+            return _split(rows, numbers, k), f"{path} (prepare.kfold={k})"
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    rows = _rows(dataset / "splits" / "train.csv") + _rows(dataset / "splits" / "val.csv")
+    labels = [r["label"] for r in rows]
+    smallest = min(Counter(labels).values())
+    if smallest < k:
+        raise UserError(
+            f"train.cross_validate={k} needs at least {k} train+val images per class; the "
+            f"smallest class has {smallest}: lower cross_validate"
+        )
+    numbers = [0] * len(rows)
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    groups = [r.get("group") or r["uri"] for r in rows]
+    for fold, (_, held) in enumerate(splitter.split(np.zeros(len(rows)), labels, groups)):
+        for index in held:
+            numbers[index] = fold
+    return _split(rows, numbers, k), f"train+val, StratifiedGroupKFold(k={k}, seed={seed})"
+
+
+def _split(rows, numbers, k) -> list[tuple[list[str], list[str]]]:
+    return [
+        (
+            [r["uri"] for r, n in zip(rows, numbers, strict=True) if n != fold],
+            [r["uri"] for r, n in zip(rows, numbers, strict=True) if n == fold],
+        )
+        for fold in range(k)
+    ]
+
+
+def summarize(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and (population) standard deviation of each reported val metric."""
+    found: dict[str, Any] = {"folds": len(per_fold), "mean": {}, "std": {}}
+    for key in REPORTED:
+        values = [float(m[key]) for m in per_fold if key in m]
+        if values:
+            found["mean"][key] = round(float(np.mean(values)), 6)
+            found["std"][key] = round(float(np.std(values)), 6)
+    found["per_fold"] = [
+        {
+            "fold": i,
+            **{k: m.get(k) for k in (*REPORTED, "best_epoch", "train_images", "val_images")},
+        }
+        for i, m in enumerate(per_fold)
+    ]
+    return found
+
+
+def run_cross_validation(
+    config, dataset: Path, output, state_uri, print_metrics: bool, fit_one, identity: str
+) -> dict[str, Any]:
+    """K fold models, then the model itself. `fit_one` is the train stage's run for one
+    model and `identity` the dataset's (passed in: this module does not import the core)."""
+    k = config.cross_validate
+    folds, source = folds_of(dataset, k, config.seed)
+    key = hashlib.sha256(
+        json.dumps(["cv", config.to_dict(), identity], sort_keys=True).encode()
+    ).hexdigest()
+    single = config.replace(cross_validate=0)
+    with atomic_dir(Path(output), resume_key=key) as work:
+        per_fold = []
+        for index, fold in enumerate(folds):
+            folder = work / "folds" / f"fold_{index}"
+            if (folder / "metrics.json").exists():
+                progress.log(STAGE, f"cross-validation fold {index + 1}/{k} already trained")
+                metrics = read_json(folder / "metrics.json")
+            else:
+                progress.log(
+                    STAGE, f"cross-validation fold {index + 1}/{k} ({len(fold[1])} held out)"
+                )
+                metrics = fit_one(
+                    single,
+                    dataset,
+                    folder,
+                    state_uri=f"{state_uri}.fold_{index}" if state_uri else None,
+                    print_metrics=print_metrics,
+                    fold=fold,
+                )
+            per_fold.append({**metrics, "train_images": len(fold[0]), "val_images": len(fold[1])})
+            (folder / "model.keras").unlink(missing_ok=True)  # the numbers are what is kept
+        report = {"source": source, **summarize(per_fold)}
+        write_json(work / "cross_validation.json", report)
+        progress.log(
+            STAGE,
+            f"cross-validation over {k} folds: val accuracy {report['mean']['val_accuracy']:.4f}"
+            f" +- {report['std']['val_accuracy']:.4f} ("
+            + ", ".join(f"{m['val_accuracy']:.4f}" for m in per_fold)
+            + "); now the model itself",
+        )
+        final = work / "final"
+        metrics = fit_one(single, dataset, final, state_uri=state_uri, print_metrics=print_metrics)
+        for item in final.iterdir():
+            target = work / item.name
+            if target.exists():
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            shutil.move(str(item), target)
+        final.rmdir()
+        metrics = {**metrics, "cross_validation": report}
+        write_json(work / "metrics.json", metrics)
+        record = read_json(work / "config.json")  # the final fit's, as the one that asked
+        record["config"] = config.to_dict()
+        write_json(work / "config.json", record)
+    return metrics
