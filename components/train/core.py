@@ -110,17 +110,8 @@ def run(
     With `train.ensemble` K > 1 the K members are trained, then averaged into one model
     (components/train/ensemble.py).
     """
-    if config.cross_validate:
-        from components.train.crossval import run_cross_validation
-
-        return run_cross_validation(
-            config, Path(dataset), output, state_uri, print_metrics, run,
-            dataset_identity(Path(dataset)),
-        )  # fmt: skip
-    if config.ensemble > 1:
-        from components.train.ensemble import run_ensemble
-
-        return run_ensemble(config, Path(dataset), output, state_uri, print_metrics, fit_one=run)
+    if config.cross_validate or config.ensemble > 1:
+        return run_several(config, Path(dataset), output, state_uri, print_metrics)
     record = StageRecord(STAGE, config, {"dataset": str(dataset)})
     s = start_session(config, Path(dataset))
     s.print_metrics = print_metrics
@@ -348,6 +339,20 @@ def log_model(s: Session) -> None:
         + (", backbone frozen for stage 1" if s.two_stage else "")
         + (f", distilling from {config.teacher}" if config.teacher else ""),
     )
+
+
+def run_several(config, dataset: Path, output, state_uri, print_metrics: bool) -> dict:
+    """Cross-validation folds then the model (train.cross_validate), or an ensemble's
+    members then their average (train.ensemble); each model is this stage's `run`."""
+    if config.cross_validate:
+        from components.train.crossval import run_cross_validation
+
+        return run_cross_validation(
+            config, dataset, output, state_uri, print_metrics, run, dataset_identity(dataset)
+        )
+    from components.train.ensemble import run_ensemble
+
+    return run_ensemble(config, dataset, output, state_uri, print_metrics, fit_one=run)
 
 
 def resume_key_of(s: Session) -> str:
