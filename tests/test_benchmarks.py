@@ -39,10 +39,19 @@ def test_export_runtimes_script_runs_at_tiny_size():
     from benchmarks import export_runtimes
 
     (result,) = export_runtimes.main(
-        ["--models", "MobileNetV3Small", "--size", "64", "--runs", "3", "--calibration", "4"]
+        ["--models", "MobileNetV3Small", "--size", "32", "--runs", "3", "--calibration", "4"]
     )
     assert set(result["batch1_median_ms"]) == {
-        "keras", "ort_fp32", "ort_int8", "ov_fp32", "ov_int8_nncf", "ov_int8_qdq"
+        "keras", "ort_fp32", "ort_int8", "ov_fp32", "ov_int8_nncf", "ov_int8_qdq",
+        "ov_fp32_cpu_default",
     }  # fmt: skip
     assert result["onnx_transposes"] <= 2 and result["goal_fastest_vs_keras"] > 0
     assert result["top1_agreement_with_keras_32_images"]["ov_fp32"] == 1.0
+
+
+@pytest.mark.slow
+def test_onnx_transposes_script_reports_a_backbone():
+    from benchmarks import onnx_transposes
+
+    (result,) = onnx_transposes.main(["--models", "MobileNetV2", "--size", "32"])
+    assert result["transpose"] <= 2 and result["conv"] > 10

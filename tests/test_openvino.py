@@ -73,21 +73,11 @@ def test_predict_runs_the_openvino_ir(tmp_path, exported, digits_dir):
     )
 
 
-# one backbone per family of keras.applications blocks; the larger siblings (MobileNetV3Large,
-# EfficientNetB1-B3, EfficientNetV2S/M) repeat their family's blocks and measured 1 Transpose
-# each too (docs/benchmarks.md). ConvNeXtTiny has no ONNX file at all: tf2onnx 1.17 cannot
-# convert its GELU (Erfc) or its depthwise convolution.
-FAMILIES = (
-    "MobileNetV3Small",
-    "MobileNetV2",
-    "EfficientNetB0",
-    "EfficientNetV2B0",
-    "ResNet50",
-    "ResNet50V2",
-    "DenseNet121",
-    "Xception",
-    "InceptionV3",
-)
+# one backbone per kind of block: depthwise with hard-swish and squeeze-excite, MBConv with
+# SiLU, residual with caffe preprocessing, dense concatenation, inception branches. Every
+# other backbone measured 1 Transpose too (benchmarks/onnx_transposes.py, docs/benchmarks.md);
+# ConvNeXtTiny has no ONNX file at all: tf2onnx 1.17 cannot convert its GELU (Erfc).
+FAMILIES = ("MobileNetV3Small", "EfficientNetB0", "ResNet50", "DenseNet121", "InceptionV3")
 
 
 @pytest.mark.slow
