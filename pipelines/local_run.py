@@ -87,7 +87,10 @@ def run_pipeline(
         message=r".*(no effect in the current local runner|"
         r"custom or non-Python base image).*",
     )
-    configs = with_embedded_tracking(configs, Path(output).resolve())
+    # DockerRunner's containers see only the pipeline root: the embedded store lives there
+    configs = with_embedded_tracking(
+        configs, pipeline_root if runner == "docker" else Path(output).resolve()
+    )
     status_file = run_dir / "tracking.jsonl"
     status_file.unlink(missing_ok=True)
     os.environ[TRACKING_STATUS_ENV] = str(status_file)  # the stage subprocesses inherit it

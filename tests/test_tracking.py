@@ -186,3 +186,40 @@ def test_history_prints_a_table_and_writes_a_page_and_a_plot(tmp_path, capsys):
     assert "validate: new images labelled" in html and "<img" in html
     assert (tmp_path / "h" / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["history", str(tmp_path / "nothing"), "--output", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.parametrize("how", ["cluster file", "environment"])
+def test_every_compiled_task_gets_the_tracking_uri_and_credentials(tmp_path, monkeypatch, how):
+    """The compiled pipeline passes MLflow on: MLFLOW_TRACKING_URI in every task (from the
+    cluster file, or the compiling process's own variable, as the CronJob's submit has it)
+    and the credentials from a Kubernetes Secret."""
+    import yaml
+
+    from pipelines.cluster import ClusterSettings
+    from pipelines.pipeline import compile_pipeline
+    from tests.kfp_spec import all_tasks
+
+    uri = "http://mlflow.mlflow.svc.cluster.local:5000"
+    settings = {"tracking_secret": "mlflow-credentials"}
+    if how == "cluster file":
+        settings["tracking_uri"] = uri
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    path = compile_pipeline(str(tmp_path / "p.yaml"), ClusterSettings.from_dict(settings))
+    spec, platform = list(yaml.safe_load_all(open(path).read()))
+    executors = spec["deploymentSpec"]["executors"]
+    platform = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, task in all_tasks(spec).items():
+        executor = task["componentRef"]["name"].replace("comp-", "exec-")
+        env = {e["name"]: e["value"] for e in executors[executor]["container"].get("env", [])}
+        assert env["MLFLOW_TRACKING_URI"] == uri, name
+        assert env["VISIONPIPE_STAGE_IMAGE"], name
+        (secret,) = platform[executor]["secretAsEnv"]
+        assert secret["secretName"] == "mlflow-credentials"
+        assert {k["envVar"] for k in secret["keyToEnv"]} == {
+            "MLFLOW_TRACKING_USERNAME",
+            "MLFLOW_TRACKING_PASSWORD",
+        }
+    changes = all_tasks(spec)["changes"]["inputs"]["parameters"]
+    assert "tracking_config" in changes and "kfp_run_id" in changes
