@@ -223,3 +223,17 @@ def test_every_compiled_task_gets_the_tracking_uri_and_credentials(tmp_path, mon
         }
     changes = all_tasks(spec)["changes"]["inputs"]["parameters"]
     assert "tracking_config" in changes and "kfp_run_id" in changes
+
+
+def test_a_store_that_cannot_even_be_opened_breaks_nothing(tmp_path, monkeypatch):
+    """The client itself failing to come up (an embedded store in a folder this process
+    cannot write, as a container's user may find it) is said once and returns at once."""
+    from components.common.tracking import TrackingConfig, open_pipeline_run
+
+    status = tmp_path / "tracking.jsonl"
+    monkeypatch.setenv("VISIONPIPE_TRACKING_STATUS", str(status))
+    started = time.time()
+    found = open_pipeline_run(TrackingConfig(uri="sqlite:////proc/visionpipe/mlflow.db"), "f", {})
+    assert "cannot write the MLflow store" in found["failed"] and "run_id" not in found
+    assert time.time() - started < 30  # not MLflow's own 100 s of retries
+    assert len(status.read_text().splitlines()) == 1

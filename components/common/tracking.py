@@ -66,6 +66,7 @@ class Tracker:
         if self._client is None:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # seconds, not minutes
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+            writable_store(self.uri)
             from mlflow import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
@@ -73,19 +74,42 @@ class Tracker:
 
     @contextlib.contextmanager
     def guard(self, what: str):
+        """Yield the client, or None once anything failed (making it included); a failure
+        inside the block is caught too. Either way the reason is said once."""
         if self.failed:
             yield None
             return
         try:
-            yield self.client
+            client = self.client
         except Exception as error:  # noqa: BLE001  (tracking must never break the run)
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            self.failed = f"{what}: {type(error).__name__}: {first[:300]}"
-            progress.log(
-                self.where,
-                f"warning: tracking failed ({self.failed}); the run goes on without it",
-            )
-            record_status({"stage": self.where, "failed": self.failed, "uri": self.uri})
+            self.fail(what, error)
+            yield None
+            return
+        try:
+            yield client
+        except Exception as error:  # noqa: BLE001
+            self.fail(what, error)
+
+    def fail(self, what: str, error: Exception) -> None:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        self.failed = f"{what}: {type(error).__name__}: {first[:300]}"
+        progress.log(
+            self.where, f"warning: tracking failed ({self.failed}); the run goes on without it"
+        )
+        record_status({"stage": self.where, "failed": self.failed, "uri": self.uri})
+
+
+def writable_store(uri: str) -> None:
+    """An embedded SQLite store whose folder this process cannot write fails here, at once:
+    MLflow itself retries opening it for about 100 s before it gives up."""
+    if not uri.startswith("sqlite:///"):
+        return
+    folder = Path(uri[len("sqlite:///") :]).parent
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+    database = folder / Path(uri).name
+    if not os.access(folder, os.W_OK) or (database.exists() and not os.access(database, os.W_OK)):
+        raise PermissionError(f"cannot write the MLflow store {database} (user {os.getuid()})")
 
 
 def record_status(entry: dict[str, Any]) -> None:
