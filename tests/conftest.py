@@ -29,6 +29,20 @@ def isolated_cache(tmp_path_factory):
         os.environ["VISIONPIPE_CACHE"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def untracked_runs():
+    """Pipeline runs in tests track nothing unless the test asks for it (test_tracking.py,
+    the user-folder run in test_pipeline.py): MLflow's import and store cost seconds per
+    stage task, minutes over the suite. MLFLOW_TRACKING_URI=none is visionpipe's off."""
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = "none"
+    yield
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+
+
 @pytest.fixture(scope="session")
 def digits_dir(isolated_cache) -> Path:
     from components.common.digits import resolve_builtin

@@ -13,10 +13,13 @@ from tests.conftest import VISIONPIPE, write_digit_images
 from tests.kfp_spec import all_tasks, producer
 
 
-def visionpipe(*args, cwd=None):
-    return subprocess.run(
-        [VISIONPIPE, *args], capture_output=True, text=True, cwd=cwd, env={**os.environ}
-    )
+def visionpipe(*args, cwd=None, tracked=False):
+    """The CLI as users run it; `tracked`: with the default embedded MLflow store (the
+    suite turns tracking off elsewhere, tests/conftest.py)."""
+    env = {**os.environ}
+    if tracked:
+        env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([VISIONPIPE, *args], capture_output=True, text=True, cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +139,7 @@ def test_run_on_a_user_folder_exports_verified_models(tmp_path):
         "train.epochs=10",
         "--set",
         "train.batch_size=16",
+        tracked=True,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = tmp_path / "runs" / "user-folder"
@@ -212,6 +216,7 @@ def test_run_on_a_user_folder_exports_verified_models(tmp_path):
         f"prepare.keep_splits={registry}/visionpipe-classifier",
         "--set",
         f"push.registry={registry}",
+        tracked=True,
     )
     assert worse.returncode == 0, worse.stderr[-3000:]
     second = json.loads((tmp_path / "runs" / "worse" / "summary.json").read_text())

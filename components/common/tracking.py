@@ -45,7 +45,8 @@ MAX_PARAM = 6000  # MLflow's limit on a param value (8000 in 2.x+, kept under)
 class TrackingConfig(StageConfig):
     section = "tracking"
 
-    # "" : $MLFLOW_TRACKING_URI (visionpipe run: sqlite under its output); "none": off
+    # "" : $MLFLOW_TRACKING_URI (visionpipe run: sqlite under its output); "none" (here or
+    # in the variable): off, said in the changes task's log
     uri: str = ""
     experiment: str = "visionpipe"
     registered_model: str = ""  # the MLflow registered model; "" = push.model_name
@@ -120,9 +121,9 @@ def record_status(entry: dict[str, Any]) -> None:
 
 
 def resolve_uri(config: TrackingConfig) -> str:
-    if config.uri == "none":
-        return ""
-    return config.uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    """tracking.uri, else $MLFLOW_TRACKING_URI; "none" in either turns tracking off."""
+    uri = config.uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    return "" if uri == "none" else uri
 
 
 def artifact_location(uri: str) -> str | None:
