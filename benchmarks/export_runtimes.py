@@ -24,7 +24,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.onnx_int8 import calibration_images  # noqa: E402
+from benchmarks.onnx_int8 import calibration_images, median_ms  # noqa: E402
 
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 
@@ -48,19 +47,6 @@ def cpu_flags() -> dict[str, bool]:
         (ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln), "?"
     )
     return {"model": model, **{flag: flag in present for flag in FLAGS}}
-
-
-def alternate(predictors: dict, image: np.ndarray, runs: int) -> dict[str, float]:
-    samples: dict[str, list[float]] = {name: [] for name in predictors}
-    for predict in predictors.values():
-        for _ in range(5):
-            predict(image)
-    for _ in range(runs):
-        for name, predict in predictors.items():
-            start = time.perf_counter()
-            predict(image)
-            samples[name].append((time.perf_counter() - start) * 1000)
-    return {name: round(float(np.median(v)), 3) for name, v in samples.items()}
 
 
 def write_all(model, size: int, folder: Path, images: np.ndarray, tflite: bool) -> dict:
@@ -144,7 +130,7 @@ def measure(name: str, args, folder: Path) -> dict:
     images = calibration_images(args.calibration, args.size)
     written = write_all(model, args.size, folder, images, args.tflite)
     predictors = predictors_for(model, written["files"])
-    batch1 = alternate(predictors, images[:1], args.runs)
+    batch1 = {k: round(v, 3) for k, v in median_ms(predictors, images[:1], args.runs).items()}
     batch32 = {
         key: throughput(predict, images[:32])
         for key, predict in predictors.items()

@@ -285,6 +285,10 @@ def validate(
 
     decision = read_decision(changes.path)
     reference = decision.get("reference") or ""
+
+    def logged():  # what MLflow gets, whether the night passed or was stopped
+        return validate_log(config, Path(validation.path), Path(dataset.path))
+
     try:
         with reporting_user_errors(validation.path):
             try:
@@ -292,11 +296,7 @@ def validate(
                     ValidateConfig.from_dict(config), dataset.path, validation.path, reference
                 )
             except UserError as error:  # stopped on anomalies: a refused night, recorded
-                track(
-                    decision,
-                    "validate",
-                    lambda: validate_log(config, Path(validation.path), Path(dataset.path)),
-                )
+                track(decision, "validate", logged)
                 record_night(
                     decision, "validate", dataset.path, {"blessed": False, "reasons": [str(error)]}
                 )
@@ -312,11 +312,7 @@ def validate(
         validation_metrics.log_metric(f"{name}_images", value)
     validation_metrics.log_metric("anomalies", len(result["anomalies"]))
     validation_metrics.log_metric("accepted_anomalies", len(result["accepted"]))
-    track(
-        decision,
-        "validate",
-        lambda: validate_log(config, Path(validation.path), Path(dataset.path)),
-    )
+    track(decision, "validate", logged)
 
 
 def train(

@@ -22,6 +22,7 @@ from components.common import progress
 from components.common.artifacts import read_json, write_json
 from components.common.errors import StageFailed, UserError
 from components.common.stages import OUTPUTS
+from components.common.tracking import STATUS_ENV
 from pipelines.console import strip_ansi
 from pipelines.runtime import USER_ERROR_FILE
 
@@ -91,9 +92,9 @@ def run_pipeline(
     configs = with_embedded_tracking(
         configs, pipeline_root if runner == "docker" else Path(output).resolve()
     )
-    status_file = run_dir / "tracking.jsonl"
+    status_file = run_dir / TRACKING_STATUS_FILE
     status_file.unlink(missing_ok=True)
-    os.environ[TRACKING_STATUS_ENV] = str(status_file)  # the stage subprocesses inherit it
+    os.environ[STATUS_ENV] = str(status_file)  # the stage subprocesses inherit it
     os.environ["VISIONPIPE_RUN_ID"] = run_id
     logs = run_dir / "logs"
     progress.log("run", f"run {run_id}: data {data}, runner {runner}, outputs in {run_dir}")
@@ -116,7 +117,6 @@ def run_pipeline(
     except RuntimeError as caught:  # kfp.local: "Pipeline ... finished with status FAILURE"
         error = caught
     summary = summarize(run_id, run_dir, pipeline_root, data, time.time() - started, error)
-    summary["tracking"] = tracking_summary(pipeline_root, status_file, error)
     write_json(run_dir / "summary.json", summary)
     if error is not None:
         user_error = find_user_error(pipeline_root)
@@ -129,7 +129,7 @@ def run_pipeline(
     return summary
 
 
-TRACKING_STATUS_ENV = "VISIONPIPE_TRACKING_STATUS"
+TRACKING_STATUS_FILE = "tracking.jsonl"  # what tracking failed at, one line per failure
 
 
 def with_embedded_tracking(configs: dict[str, dict[str, Any]], output: Path) -> dict:
@@ -142,13 +142,11 @@ def with_embedded_tracking(configs: dict[str, dict[str, Any]], output: Path) -> 
     return {**configs, "tracking": tracking}
 
 
-def tracking_summary(pipeline_root: Path, status_file: Path, error) -> dict[str, Any]:
-    """summary.json's `tracking`: where the run went, its MLflow run id, and every failure."""
+def tracking_summary(decision: dict, status_file: Path, error) -> dict[str, Any]:
+    """summary.json's `tracking`: where the run went, its MLflow run id, and every failure
+    (`decision`: the changes task's, which names the pipeline's MLflow run)."""
     from components.common import tracking
 
-    last_run = (sorted(p for p in pipeline_root.iterdir() if p.is_dir()) or [Path("-")])[-1]
-    decision_file = last_run / "changes" / "decision"
-    decision = read_json(decision_file) if decision_file.is_file() else {}
     found = dict(decision.get("tracking") or {})
     if error is not None:  # a stage failed: the pipeline's run is closed as FAILED here
         tracking.close_pipeline_run(decision, "run", status="FAILED")
@@ -270,6 +268,7 @@ def summarize(
         "decision": changes.get("message"),
         "deployed_reference": changes.get("reference") or None,
         "validation": validation,
+        "tracking": tracking_summary(changes, run_dir / TRACKING_STATUS_FILE, error),
         "artifacts": {
             "report": artifact("evaluation", "report.html"),
             "data_report": artifact("dataset", "report.html"),

@@ -102,7 +102,7 @@ class GcsStore:
             )
         except PreconditionFailed:
             # a retried request whose first attempt did land reads back our own bytes
-            return self.read(bucket, key, key) == data
+            return self.read(bucket, key, f"gs://{bucket}/{key}") == data
         return True
 
     def read_versioned(self, bucket: str, key: str) -> tuple[bytes | None, object]:
@@ -271,7 +271,7 @@ class S3Store:
             if not self.is_precondition(error) and self.code(error) != "ConditionalRequestConflict":
                 raise
             # a retried request whose first attempt did land reads back our own bytes
-            return self.read(bucket, key, key) == data
+            return self.read(bucket, key, f"{self.scheme}://{bucket}/{key}") == data
         return True
 
     def read_versioned(self, bucket: str, key: str) -> tuple[bytes | None, object]:

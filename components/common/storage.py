@@ -231,11 +231,10 @@ def listing(prefix: str) -> dict[str, str]:
 def list_files(uri: str) -> Iterator[str]:
     """Every file under a folder or prefix, recursively, in sorted order."""
     if is_remote(uri):
-        store, bucket, key = split(uri)
+        _, bucket, key = split(uri)
         scheme = str(uri).partition("://")[0]
         prefix = key.rstrip("/") + "/" if key else ""
-        names = sorted(name for name, _, _ in store.listing(bucket, prefix))
-        yield from (f"{scheme}://{bucket}/{name}" for name in names)
+        yield from sorted(listing(f"{scheme}://{bucket}/{prefix}"))
         return
     root = Path(uri)
     # symlinked folders are followed, each real folder once: a link back up the tree

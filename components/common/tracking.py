@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import math
 import os
@@ -113,6 +114,25 @@ def writable_store(uri: str) -> None:
         raise PermissionError(f"cannot write the MLflow store {database} (user {os.getuid()})")
 
 
+@functools.cache
+def tracker_for(uri: str, where: str) -> Tracker:
+    """One guarded client per store and stage in a process: one MLflow client, and one
+    warning however many calls a stage makes after a failure."""
+    return Tracker(uri, where)
+
+
+@contextlib.contextmanager
+def pipeline_client(decision: dict | None, where: str, what: str):
+    """(client, the decision's tracking) for the pipeline's MLflow run; None when tracking
+    is off or has failed in this process. A failure inside is caught and said once."""
+    tracking = (decision or {}).get("tracking") or {}
+    if not tracking.get("run_id"):
+        yield None
+        return
+    with tracker_for(tracking["uri"], where).guard(what) as client:
+        yield None if client is None else (client, tracking)
+
+
 def record_status(entry: dict[str, Any]) -> None:
     path = os.environ.get(STATUS_ENV)
     if path:
@@ -158,7 +178,7 @@ def open_pipeline_run(
     if not uri:
         progress.log("changes", "tracking off: no tracking.uri and no MLFLOW_TRACKING_URI")
         return {"off": "no tracking.uri and no MLFLOW_TRACKING_URI"}
-    tracker = Tracker(uri, "changes")
+    tracker = tracker_for(uri, "changes")
     found: dict[str, Any] = {"uri": uri}
     with tracker.guard(f"opening a run at {uri}") as client:
         if client is not None:
@@ -238,14 +258,11 @@ class StageLog:
 def log_stage(decision: dict | None, stage: str, entry: StageLog) -> str:
     """Log `entry` as a nested run of the pipeline's run; "" when tracking is off or failed
     (returns the nested run's id otherwise)."""
-    tracking = (decision or {}).get("tracking") or {}
-    if not tracking.get("run_id"):
-        return ""
-    tracker = Tracker(tracking["uri"], stage)
     nested = ""
-    with tracker.guard(f"logging the {stage} stage") as client:
-        if client is None:
+    with pipeline_client(decision, stage, f"logging the {stage} stage") as found:
+        if found is None:
             return ""
+        client, tracking = found
         from mlflow.entities import Metric, Param, RunTag
 
         parent = tracking["run_id"]
@@ -280,7 +297,7 @@ def log_stage(decision: dict | None, stage: str, entry: StageLog) -> str:
         log_batches(client, parent, upward, prefixed)
         if tags:
             client.log_batch(parent, tags=tags)
-    return "" if tracker.failed else nested
+    return "" if tracker_for(tracking["uri"], stage).failed else nested
 
 
 def log_batches(client, run_id: str, metrics: list, params: list) -> None:
@@ -292,24 +309,18 @@ def log_batches(client, run_id: str, metrics: list, params: list) -> None:
 
 
 def close_pipeline_run(decision: dict | None, stage: str, status: str = "FINISHED") -> None:
-    tracking = (decision or {}).get("tracking") or {}
-    if not tracking.get("run_id"):
-        return
-    tracker = Tracker(tracking["uri"], stage)
-    with tracker.guard("closing the pipeline run") as client:
-        if client is not None:
+    with pipeline_client(decision, stage, "closing the pipeline run") as found:
+        if found is not None:
+            client, tracking = found
             client.set_terminated(tracking["run_id"], status=status)
 
 
 def tag_pipeline_run(decision: dict | None, stage: str, tags: dict[str, Any]) -> None:
-    tracking = (decision or {}).get("tracking") or {}
-    if not tracking.get("run_id"):
-        return
-    tracker = Tracker(tracking["uri"], stage)
-    with tracker.guard("tagging the pipeline run") as client:
-        if client is not None:
+    with pipeline_client(decision, stage, "tagging the pipeline run") as found:
+        if found is not None:
             from mlflow.entities import RunTag
 
+            client, tracking = found
             client.log_batch(
                 tracking["run_id"], tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()]
             )
@@ -320,14 +331,13 @@ def register_version(
 ) -> None:
     """Register a published version in the MLflow Model Registry; move `champion` to it
     when latest.json moved. The version's source is its folder in our registry."""
-    tracking = (decision or {}).get("tracking") or {}
-    if not tracking.get("run_id") or not published.get("pushed"):
+    if not published.get("pushed"):
         return
-    tracker = Tracker(tracking["uri"], "push")
-    name = tracking["registered_model"]
-    with tracker.guard(f"registering {name} {published['version']}") as client:
-        if client is None:
+    with pipeline_client(decision, "push", f"registering {published['version']}") as found:
+        if found is None:
             return
+        client, tracking = found
+        name = tracking["registered_model"]
         from mlflow.exceptions import MlflowException
 
         try:

@@ -14,6 +14,7 @@ import numpy as np
 from components.common import progress
 from components.common.artifacts import StageRecord, atomic_dir, write_json
 from components.common.errors import UserError
+from components.common.folds import kfold_assignment
 from components.common.images import ImageLimits
 from components.common.sources import list_source
 from components.prepare import report
@@ -25,7 +26,6 @@ from components.prepare.split import (
     SPLITS,
     duplicate_groups,
     group_keys,
-    kfold_assignment,
     stratified_split,
 )
 

@@ -187,21 +187,3 @@ def stratified_split(
             assignment[group] = name
             assigned[name] += len(group_items[group])
     return [assignment[group] for group in groups]
-
-
-def kfold_assignment(labels: list[str], groups: list[str], k: int, seed: int) -> list[int]:
-    """Stratified, group-aware k-fold over the given items (scikit-learn)."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    smallest = min(Counter(labels).values())
-    if smallest < k:
-        raise UserError(
-            f"prepare.kfold={k} needs at least {k} training images per class; "
-            f"the smallest class has {smallest}"
-        )
-    folds = [0] * len(labels)
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
-        for i in held_out:
-            folds[i] = fold
-    return folds

@@ -20,7 +20,6 @@ import csv
 import hashlib
 import json
 import shutil
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import numpy as np
 
 from components.common import progress
 from components.common.artifacts import atomic_dir, read_json, write_json
-from components.common.errors import UserError
+from components.common.folds import fold_uris, kfold_assignment
 
 STAGE = "train"
 REPORTED = ("val_accuracy", "val_loss")
@@ -45,35 +44,20 @@ def folds_of(dataset: Path, k: int, seed: int) -> tuple[list[tuple[list[str], li
     if path.exists():
         rows = _rows(path)
         if len({r["fold"] for r in rows}) == k:
-            numbers = [int(r["fold"]) for r in rows]
-            return _split(rows, numbers, k), f"{path} (prepare.kfold={k})"
-    from sklearn.model_selection import StratifiedGroupKFold
-
+            folds = [int(r["fold"]) for r in rows]
+            return fold_uris([r["uri"] for r in rows], folds), f"{path} (prepare.kfold={k})"
     rows = _rows(dataset / "splits" / "train.csv") + _rows(dataset / "splits" / "val.csv")
-    labels = [r["label"] for r in rows]
-    smallest = min(Counter(labels).values())
-    if smallest < k:
-        raise UserError(
-            f"train.cross_validate={k} needs at least {k} train+val images per class; the "
-            f"smallest class has {smallest}: lower cross_validate"
-        )
-    numbers = [0] * len(rows)
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    groups = [r.get("group") or r["uri"] for r in rows]
-    for fold, (_, held) in enumerate(splitter.split(np.zeros(len(rows)), labels, groups)):
-        for index in held:
-            numbers[index] = fold
-    return _split(rows, numbers, k), f"train+val, StratifiedGroupKFold(k={k}, seed={seed})"
-
-
-def _split(rows, numbers, k) -> list[tuple[list[str], list[str]]]:
-    return [
-        (
-            [r["uri"] for r, n in zip(rows, numbers, strict=True) if n != fold],
-            [r["uri"] for r, n in zip(rows, numbers, strict=True) if n == fold],
-        )
-        for fold in range(k)
-    ]
+    folds = kfold_assignment(
+        [r["label"] for r in rows],
+        [r.get("group") or r["uri"] for r in rows],
+        k,
+        seed,
+        setting="train.cross_validate",
+        items="train+val images",
+        fix=": lower cross_validate",
+    )
+    source = f"train+val, StratifiedGroupKFold(k={k}, seed={seed})"
+    return fold_uris([r["uri"] for r in rows], folds), source
 
 
 def summarize(per_fold: list[dict[str, Any]]) -> dict[str, Any]:

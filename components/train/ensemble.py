@@ -25,6 +25,7 @@ from typing import Any
 from components.common import progress
 from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
 from components.common.errors import UserError
+from components.common.folds import fold_uris
 
 STAGE = "train"
 from components.common.models import ENSEMBLE_AVERAGE as AVERAGE  # noqa: E402
@@ -45,13 +46,7 @@ def kfold_members(dataset: Path, members: int) -> list[tuple[list[str], list[str
             f"{path} has {len(folds)} folds but train.ensemble={members}; prepare with "
             f"prepare.kfold={members} or set train.ensemble={len(folds)}"
         )
-    return [
-        (
-            [r["uri"] for r in rows if int(r["fold"]) != fold],
-            [r["uri"] for r in rows if int(r["fold"]) == fold],
-        )
-        for fold in folds
-    ]
+    return fold_uris([r["uri"] for r in rows], [int(r["fold"]) for r in rows])
 
 
 def average_model(members: list):
