@@ -9,6 +9,7 @@
   visionpipe submit    --host URL [--experiment E] [--data SRC] [--config FILE] [--set ...] [--wait]
   visionpipe schedule  --host URL --cron "0 0 3 * * *" [--experiment E] [--data SRC] [--config FILE]
   visionpipe predict   --model FILE IMAGE... [--top-k K] [--json] [--meta NAME=VALUE ...] [--metadata FILE]
+  visionpipe explain   --model DIR|FILE --output DIR IMAGE... [--layer NAME] [--meta ...] [--metadata FILE]
 
 Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 anything else.
 """
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compile_command(commands)
     add_cluster_commands(commands)
     add_predict_command(commands)
+    add_explain_command(commands)
     add_history_command(commands)
     return parser
 
@@ -167,6 +169,46 @@ def add_predict_command(commands) -> None:
         metavar="FILE",
         help="CSV/JSONL with an image column and the model's metadata columns, a row per image",
     )
+    predict.add_argument(
+        "--calibration",
+        metavar="PATH",
+        help="a .keras model's calibration.json or evaluation folder (default: beside the "
+        "model, or its run's evaluation folder)",
+    )
+
+
+def add_explain_command(commands) -> None:
+    explain = commands.add_parser(
+        "explain", help="Grad-CAM: where a trained model looks, per image (PNG maps and a CSV)"
+    )
+    explain.add_argument("--model", required=True, help="a train output folder or a .keras file")
+    explain.add_argument("--output", required=True, help="folder for the maps and explain.csv")
+    explain.add_argument("images", nargs="+", metavar="IMAGE")
+    explain.add_argument(
+        "--layer",
+        default="",
+        help="the feature map to explain, a layer name (a backbone's too: backbone/NAME); "
+        "default: the last convolutional one of side >= 4",
+    )
+    explain.add_argument("--meta", action="append", metavar="NAME=VALUE")
+    explain.add_argument("--metadata", metavar="FILE")
+    explain.add_argument("--calibration", metavar="PATH", help="as for predict")
+
+
+def command_explain(args: argparse.Namespace) -> int:
+    from components.explain.core import explain_files
+
+    results = explain_files(
+        args.model, args.images, args.output, args.layer, args.meta, args.metadata,
+        args.calibration,
+    )  # fmt: skip
+    for item in results:
+        print(
+            f"{item['image']}: {item['predicted']} {item['probability']:.3f}, "
+            f"peak at ({item['peak_x']}, {item['peak_y']})"
+        )
+    print(f"wrote {len(results)} maps and explain.csv to {args.output}")
+    return 0
 
 
 def add_history_command(commands) -> None:
@@ -378,7 +420,9 @@ def command_predict(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {args.top_k}")
-    results = predict_files(args.model, args.images, args.top_k, args.meta, args.metadata)
+    results = predict_files(
+        args.model, args.images, args.top_k, args.meta, args.metadata, args.calibration
+    )
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -444,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         return command_submit(args)
     if args.command == "predict":
         return command_predict(args)
+    if args.command == "explain":
+        return command_explain(args)
     if args.command == "tune":
         return command_tune(args)
     if args.command == "history":

@@ -105,3 +105,85 @@ def test_a_val_split_without_mistakes_gives_a_finite_temperature():
     assert (probs.argmax(1) == labels).all()
     temperature = fit_temperature(probs, labels)
     assert 0.2 < temperature < 1.0
+
+
+@pytest.fixture(scope="module")
+def forced_temperature(tmp_path_factory, evaluation, trained_model, digits_dataset):
+    """A run folder (model/, evaluation/) whose calibration.json says T = 1.7 whatever
+    evaluate fitted, and an export of it (TFLite and ONNX): a T of 1 would make every
+    check below pass with the temperature ignored."""
+    import shutil
+
+    from components.export.config import ExportConfig
+    from components.export.core import run
+
+    run_dir = tmp_path_factory.mktemp("forced") / "run"
+    shutil.copytree(trained_model, run_dir / "model")
+    shutil.copytree(evaluation, run_dir / "evaluation")
+    calibration = json.loads((evaluation / "calibration.json").read_text())
+    calibration["temperature"] = 1.7
+    (run_dir / "evaluation" / "calibration.json").write_text(json.dumps(calibration))
+    config = ExportConfig(formats=["tflite", "onnx"], benchmark_runs=2)
+    run(config, digits_dataset, run_dir / "model", run_dir / "export", run_dir / "evaluation")
+    return run_dir
+
+
+@pytest.mark.slow
+def test_every_format_and_predict_on_keras_ship_a_temperature_other_than_one(
+    forced_temperature, digits_dataset, tmp_path
+):
+    import subprocess
+
+    from PIL import Image
+
+    from components.common import runtimes
+    from components.common.models import load_model
+    from components.common.records import load_split_arrays
+    from tests.conftest import VISIONPIPE
+
+    run_dir = forced_temperature
+    images, _, _ = load_split_arrays(digits_dataset, "test", 32)
+    batch = images[:32].astype(np.float32)
+    raw = load_model(run_dir / "model").predict(batch, verbose=0).astype(np.float64)
+    expected = apply_temperature(raw, 1.7)
+    assert np.abs(expected - raw).max() > 0.01  # the check below can tell them apart
+    for name in ("model.onnx", "model.tflite"):
+        predictor = (
+            runtimes.onnx_predictor if name.endswith(".onnx") else runtimes.tflite_predictor
+        )(run_dir / "export" / name)
+        np.testing.assert_allclose(predictor(batch), expected, atol=2e-5, err_msg=name)
+    assert json.loads((run_dir / "export" / "config.json").read_text())["temperature"] == 1.7
+
+    Image.fromarray(images[0]).save(tmp_path / "a.png")
+
+    def predicted(model, *extra):
+        done = subprocess.run(
+            [VISIONPIPE, "predict", "--model", str(model), str(tmp_path / "a.png"), "--json",
+             "--top-k", "10", *extra],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        top = json.loads(done.stdout)[0]["top"]
+        return {t["label"]: t["probability"] for t in top}, done.stderr
+
+    onnx, _ = predicted(run_dir / "export" / "model.onnx")
+    keras_file, note = predicted(run_dir / "model" / "model.keras")  # ../evaluation found
+    assert "temperature 1.700" in note
+    assert keras_file == pytest.approx(onnx, abs=1e-5)
+    # a calibration fitted for another model.keras is not applied, and that is said
+    calibration = run_dir / "evaluation" / "calibration.json"
+    kept = calibration.read_text()
+    calibration.write_text(json.dumps({**json.loads(kept), "model_sha256": "0" * 64}))
+    try:
+        unscaled, note = predicted(run_dir / "model" / "model.keras")
+        assert "uncalibrated" in note and "fitted for another model.keras" in note
+        label = max(unscaled, key=unscaled.get)
+        assert unscaled[label] == pytest.approx(raw[0].max(), abs=1e-5)
+        done = subprocess.run(
+            [VISIONPIPE, "predict", "--model", str(run_dir / "model" / "model.keras"),
+             "--calibration", str(run_dir / "evaluation"), str(tmp_path / "a.png")],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 2 and "another model.keras" in done.stderr
+    finally:
+        calibration.write_text(kept)

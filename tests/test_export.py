@@ -78,11 +78,12 @@ def test_server_formats_resize_any_image_size_inside(exported, trained_model):
     import keras
 
     from components.common import runtimes
+    from components.common.models import with_temperature
     from components.export import convert
 
     model = keras.models.load_model(trained_model / "model.keras", compile=False)
     temperature = json.loads((exported / "config.json").read_text())["temperature"]
-    reference = convert.serving_model(convert.with_temperature(model, temperature), 32)
+    reference = convert.serving_model(with_temperature(model, temperature), 32)
     images = np.random.default_rng(0).integers(0, 256, (3, 57, 41, 3)).astype(np.float32)
     expected = reference.predict_on_batch(images)
     for name, predictor in (

@@ -29,12 +29,14 @@ def imported_modules(path: Path) -> set[str]:
 
 def test_every_stage_is_a_package_and_nothing_else_is():
     assert set(STAGES) <= set(STAGE_PACKAGES)
-    # commands, not pipeline stages: predict, and tune (a search over the train stage)
-    assert set(STAGE_PACKAGES) - set(STAGES) == {"predict", "tune"}
+    # commands, not pipeline stages: predict, explain (Grad-CAM) and tune (a search over
+    # the train stage)
+    assert set(STAGE_PACKAGES) - set(STAGES) == {"predict", "explain", "tune"}
 
 
-# a search composes stages: it may call their entry points (config and run), nothing else
-COMPOSES = {"tune": ("prepare", "train")}
+# a search composes stages: it may call their entry points (config and run), nothing else;
+# explain reads a model's labels and metadata input as predict does, through predict.core
+COMPOSES = {"tune": ("prepare", "train"), "explain": ("predict",)}
 ENTRY_POINTS = re.compile(r"components\.(\w+)\.(config|core|preflight)(\.\w+)?$")
 
 

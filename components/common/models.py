@@ -81,6 +81,60 @@ def metadata_rows(
     }
 
 
+CALIBRATION_FILE = "calibration.json"  # evaluate's temperature, fitted on val
+
+
+def model_digest(model_dir: str | Path) -> str:
+    """sha256 of the model.keras a folder or file stands for: what a calibration is for."""
+    import hashlib
+
+    return hashlib.sha256(storage.read_bytes(model_file(model_dir))).hexdigest()
+
+
+def calibration_for(model_dir: str | Path, given: str | None = None) -> dict:
+    """The temperature evaluate fitted for this model: `given` (a calibration.json or an
+    evaluation folder), else calibration.json beside the model or in the `evaluation`
+    folder next to the model's (a run folder and a registry version both keep them so).
+    A file made for another model (its model_sha256 differs) is not used. Returns
+    {"temperature", "file"} ("file" None: none found, T = 1), or why a file was skipped."""
+    import json
+
+    folder = Path(model_file(model_dir)).parent
+    candidates = [given] if given else [folder, folder.parent / "evaluation"]
+    skipped = []
+    for candidate in candidates:
+        path = str(candidate)
+        if not path.endswith(".json"):
+            path = path.rstrip("/") + "/" + CALIBRATION_FILE
+        if not storage.exists(path):
+            if given:
+                raise UserError(f"--calibration {given!r}: no {path}; pass evaluate's output")
+            continue
+        found = json.loads(storage.read_bytes(path))
+        digest = found.get("model_sha256")
+        if digest and digest != model_digest(model_dir):
+            skipped.append(f"{path} was fitted for another model.keras")
+            if given:
+                raise UserError(f"--calibration {given!r}: {skipped[-1]}; pass this model's")
+            continue
+        return {"temperature": float(found.get("temperature", 1.0)), "file": path}
+    return {"temperature": 1.0, "file": None, "skipped": skipped}
+
+
+def with_temperature(model, temperature: float):
+    """`model` with its probabilities temperature-scaled (evaluate's calibration.json): the
+    exported graphs and `predict` on a .keras file then give the calibrated
+    probabilities; the top-1 class is unchanged."""
+    import keras
+
+    from components.common.layers import TemperatureScaling
+
+    if temperature == 1.0:
+        return model
+    scaled = TemperatureScaling(temperature, name="temperature_scaling")(model.outputs[0])
+    return keras.Model(model.inputs, scaled, name=model.name)
+
+
 ENSEMBLE_AVERAGE = "ensemble_average"  # the layer train.ensemble averages members with
 
 

@@ -28,6 +28,9 @@ class EvaluateConfig(StageConfig):
     label_error_confidence: float = 0.8  # list items the model contradicts at least this surely
     neighbours: int = 3  # nearest training images shown per misclassified test image
     gallery_per_class: int = 3
+    # Grad-CAM overlays of the gallery's images and first-conv feature maps of one test
+    # image per class in the report (components/common/gradcam.py)
+    explain: bool = True
     robustness_flag_drop: float = 0.25  # flag a transform that costs a class this much accuracy
     max_listed: int = 50  # rows per table in the report (the CSV/JSON files hold all)
     calibration_bins: int = 15

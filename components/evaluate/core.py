@@ -14,9 +14,11 @@ from components.common.artifacts import StageRecord, atomic_dir, read_json, writ
 from components.common.augment import load_policy
 from components.common.errors import UserError
 from components.common.models import (
+    CALIBRATION_FILE,
     embedding_model,
     load_model,
     metadata_rows,
+    model_digest,
     predict_batches,
     predict_probs,
 )
@@ -79,20 +81,12 @@ def run(
     )
     with atomic_dir(output) as work:
         write_evaluation(work, metrics, blessing, errors, label_errors, matrix, classes)
-        write_json(work / "calibration.json", calibration)  # export bakes the temperature in
-        write_report(
-            work,
-            config,
-            metrics,
-            blessing,
-            errors,
-            order,
-            label_errors,
-            test,
-            train,
-            matrix,
-            classes,
+        # export bakes the temperature in; predict and explain on this model.keras apply it
+        write_json(
+            work / CALIBRATION_FILE, {**calibration, "model_sha256": model_digest(model_dir)}
         )
+        write_report(work, config, metrics, blessing, errors, order, label_errors, test, train,
+                     matrix, classes, model)  # fmt: skip
         record.write(work)
     verdict = "blessed" if blessing["blessed"] else "not blessed: " + "; ".join(blessing["reasons"])
     progress.log(
@@ -374,9 +368,40 @@ def write_evaluation(
         writer.writerows(errors)
 
 
+def where_it_looks(config, model, test: Split, gallery, classes) -> dict[str, Any]:
+    """Grad-CAM overlays of the gallery's test images (index -> picture) and the first conv
+    layers' feature maps of one test image per class (correctly read when one is)."""
+    if not config.explain:
+        return {"overlays": {}, "feature_maps": []}
+    from components.common import gradcam
+
+    with progress.step(STAGE, "Grad-CAM of the gallery, feature maps per class"):
+        shown = sorted({i for found in gallery.values() for ids in found.values() for i in ids})
+        overlays = {}
+        for start in range(0, len(shown), config.batch_size):
+            ids = shown[start : start + config.batch_size]
+            images = np.stack([test.images[i] for i in ids])
+            rows = None if test.rows is None else test.rows[ids]
+            cams = gradcam.heatmaps(model, images, rows)[0]
+            pairs = zip(ids, images, cams, strict=True)
+            overlays.update({i: gradcam.overlay(image, cam) for i, image, cam in pairs})
+        predicted = test.probs.argmax(axis=1)
+        maps = []
+        for k, name in enumerate(classes):
+            mine = np.flatnonzero(test.labels == k)
+            if len(mine) == 0:
+                continue
+            right = mine[predicted[mine] == k]
+            i = int((right if len(right) else mine)[0])
+            rows = None if test.rows is None else test.rows[i : i + 1]
+            maps.append((name, test.images[i], gradcam.feature_maps(model, test.images[i], rows)))
+    return {"overlays": overlays, "feature_maps": maps}
+
+
 def write_report(
-    work, config, metrics, blessing, errors, order, label_errors, test, train, matrix, classes
-) -> None:
+    work, config, metrics, blessing, errors, order, label_errors, test, train, matrix, classes,
+    model,
+) -> None:  # fmt: skip
     picture = report.confusion_png(matrix, classes)
     (work / "confusion_matrix.png").write_bytes(picture)
     gallery = analysis.gallery(test.probs, test.labels, classes, config.gallery_per_class)
@@ -388,6 +413,7 @@ def write_report(
             : config.max_listed
         ]
         test.images.prefetch(shown)
+    looks = where_it_looks(config, model, test, gallery, classes)
     report.write(
         work,
         metrics,
@@ -407,6 +433,8 @@ def write_report(
             label_errors=label_errors,
             order=order,
             limit=config.max_listed,
+            overlays=looks["overlays"],
+            feature_maps=looks["feature_maps"],
         ),
         limit=config.max_listed,
     )
@@ -417,5 +445,7 @@ def write_report(
         {
             "evaluation/confusion_matrix": work / "confusion_matrix.png",
             "evaluation/error_gallery": work / "error_gallery.png",
+            "evaluation/gradcam_gallery": work / "gradcam_gallery.png",
+            "evaluation/feature_maps": work / "feature_maps.png",
         },
     )

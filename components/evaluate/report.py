@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,9 @@ class Extras:
     label_errors: list[dict]
     order: np.ndarray  # misclassified test indices, most confident first
     limit: int
+    overlays: dict[int, np.ndarray] = field(default_factory=dict)  # test index -> Grad-CAM
+    # (class, its test image, [(layer, (channels, h, w) maps in 0..1)]) per class
+    feature_maps: list = field(default_factory=list)
 
 
 def thumb_grid(rows: list[list[tuple[np.ndarray, str, str]]], title: str) -> bytes:
@@ -157,26 +160,56 @@ def simple_baselines_section(metrics: dict[str, Any]) -> Section | None:
     return section
 
 
-def picture_sections(extras: Extras, errors: list[dict]) -> list[Section]:
-    x, classes, probs = extras, extras.classes, extras.probs
-    gallery_rows = []
+def gallery_rows(x: Extras, pictures) -> list[list[tuple[np.ndarray, str, str]]]:
+    """The gallery's cells per class: `pictures(i)` is what test image i shows as."""
+    classes, probs, rows = x.classes, x.probs, []
     for name, picks in x.gallery.items():
         row = [
-            (x.images[i], f"{name}→{classes[probs[i].argmax()]} {probs[i].max():.2f}", "red")
+            (pictures(i), f"{name}→{classes[probs[i].argmax()]} {probs[i].max():.2f}", "red")
             for i in picks["confident_mistakes"]
         ]
         row += [
-            (x.images[i], f"{name} ✓ {probs[i].max():.2f}", "green")
+            (pictures(i), f"{name} ✓ {probs[i].max():.2f}", "green")
             for i in picks["unsure_correct"]
         ]
         if row:
-            gallery_rows.append(row)
-    gallery = Section("Error gallery", empty="No test images.", in_markdown=False)
-    if gallery_rows:
-        gallery.picture = thumb_grid(
-            gallery_rows,
-            "per class: most confident mistakes (red), least confident correct (green)",
+            rows.append(row)
+    return rows
+
+
+GALLERY_TITLE = "per class: most confident mistakes (red), least confident correct (green)"
+
+
+def looking_sections(x: Extras) -> list[Section]:
+    """Grad-CAM over the gallery's images; the first conv layers' feature maps per class."""
+    cams = Section("Where the model looks (Grad-CAM)", in_markdown=False)
+    if x.overlays:
+        cams.say(
+            "The gallery's images with the Grad-CAM map of the predicted class over them "
+            "(red: the evidence it used). `visionpipe explain` writes the maps for any image."
         )
+        cams.picture = thumb_grid(gallery_rows(x, x.overlays.__getitem__), GALLERY_TITLE)
+        cams.picture_alt = "Grad-CAM over the error gallery"
+    maps = Section("First convolutional layers", in_markdown=False)
+    rows = []
+    for name, image, layers in x.feature_maps:
+        row = [(image, name, "black")]
+        for layer, channels in layers:
+            grey = [np.repeat((c[..., None] * 255).astype(np.uint8), 3, axis=2) for c in channels]
+            row += [(g, f"{layer.split('/')[-1]} #{k}", "black") for k, g in enumerate(grey[:6])]
+        rows.append(row)
+    if rows:
+        maps.picture = thumb_grid(rows, "one test image per class, then feature maps")
+        maps.picture_alt = "feature maps"
+    return [s for s in (cams, maps) if s.picture]
+
+
+def picture_sections(extras: Extras, errors: list[dict]) -> list[Section]:
+    x = extras
+    rows = gallery_rows(x, x.images.__getitem__)
+    gallery = Section("Error gallery", empty="No test images.", in_markdown=False)
+    if rows:
+        gallery.picture = thumb_grid(rows, GALLERY_TITLE)
         gallery.picture_alt = "error gallery"
     neighbour_rows = []
     index_of = {uri: i for i, uri in enumerate(x.train_uris)}
@@ -217,7 +250,7 @@ def picture_sections(extras: Extras, errors: list[dict]) -> list[Section]:
             limit=x.limit,
         )
     )
-    return [gallery, nearest, labels]
+    return [gallery, *looking_sections(x), nearest, labels]
 
 
 def robustness_section(robust: dict[str, Any]) -> Section:
@@ -460,9 +493,14 @@ def write(
         slices_section(metrics["slices"], limit) if "slices" in metrics else None,
         robustness_section(metrics["robustness"]) if "robustness" in metrics else None,
     ]
-    gallery = next((p for p in pictures if p.title == "Error gallery" and p.picture), None)
-    if gallery is not None:  # also a file: TensorBoard and MLflow show it
-        (Path(folder) / "error_gallery.png").write_bytes(gallery.picture)
+    files = {  # also files: TensorBoard and MLflow show them
+        "Error gallery": "error_gallery.png",
+        "Where the model looks (Grad-CAM)": "gradcam_gallery.png",
+        "First convolutional layers": "feature_maps.png",
+    }
+    for picture in pictures:
+        if picture.title in files and picture.picture:
+            (Path(folder) / files[picture.title]).write_bytes(picture.picture)
     for section in sections:
         if section is not None:
             report.add(section)

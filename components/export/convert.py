@@ -233,19 +233,6 @@ def inference_model(model):
     return rebuilt
 
 
-def with_temperature(model, temperature: float):
-    """`model` with its probabilities temperature-scaled (evaluate's calibration.json): the
-    exported graphs then give the calibrated probabilities; the top-1 class is unchanged."""
-    import keras
-
-    from components.common.layers import TemperatureScaling
-
-    if temperature == 1.0:
-        return model
-    scaled = TemperatureScaling(temperature, name="temperature_scaling")(model.outputs[0])
-    return keras.Model(model.inputs, scaled, name=model.name)
-
-
 def _all_layers(model):
     for layer in model.layers:
         yield layer

@@ -205,14 +205,14 @@ def run(
 def start_session(config, dataset, model_dir, output, evaluation, evidence_uri) -> Session:
     """The inference model (augmentation stripped, temperature baked in) and the test split,
     streamed from the shards: parity never holds the split's images."""
-    from components.common.models import load_model, metadata_rows
+    from components.common.models import load_model, metadata_rows, with_temperature
     from components.common.records import streamed_split
 
     session = Session(config, Path(dataset), Path(model_dir), output, evaluation, evidence_uri)
     session.classes = read_json(session.dataset / "classes.json")
     session.size = int(read_json(session.dataset / "stats.json")["image_size"])
     session.temperature = calibration_temperature(evaluation)
-    session.model = convert.with_temperature(
+    session.model = with_temperature(
         convert.inference_model(load_model(session.model_dir)), session.temperature
     )
     session.images, session.labels, uris = streamed_split(session.dataset, "test", session.size)
@@ -374,10 +374,10 @@ def verify_formats(session: Session) -> dict[str, Any]:
                 report[name] = parity(reference, candidate, labels)
                 check(name, report[name], keras_accuracy, config)
                 report[name].update(session.choices.get(name, {}))
+    import onnx
+
     for name in ("onnx", "onnx_int8"):  # layout changes left in the graph (at most the input's)
         if name in report:
-            import onnx
-
             graph = onnx.load(str(session.work / FILES[name]), load_external_data=False)
             report[name]["transpose_nodes"] = convert.transpose_count(graph)
     write_json(session.work / "parity.json", report)

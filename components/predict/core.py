@@ -94,9 +94,30 @@ def open_runtime(load, model_path: Path, what: str):
         ) from None
 
 
-def open_model(model_path: Path):
+def calibrated_keras_model(model_path: Path, calibration: str | None = None):
+    """A trained model.keras with evaluate's temperature applied, as every exported file
+    has it baked in (see models.calibration_for); stderr says which file gave it, or
+    that the probabilities are uncalibrated because none was found."""
+    import sys
+
+    from components.common.models import calibration_for, load_model, with_temperature
+
+    found = calibration_for(model_path, calibration)
+    if found["file"] is None:
+        why = "; ".join(found["skipped"]) or "no calibration.json beside it or in ../evaluation"
+        print(
+            f"note: {model_path}: probabilities are uncalibrated ({why}); pass "
+            "--calibration EVALUATION_DIR, or use an exported file",
+            file=sys.stderr,
+        )
+    else:
+        print(f"note: temperature {found['temperature']:.3f} from {found['file']}", file=sys.stderr)
+    return with_temperature(load_model(model_path), found["temperature"])
+
+
+def open_model(model_path: Path, calibration: str | None = None):
     """(predictor, image_size) for a .tflite, .onnx, OpenVINO .xml or .keras file or a
-    SavedModel folder."""
+    SavedModel folder; a .keras model gets evaluate's calibration (`calibration`: where)."""
     from components.common import runtimes
 
     if not model_path.exists():
@@ -112,9 +133,7 @@ def open_model(model_path: Path):
         predictor = open_runtime(runtimes.openvino_predictor, model_path, "OpenVINO IR")
         return predictor, image_size_of(model_path)
     if suffix == ".keras":
-        from components.common.models import load_model
-
-        model = load_model(model_path)
+        model = calibrated_keras_model(model_path, calibration)
         return runtimes.keras_predictor(model), int(model.inputs[0].shape[1])
     if model_path.is_dir() and (model_path / "saved_model.pb").exists():
         predictor = open_runtime(runtimes.saved_model_predictor, model_path, "SavedModel")
@@ -225,9 +244,14 @@ def predict_files(
     top_k: int = 3,
     meta: list[str] | None = None,
     metadata_file: str | None = None,
+    calibration: str | None = None,
 ) -> list[dict]:
     model_path = Path(model)
-    predictor, size = open_model(model_path)
+    if calibration and model_path.suffix.lower() != ".keras":
+        raise UserError(
+            f"--calibration is for a .keras model; {model} has the temperature baked in"
+        )
+    predictor, size = open_model(model_path, calibration)
     labels = load_labels(model_path)  # labels.txt sits beside the file or SavedModel folder
     encoder = load_encoder(model_path)
     if encoder is None and (meta or metadata_file):

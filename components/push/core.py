@@ -46,7 +46,7 @@ REFERENCE_FILES = {
         "splits/val.csv",
         "splits/test.csv",
     ),
-    registry.EVALUATION: ("metrics.json", "blessing.json"),
+    registry.EVALUATION: ("metrics.json", "blessing.json", "calibration.json"),
 }
 MAX_SUFFIX = 100
 

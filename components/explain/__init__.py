@@ -1,0 +1,1 @@
+"""`visionpipe explain`: where a trained model looks (Grad-CAM), per image."""

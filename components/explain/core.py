@@ -1,0 +1,142 @@
+"""`visionpipe explain --model DIR|FILE --output DIR IMAGE...`
+
+Per image: `<name>.gradcam.png` (the Grad-CAM map alone, greyscale, at the image's
+own size, brightest where the evidence for the predicted class is),
+`<name>.overlay.png` (the map over the image) and a row of `explain.csv`
+(predicted class, its calibrated probability, the map's peak x and y in the
+image's own pixels, the layer explained). See components/common/gradcam.py.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from components.common import gradcam
+from components.common.errors import UserError
+from components.common.images import ImageRejected, load_rgb, resize_square
+from components.common.metadata import model_inputs
+from components.common.models import calibration_for, load_model, model_file, with_temperature
+from components.common.storage import read_bytes
+
+COLUMNS = ["image", "predicted", "probability", "peak_x", "peak_y", "layer", "gradcam", "overlay"]
+BATCH = 32
+
+
+def output_names(images: list[str]) -> list[str]:
+    """A file stem per image, unique in the output folder (b.png, b.jpg -> b, b-2)."""
+    seen: dict[str, int] = {}
+    names = []
+    for image in images:
+        stem = Path(image).stem or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return names
+
+
+def read_images(images: list[str]) -> list[np.ndarray]:
+    """Each image file as (H, W, 3) uint8 at its own size; a bad one is one line."""
+    pictures = []
+    for path in images:
+        try:
+            pictures.append(np.asarray(load_rgb(read_bytes(path)), dtype=np.uint8))
+        except (ImageRejected, FileNotFoundError, IsADirectoryError) as error:
+            raise UserError(f"cannot use image {path!r}: {error}") from None
+    return pictures
+
+
+def model_rows(model_path: Path, images: list[str], meta, metadata_file):
+    """The encoded metadata input of a model trained with metadata columns, else None."""
+    from components.predict.core import load_encoder, metadata_for
+
+    encoder = load_encoder(model_path)
+    if encoder is None:
+        if meta or metadata_file:
+            raise UserError(f"model {model_path} takes images only; drop --meta / --metadata")
+        return None
+    return metadata_for(encoder, images, meta, metadata_file)
+
+
+def explain_files(
+    model: str,
+    images: list[str],
+    output: str,
+    layer: str = "",
+    meta: list[str] | None = None,
+    metadata_file: str | None = None,
+    calibration: str | None = None,
+) -> list[dict]:
+    from components.predict.core import load_labels
+
+    model_path = Path(model_file(model))
+    keras_model = load_model(model_path)
+    labels = load_labels(model_path)
+    temperature = calibration_for(model_path, calibration)["temperature"]
+    calibrated = with_temperature(keras_model, temperature)
+    size = int(keras_model.inputs[0].shape[1])
+    pictures = read_images(images)
+    rows = model_rows(model_path, images, meta, metadata_file)
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = output_names(images)
+    results = []
+    for start in range(0, len(images), BATCH):
+        part = slice(start, start + BATCH)
+        batch = np.stack(
+            [np.asarray(resize_square(Image.fromarray(p), size)) for p in pictures[part]]
+        )
+        part_rows = None if rows is None else rows[part]
+        cams, explained, _, layer_name = gradcam.heatmaps(keras_model, batch, part_rows, layer)
+        probs = np.asarray(
+            calibrated.predict_on_batch(model_inputs(batch.astype(np.float32), part_rows))
+        )
+        for offset, cam in enumerate(cams):
+            index = start + offset
+            results.append(
+                write_one(
+                    folder,
+                    names[index],
+                    images[index],
+                    pictures[index],
+                    cam,
+                    labels[int(explained[offset])],
+                    float(probs[offset, int(explained[offset])]),
+                    layer_name,
+                )
+            )
+    with open(folder / "explain.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, COLUMNS)
+        writer.writeheader()
+        writer.writerows(results)
+    return results
+
+
+def write_one(
+    folder: Path,
+    name: str,
+    image: str,
+    picture: np.ndarray,
+    cam: np.ndarray,
+    label: str,
+    probability: float,
+    layer: str,
+) -> dict:
+    height, width = picture.shape[:2]
+    own = gradcam.resize_map(cam, width, height)
+    x, y = gradcam.peak_of(own)
+    heat, over = f"{name}.gradcam.png", f"{name}.overlay.png"
+    Image.fromarray((own * 255).round().astype(np.uint8), mode="L").save(folder / heat)
+    Image.fromarray(gradcam.overlay(picture, own)).save(folder / over)
+    return {
+        "image": image,
+        "predicted": label,
+        "probability": round(probability, 6),
+        "peak_x": x,
+        "peak_y": y,
+        "layer": layer,
+        "gradcam": heat,
+        "overlay": over,
+    }
