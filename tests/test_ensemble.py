@@ -94,3 +94,77 @@ def test_kfold_members_leave_out_their_fold(tmp_path):
         tmp_path / "model",
     )
     assert metrics["ensemble"]["from"] == "kfold" and len(metrics["ensemble"]["members"]) == 2
+
+
+@pytest.fixture(scope="module")
+def few_digits(tmp_path_factory):
+    from components.prepare.config import PrepareConfig
+    from components.prepare.core import run as prepare
+    from tests.conftest import write_digit_images
+
+    root = tmp_path_factory.mktemp("few_digits")
+    source = write_digit_images(root / "digits", per_class=24, size=24, formats=("png",))
+    prepare(PrepareConfig(image_size=24), str(source), root / "dataset")
+    return root / "dataset"
+
+
+FAST = {"epochs": 1, "batch_size": 16, "preflight": "off", "tensorboard_histograms": False}
+
+
+def dies_at_member(index, calls):
+    """The train stage's one-model run that is killed as member `index` starts."""
+    from components.train.core import run
+
+    def fit_one(config, dataset, folder, **kwargs):
+        if folder.name == f"member_{index}":
+            raise KeyboardInterrupt("killed")
+        calls.append(folder.name)
+        return run(config, dataset, folder, **kwargs)
+
+    return fit_one
+
+
+def test_a_rerun_with_another_config_does_not_reuse_stale_members(tmp_path, few_digits):
+    """A run killed after member 0, then a run with another width into the same output:
+    member 0 is trained again at the new width (the resume key was 'ensemble-2-seeds',
+    the same for any config or data, and the width-4 member was averaged in)."""
+    from components.common.models import ensemble_members, load_model
+    from components.train.core import dataset_identity, run
+    from components.train.ensemble import run_ensemble
+
+    out = tmp_path / "model"
+    first = TrainConfig(width=4, ensemble=2, **FAST)
+    with pytest.raises(KeyboardInterrupt):
+        run_ensemble(first, few_digits, out, None, False, dies_at_member(1, []),
+                     dataset_identity(few_digits))  # fmt: skip
+    second = TrainConfig(width=8, ensemble=2, **FAST)
+    run(second, few_digits, out)
+    members = ensemble_members(load_model(out))
+    assert [m.get_layer("block0_conv0").filters for m in members] == [8, 8]
+
+
+def test_finished_members_outlive_the_pod(tmp_path, few_digits, gcs_emulator):
+    """A member finished before the kill is kept in the bucket (`<output>.finished/`); the
+    retried task on a fresh disk (another local folder, same gs:// output) fetches it and
+    trains only the rest; the copies are removed once the ensemble is whole. In-process:
+    two calls with nothing local in common stand for two pods."""
+    from components.common import storage
+    from components.train.core import dataset_identity
+    from components.train.ensemble import run_ensemble
+
+    config = TrainConfig(width=4, ensemble=3, **FAST)
+    state_uri = f"{gcs_emulator}/ensemble/model"
+    identity = dataset_identity(few_digits)
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        run_ensemble(config, few_digits, tmp_path / "pod1" / "model", state_uri, False,
+                     dies_at_member(2, calls), identity)  # fmt: skip
+    assert calls == ["member_0", "member_1"]
+    assert storage.exists(f"{state_uri}.finished/member_1.json")
+    calls.clear()
+    metrics = run_ensemble(config, few_digits, tmp_path / "pod2" / "model", state_uri, False,
+                           dies_at_member(99, calls), identity)  # fmt: skip
+    assert calls == ["member_2"]  # members 0 and 1 came from the bucket
+    assert len(metrics["ensemble"]["members"]) == 3
+    assert (tmp_path / "pod2" / "model" / "members" / "member_0" / "model.keras").is_file()
+    assert list(storage.list_files(f"{state_uri}.finished")) == []

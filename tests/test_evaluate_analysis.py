@@ -174,3 +174,29 @@ def test_a_model_that_always_swaps_two_classes_puts_that_pair_on_top(
     assert counts[("3", "8")] == right[3] and counts[("8", "3")] == right[8]
     assert right[3] >= support["3"]["support"] // 2 and right[8] >= support["8"]["support"] // 2
     assert result["metrics"]["per_class"]["3"]["recall"] <= 0.1
+
+
+def test_the_gallery_picks_the_most_confident_mistakes_and_least_confident_hits():
+    """Per class: its mistakes by the wrong class's probability, highest first; its
+    correct items by probability, lowest first; at most `per_class` each; a class with
+    no mistakes shows only hits, and other classes' items never appear in its row."""
+    from components.evaluate.analysis import gallery
+
+    classes = ["a", "b", "c"]
+    rows = [  # (true label, probabilities)
+        (0, [0.2, 0.7, 0.1]),  # 0: a read as b, 0.7
+        (0, [0.1, 0.05, 0.85]),  # 1: a read as c, 0.85
+        (0, [0.6, 0.3, 0.1]),  # 2: a right, 0.6
+        (0, [0.9, 0.05, 0.05]),  # 3: a right, 0.9
+        (0, [0.4, 0.35, 0.25]),  # 4: a right, 0.4
+        (0, [0.3, 0.65, 0.05]),  # 5: a read as b, 0.65
+        (1, [0.05, 0.9, 0.05]),  # 6: b right, 0.9
+        (1, [0.1, 0.5, 0.4]),  # 7: b right, 0.5
+        (2, [0.55, 0.0, 0.45]),  # 8: c read as a, 0.55
+    ]
+    labels = np.array([r[0] for r in rows])
+    probs = np.array([r[1] for r in rows])
+    found = gallery(probs, labels, classes, per_class=2)
+    assert found["a"] == {"confident_mistakes": [1, 0], "unsure_correct": [4, 2]}
+    assert found["b"] == {"confident_mistakes": [], "unsure_correct": [7, 6]}
+    assert found["c"] == {"confident_mistakes": [8], "unsure_correct": []}

@@ -17,8 +17,6 @@ on train, validated on val: the folds say how much its val numbers can be truste
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import numpy as np
 from components.common import progress
 from components.common.artifacts import atomic_dir, read_json, write_json
 from components.common.folds import fold_uris, kfold_assignment
+from components.train.durable import finished_parts, run_key
 
 STAGE = "train"
 REPORTED = ("val_accuracy", "val_loss")
@@ -85,31 +84,36 @@ def run_cross_validation(
     model and `identity` the dataset's (passed in: this module does not import the core)."""
     k = config.cross_validate
     folds, source = folds_of(dataset, k, config.seed)
-    key = hashlib.sha256(
-        json.dumps(["cv", config.to_dict(), identity], sort_keys=True).encode()
-    ).hexdigest()
+    key = run_key("cv", config, identity)
+    finished = finished_parts(state_uri, key)  # folds outlive the pod (a gs:// output)
     single = config.replace(cross_validate=0)
     with atomic_dir(Path(output), resume_key=key) as work:
         per_fold = []
         for index, fold in enumerate(folds):
-            folder = work / "folds" / f"fold_{index}"
-            if (folder / "metrics.json").exists():
+            name, folder = f"fold_{index}", work / "folds" / f"fold_{index}"
+            trained = False
+            if (folder / "metrics.json").exists() or (
+                finished is not None and finished.fetch(name, folder)
+            ):
                 progress.log(STAGE, f"cross-validation fold {index + 1}/{k} already trained")
                 metrics = read_json(folder / "metrics.json")
             else:
                 progress.log(
                     STAGE, f"cross-validation fold {index + 1}/{k} ({len(fold[1])} held out)"
                 )
+                trained = True
                 metrics = fit_one(
                     single,
                     dataset,
                     folder,
-                    state_uri=f"{state_uri}.fold_{index}" if state_uri else None,
+                    state_uri=f"{state_uri}.{name}" if state_uri else None,
                     print_metrics=print_metrics,
                     fold=fold,
                 )
             per_fold.append({**metrics, "train_images": len(fold[0]), "val_images": len(fold[1])})
             (folder / "model.keras").unlink(missing_ok=True)  # the numbers are what is kept
+            if finished is not None and trained:
+                finished.keep(name, folder)
         report = {"source": source, **summarize(per_fold)}
         write_json(work / "cross_validation.json", report)
         progress.log(
@@ -132,4 +136,6 @@ def run_cross_validation(
         record = read_json(work / "config.json")  # the final fit's, as the one that asked
         record["config"] = config.to_dict()
         write_json(work / "config.json", record)
+    if finished is not None:
+        finished.clear()
     return metrics

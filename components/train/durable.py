@@ -110,3 +110,53 @@ def sync_callback(state: DurableState, work: Path):
             state.save(work)
 
     return DurableSync()
+
+
+@dataclass
+class FinishedParts:
+    """The finished parts of a run of several models (ensemble members, cross-validation
+    folds), kept beside its durable state: a retried task in a fresh pod fetches them
+    instead of training them again. Each part is its folder's files, then a pointer
+    (`<name>.json`, written last, naming the run's key): a part whose copy was cut off
+    has no pointer and is trained again; one made for another key is not used."""
+
+    uri: str
+    key: str
+
+    def fetch(self, name: str, folder: Path) -> bool:
+        pointer = f"{self.uri}/{name}.json"
+        if not storage.exists(pointer):
+            return False
+        found = json.loads(storage.read_bytes(pointer))
+        if found.get("key") != self.key:
+            return False
+        for relative in found["files"]:
+            storage.download_file(f"{self.uri}/{name}/{relative}", folder / relative)
+        progress.log("train", f"{name}: finished in an earlier attempt, fetched from {self.uri}")
+        return True
+
+    def keep(self, name: str, folder: Path) -> None:
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        for relative in files:
+            storage.copy_file(folder / relative, f"{self.uri}/{name}/{relative}")
+        body = json.dumps({"key": self.key, "files": files}).encode()
+        storage.write_bytes(f"{self.uri}/{name}.json", body)
+
+    def clear(self) -> None:
+        storage.delete_tree(self.uri)
+
+
+def run_key(kind: str, config, identity: str) -> str:
+    """The resume key of a run of several models: its kind, whole config and dataset."""
+    import hashlib
+
+    text = json.dumps([kind, config.to_dict(), identity], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def finished_parts(state_uri: str | None, key: str) -> FinishedParts | None:
+    """Where a run writing `state_uri` keeps its finished parts (`<output>.finished/`, apart
+    from the `.state/` a model's own fit clears); None for a local output."""
+    if state_uri_for(state_uri) is None:
+        return None
+    return FinishedParts(str(state_uri).rstrip("/") + ".finished", key)

@@ -64,23 +64,29 @@ def average_model(members: list):
 
 
 def run_ensemble(
-    config, dataset: Path, output, state_uri: str | None, print_metrics: bool, fit_one
-) -> dict[str, Any]:
+    config, dataset: Path, output, state_uri: str | None, print_metrics: bool, fit_one,
+    identity: str,
+) -> dict[str, Any]:  # fmt: skip
     """K members, each `fit_one(config, dataset, folder, ...)` (the train stage's run for one
-    model, passed in: this module does not import the stage's core), then averaged."""
+    model, passed in: this module does not import the stage's core), then averaged. The
+    work folder and the finished members are keyed by the config and the dataset's
+    `identity`: a rerun with another config or data into the same output trains afresh."""
     from components.common import augment
     from components.common.models import load_model
+    from components.train.durable import finished_parts, run_key
 
     record = StageRecord(STAGE, config, {"dataset": str(dataset)})
     k = config.ensemble
     folds = kfold_members(dataset, k) if config.ensemble_from == "kfold" else [None] * k
-    key = f"ensemble-{k}-{config.ensemble_from}"
+    key = run_key("ensemble", config, identity)
+    finished = finished_parts(state_uri, key)  # members outlive the pod (a gs:// output)
     with atomic_dir(Path(output), resume_key=key) as work:
         member_metrics = []
         for index, fold in enumerate(folds):
-            folder = work / "members" / f"member_{index}"
+            name, folder = f"member_{index}", work / "members" / f"member_{index}"
             member = config.replace(ensemble=1, seed=config.seed + index)
-            if (folder / "model.keras").exists() and (folder / "metrics.json").exists():
+            done = (folder / "model.keras").exists() and (folder / "metrics.json").exists()
+            if done or (finished is not None and finished.fetch(name, folder)):
                 progress.log(STAGE, f"ensemble member {index + 1}/{k} already trained")
                 member_metrics.append(read_json(folder / "metrics.json"))
                 continue
@@ -91,11 +97,13 @@ def run_ensemble(
                     member,
                     dataset,
                     folder,
-                    state_uri=f"{state_uri}.member_{index}" if state_uri else None,
+                    state_uri=f"{state_uri}.{name}" if state_uri else None,
                     print_metrics=print_metrics,
                     fold=fold,
                 )
             )
+            if finished is not None:
+                finished.keep(name, folder)
         models = [load_model(work / "members" / f"member_{i}") for i in range(k)]
         model = average_model(models)
         metrics = measure(config, dataset, model, member_metrics, work / "members" / "member_0")
@@ -112,6 +120,8 @@ def run_ensemble(
             classes=read_json(dataset / "classes.json"),
             metrics=metrics,
         )
+    if finished is not None:
+        finished.clear()
     progress.log(
         STAGE,
         f"ensemble of {k}: val accuracy {metrics['val_accuracy']:.4f} (members "

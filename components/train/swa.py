@@ -67,6 +67,7 @@ def swa_callback(start: int, work: Path, refresh_batches, model_for_bn):
         def __init__(self):
             super().__init__()
             self.path = work / "swa.npz"
+            self.start = start
             self.mean: list[np.ndarray] | None = None
             self.count = 0
             self.epochs: list[int] = []
