@@ -136,6 +136,10 @@ def test_whole_pipeline_runs_in_the_image_with_docker_runner(cpu_image, tmp_path
     assert set(summary["timings_s"]) == stages
     for key in ("tflite", "onnx", "report", "published"):
         assert summary["artifacts"][key] and Path(summary["artifacts"][key]).exists(), key
+    # graphviz is in the image: preflight drew the model
+    model = tmp_path / "runs" / "in-docker" / "model"
+    assert json.loads((model / "preflight.json").read_text())["model"]["plot"] == "model.png"
+    assert (model / "model.png").stat().st_size > 1000
     # published to a registry under the pipeline root, where the host can see it
     assert (
         str(tmp_path / "runs" / "in-docker" / "kfp" / "registry")

@@ -97,3 +97,28 @@ def test_preflight_leaves_the_fit_where_it_was(tmp_path, digits_dataset):
     after = s.model.get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
     assert s.fitted.optimizer.iterations.numpy() == 0  # the run's optimizer never stepped
+
+
+def test_the_model_is_drawn_with_graphviz_or_the_reason_is_recorded(tmp_path, monkeypatch):
+    """model.png with pydot and graphviz's `dot` (make system-deps, the images); with
+    `dot` off the PATH the record says skipped and why, and nothing fails."""
+    import shutil
+
+    from PIL import Image
+
+    from components.train.models import build_model
+    from components.train.preflight import describe_model
+
+    model = build_model("small_cnn", 16, 3, 0.1, width=4)
+    if shutil.which("dot") is None:
+        pytest.skip("graphviz's dot is not installed here (make system-deps installs it)")
+    drawn = tmp_path / "drawn"
+    drawn.mkdir()
+    assert describe_model(model, drawn)["plot"] == "model.png"
+    assert Image.open(drawn / "model.png").size[1] > 500  # a tall picture of 20-odd layers
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    record = describe_model(model, bare)
+    assert record["plot"].startswith("skipped: ") and len(record["plot"]) > 20
+    assert not (bare / "model.png").exists()
