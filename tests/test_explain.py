@@ -129,3 +129,25 @@ def test_explain_refuses_a_missing_model_and_an_unreadable_image_in_one_line(tmp
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "no model at" in done.stderr
+
+
+def test_an_ensemble_averages_its_members_maps_and_a_metadata_model_takes_its_rows():
+    """Untrained models: an averaged ensemble's map is the mean of its members' maps for
+    the ensemble's class; a model with a metadata input is explained with its rows."""
+    from components.common import gradcam
+    from components.train.ensemble import average_model
+    from components.train.models import build_model, with_metadata
+
+    images = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+    members = [build_model("small_cnn", 32, 3, 0.1, width=4) for _ in range(2)]
+    ensemble = average_model(members)
+    cams, classes, _, layer = gradcam.heatmaps(ensemble, images)
+    assert layer == "mean over 2 members"
+    expected = np.mean([gradcam.heatmaps(m, images, classes=classes)[0] for m in members], 0)
+    np.testing.assert_allclose(cams, expected, atol=1e-5)
+    model = with_metadata(build_model("small_cnn", 32, 3, 0.1, width=4), 2, 3, 0.1)
+    rows = np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)
+    cams, _, probs, _ = gradcam.heatmaps(model, images, rows)
+    assert cams.shape == (2, 32, 32)
+    expected = model.predict_on_batch({"image": images, "metadata": rows})
+    np.testing.assert_allclose(probs, expected.max(1), atol=1e-5)

@@ -153,3 +153,29 @@ def test_katib_trials_read_a_bucket_not_a_local_folder(tmp_path):
     assert (
         container["image"].startswith("visionpipe/visionpipe-cpu:") and "resources" not in container
     )
+
+
+@pytest.mark.slow
+def test_trials_can_be_scored_by_cross_validation(tmp_path):
+    """tune.cross_validate=2: each trial is train --cv 2, scored by the folds' mean (not its
+    one val split); trials.csv says so and the score is that mean."""
+    import json
+
+    from tests.conftest import write_digit_images
+
+    data = write_digit_images(tmp_path / "digits", per_class=30, formats=("png",))
+    out = tmp_path / "tune"
+    done = subprocess.run(
+        [VISIONPIPE, "tune", "--data", str(data), "--output", str(out), *TINY, "--trials", "1",
+         "--set", "tune.cross_validate=2", "--set", "train.preflight=off"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "val_accuracy as the mean of 2 folds" in done.stderr
+    trial = next((out / "tuner").glob("trial_*"))
+    cv = json.loads((trial / "model" / "cross_validation.json").read_text())
+    info = json.loads((trial / "visionpipe_trial.json").read_text())
+    assert info["scored_on"] == "mean of 2 folds"
+    assert len(cv["per_fold"]) == 2 and info["val_accuracy"] == cv["mean"]["val_accuracy"]
+    assert "mean of 2 folds" in (out / "trials.csv").read_text()
+    assert "cross_validate" not in yaml.safe_load((out / "best.yaml").read_text())["train"]

@@ -17,7 +17,9 @@ DEFAULT_SPACE: dict[str, Any] = {
     "label_smoothing": {"min": 0.0, "max": 0.1},
     "optimizer": ["adamw", "sgd"],
 }
-NOT_TUNABLE = {"epochs", "seed", "teacher", "metadata_columns", "augmentation_layers"}
+NOT_TUNABLE = {
+    "epochs", "seed", "teacher", "metadata_columns", "augmentation_layers", "cross_validate",
+}  # fmt: skip
 
 
 @dataclass
@@ -30,6 +32,9 @@ class TuneConfig(StageConfig):
     trials: int = 10  # trials at most (hyperband: also bounded by its brackets)
     max_epochs: int = 0  # epochs per trial (hyperband: the most a trial gets); 0: train.epochs
     objective: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    # K >= 2: each trial is K-fold cross-validated (train.cross_validate) and scored by the
+    # folds' mean objective, not by one val split; 0: the val split (or train's own setting)
+    cross_validate: int = 0
     # train key -> a choice [a, b, ...] or a range {min, max, log?, step?}
     space: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SPACE))
     parallel_trials: int = 2  # Katib: trials at once
@@ -40,6 +45,11 @@ class TuneConfig(StageConfig):
         self.check(1 <= self.trials <= 10_000, "trials", "expected 1..10000")
         self.check(self.max_epochs >= 0, "max_epochs", "expected >= 0 (0: train.epochs)")
         self.check(1 <= self.parallel_trials <= 1000, "parallel_trials", "expected 1..1000")
+        self.check(
+            self.cross_validate == 0 or 2 <= self.cross_validate <= 20,
+            "cross_validate",
+            "expected 0 (score on val) or 2..20 folds",
+        )
         self.check(2 <= self.hyperband_factor <= 10, "hyperband_factor", "expected 2..10")
         self.check(bool(self.space), "space", "expected at least one train key to search")
         for key, domain in self.space.items():

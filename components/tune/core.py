@@ -89,6 +89,17 @@ def make_oracle(tune: TuneConfig, max_epochs: int):
     )
 
 
+def trial_score(metrics: dict[str, Any]) -> tuple[dict[str, float], str]:
+    """A trial's objectives: the mean over its cross-validation folds when it was
+    cross-validated (one val split is a noisy judge on small data), else its val split."""
+    found = metrics.get("cross_validation")
+    if found:
+        mean = found["mean"]
+        scored = f"mean of {found['folds']} folds"
+        return {"val_accuracy": mean["val_accuracy"], "val_loss": mean["val_loss"]}, scored
+    return {"val_accuracy": metrics["val_accuracy"], "val_loss": metrics["val_loss"]}, "val"
+
+
 def tuner_class():
     import keras_tuner as kt
 
@@ -112,9 +123,13 @@ def tuner_class():
             progress.log(STAGE, f"trial {trial.trial_id}: {describe(values)}, {epochs} epoch(s)")
             info = {"values": values, "epochs": epochs, "status": "completed"}
             try:
-                config = TrainConfig.from_dict({**self.train, **values, "epochs": epochs})
-                metrics = train(config, self.dataset, folder / "model")
-                result = {"val_accuracy": metrics["val_accuracy"], "val_loss": metrics["val_loss"]}
+                settings = {**self.train, **values, "epochs": epochs}
+                if self.tune.cross_validate:
+                    settings["cross_validate"] = self.tune.cross_validate
+                metrics = train(TrainConfig.from_dict(settings), self.dataset, folder / "model")
+                result, info["scored_on"] = trial_score(metrics)
+                if "cross_validation" in metrics:
+                    info["cross_validation_std"] = metrics["cross_validation"]["std"]
             except PreflightFailed as error:  # this setting cannot learn: the worst score
                 info["status"] = "preflight failed"
                 info["message"] = str(error)
@@ -194,7 +209,8 @@ def run(
     progress.log(
         STAGE,
         f"{tune.algorithm} search over {', '.join(tune.space)}: up to {tune.trials} trials of "
-        f"up to {max_epochs} epoch(s), {tune.objective} on val",
+        f"up to {max_epochs} epoch(s), {tune.objective} "
+        + (f"as the mean of {tune.cross_validate} folds" if tune.cross_validate else "on val"),
     )
     try:
         tuner.search(verbose=0)
@@ -217,6 +233,7 @@ def trial_rows(tuner, tune: TuneConfig) -> list[dict[str, Any]]:
                 "epochs": info.get("epochs"),
                 tune.objective: trial.score,
                 "status": info.get("status", str(trial.status).lower()),
+                "scored_on": info.get("scored_on"),
                 "seconds": info.get("seconds"),
             }
         )
@@ -248,7 +265,7 @@ def write_results(tuner, tune: TuneConfig, configs: dict[str, dict], output: Pat
     run_config["train"] = best_train
     (output / "best.yaml").write_text(
         f"# best of {len(rows)} trials ({tune.algorithm}, {tune.objective} "
-        f"{best[tune.objective]:.4f} on val): visionpipe run --config best.yaml\n"
+        f"{best[tune.objective]:.4f}, {best['scored_on']}): visionpipe run --config best.yaml\n"
         + yaml.safe_dump(run_config, sort_keys=False)
     )
     best_model = output / "best_model"
