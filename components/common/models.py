@@ -99,8 +99,13 @@ def calibration_for(model_dir: str | Path, given: str | None = None) -> dict:
     {"temperature", "file"} ("file" None: none found, T = 1), or why a file was skipped."""
     import json
 
-    folder = Path(model_file(model_dir)).parent
-    candidates = [given] if given else [folder, folder.parent / "evaluation"]
+    uri = model_file(model_dir)
+    if storage.is_remote(uri):  # text: a gs:// URI is no Path
+        folder = uri.rsplit("/", 1)[0]
+        beside = [folder, folder.rsplit("/", 1)[0] + "/evaluation"]
+    else:
+        beside = [Path(uri).parent, Path(uri).parent.parent / "evaluation"]
+    candidates = [given] if given else beside
     skipped = []
     for candidate in candidates:
         path = str(candidate)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from components.common import gradcam
+from components.common import gradcam, storage
 from components.common.errors import UserError
 from components.common.images import ImageRejected, load_rgb, resize_square
 from components.common.metadata import model_inputs
@@ -71,6 +71,11 @@ def explain_files(
 ) -> list[dict]:
     from components.predict.core import load_labels
 
+    if storage.is_remote(model):
+        raise UserError(
+            f"explain reads a local model folder or .keras file, not {model!r}: copy it "
+            "here first (its classes.json and calibration come with the folder)"
+        )
     model_path = Path(model_file(model))
     keras_model = load_model(model_path)
     labels = load_labels(model_path)
