@@ -55,3 +55,12 @@ def test_onnx_transposes_script_reports_a_backbone():
 
     (result,) = onnx_transposes.main(["--models", "MobileNetV2", "--size", "32"])
     assert result["transpose"] <= 2 and result["conv"] > 10
+
+
+@pytest.mark.slow
+def test_gradcam_quadrants_script_runs_at_tiny_size():
+    from benchmarks import gradcam_quadrants
+
+    out = gradcam_quadrants.main(["--seeds", "1", "--epochs", "1", "--kinds", "position"])
+    (row,) = out["results"]
+    assert row["test_images"] > 0 and 0 <= row["share"] <= 1 and "position" in out["mean_share"]

@@ -96,9 +96,10 @@ def test_backbone_targets_inside_the_nested_model_and_a_named_layer():
     with pytest.raises(UserError, match="no layer 'nope'"):
         gradcam.heatmaps(model, images, layer="nope")
     scratch = build_model("small_cnn", 32, 4, 0.2, width=8)
-    maps = gradcam.feature_maps(scratch, images[0, :32, :32].astype(np.uint8))
-    assert [name for name, _ in maps] == ["block0_conv0", "block0_conv1"]
-    assert maps[0][1].shape == (8, 32, 32)
+    maps = gradcam.feature_maps(scratch, images[:, :32, :32].astype(np.uint8))
+    assert len(maps) == 2 and [name for name, _ in maps[0]] == ["block0_conv0", "block0_conv1"]
+    assert maps[1][0][1].shape == (8, 32, 32)
+    assert maps[1][0][1].max() == 1.0 and maps[1][0][1].min() == 0.0
 
 
 def test_a_class_other_than_the_predicted_one_has_its_own_map():

@@ -18,6 +18,7 @@ convolutional one, unless the net pools it smaller than that), or any layer name
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,6 +130,19 @@ def explaining_model(model, target: Target):
     return keras.Model(inputs, outputs)
 
 
+EXPLAINERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def explainer(model, layer: str = ""):
+    """(target, re-wired model) for `model` and a layer name, built once per model: the
+    report explains its gallery batch by batch."""
+    built = EXPLAINERS.setdefault(model, {})
+    if layer not in built:
+        target = choose_target(model, layer)
+        built[layer] = (target, explaining_model(model, target))
+    return built[layer]
+
+
 def output_dense(model):
     """The final softmax Dense (its kernel gives the pre-softmax scores), or None."""
     import keras
@@ -190,8 +204,7 @@ def heatmaps(model, images: np.ndarray, rows=None, layer: str = "", classes=None
         maps = [heatmaps(m, images, rows, layer, explained)[0] for m in members]
         chosen = probs[np.arange(len(images)), explained]
         return np.mean(maps, axis=0), explained, chosen, f"mean over {len(members)} members"
-    target = choose_target(model, layer)
-    net = explaining_model(model, target)
+    target, net = explainer(model, layer)
     features, gradients, probabilities, explained = feature_gradients(net, model, inputs, classes)
     features = ops.cast(features, "float32")
     weights = ops.mean(ops.cast(gradients, "float32"), axis=(1, 2))  # (N, k)
@@ -250,23 +263,26 @@ def first_conv_layers(model, count: int = 2) -> list[Target]:
     return [t for t in candidate_targets(model) if isinstance(t.layer, convs)][:count]
 
 
-def feature_maps(model, image: np.ndarray, rows=None, count: int = 2, channels: int = 8):
-    """[(layer name, (channels, h, w) maps scaled 0..1 each)] of the first conv layers
-    for one (S, S, 3) image; an ensemble shows its first member's."""
+def feature_maps(model, images: np.ndarray, rows=None, count: int = 2, channels: int = 8):
+    """Per image of an (N, S, S, 3) batch: [(layer name, (channels, h, w) maps scaled to
+    0..1 each)] of the first `count` conv layers (each re-wired model built once); an
+    ensemble shows its first member's."""
     import keras
 
     from components.common import metadata
 
     members = ensemble_members(model)
     if members:
-        return feature_maps(members[0], image, rows, count, channels)
-    out = []
+        return feature_maps(members[0], images, rows, count, channels)
+    inputs = metadata.model_inputs(np.asarray(images, np.float32), rows)
+    out: list[list] = [[] for _ in range(len(images))]
     for target in first_conv_layers(model, count):
         net = explaining_model(model, target)
-        inputs = metadata.model_inputs(np.asarray(image[None], np.float32), rows)
-        maps = np.asarray(keras.ops.convert_to_numpy(net(inputs, training=False)[0]))[0]
-        maps = np.moveaxis(maps[..., :channels].astype(np.float32), -1, 0)
-        low = maps.min(axis=(1, 2), keepdims=True)
-        span = maps.max(axis=(1, 2), keepdims=True) - low
-        out.append((target.name, np.where(span > 0, (maps - low) / np.maximum(span, 1e-12), 0)))
+        maps = np.asarray(keras.ops.convert_to_numpy(net(inputs, training=False)[0]), np.float32)
+        maps = np.moveaxis(maps[..., :channels], -1, 1)  # (N, channels, h, w)
+        low = maps.min(axis=(2, 3), keepdims=True)
+        span = maps.max(axis=(2, 3), keepdims=True) - low
+        scaled = np.where(span > 0, (maps - low) / np.maximum(span, 1e-12), 0)
+        for index in range(len(images)):
+            out[index].append((target.name, scaled[index]))
     return out

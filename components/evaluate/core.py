@@ -368,6 +368,9 @@ def write_evaluation(
         writer.writerows(errors)
 
 
+FEATURE_MAP_CLASSES = 20  # rows of the report's feature-map grid (the first classes)
+
+
 def where_it_looks(config, model, test: Split, gallery, classes) -> dict[str, Any]:
     """Grad-CAM overlays of the gallery's test images (index -> picture) and the first conv
     layers' feature maps of one test image per class (correctly read when one is)."""
@@ -385,17 +388,28 @@ def where_it_looks(config, model, test: Split, gallery, classes) -> dict[str, An
             cams = gradcam.heatmaps(model, images, rows)[0]
             pairs = zip(ids, images, cams, strict=True)
             overlays.update({i: gradcam.overlay(image, cam) for i, image, cam in pairs})
-        predicted = test.probs.argmax(axis=1)
+        picks = class_examples(test, classes[:FEATURE_MAP_CLASSES])
         maps = []
-        for k, name in enumerate(classes):
-            mine = np.flatnonzero(test.labels == k)
-            if len(mine) == 0:
-                continue
-            right = mine[predicted[mine] == k]
-            i = int((right if len(right) else mine)[0])
-            rows = None if test.rows is None else test.rows[i : i + 1]
-            maps.append((name, test.images[i], gradcam.feature_maps(model, test.images[i], rows)))
+        if picks:
+            ids = [i for _, i in picks]
+            images = np.stack([test.images[i] for i in ids])
+            rows = None if test.rows is None else test.rows[ids]
+            found = gradcam.feature_maps(model, images, rows)
+            maps = [(name, images[n], found[n]) for n, (name, _) in enumerate(picks)]
     return {"overlays": overlays, "feature_maps": maps}
+
+
+def class_examples(test: Split, classes: list[str]) -> list[tuple[str, int]]:
+    """(class, test index) per class that has test images: its first image read right,
+    else its first."""
+    predicted = test.probs.argmax(axis=1)
+    picks = []
+    for k, name in enumerate(classes):
+        mine = np.flatnonzero(test.labels == k)
+        right = mine[predicted[mine] == k]
+        if len(mine):
+            picks.append((name, int((right if len(right) else mine)[0])))
+    return picks
 
 
 def write_report(

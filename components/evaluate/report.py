@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,23 +121,51 @@ class Extras:
     feature_maps: list = field(default_factory=list)
 
 
+THUMB = 96  # pixels: the side of a thumbnail in the report's grids
+CAPTION = 14  # pixels of caption text above each thumbnail
+COLOURS = {"red": (200, 30, 30), "green": (20, 130, 40), "black": (20, 20, 20)}
+
+
+def caption_font(image_font):
+    """DejaVu Sans (bundled with matplotlib: it has the arrow and tick of the captions),
+    else Pillow's own font."""
+    from pathlib import Path
+
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    if path.is_file():
+        return image_font.truetype(str(path), 11)
+    return image_font.load_default(size=11)
+
+
 def thumb_grid(rows: list[list[tuple[np.ndarray, str, str]]], title: str) -> bytes:
-    """A grid of thumbnails; each cell is (image, caption, caption colour)."""
-    plt = _pyplot()
+    """A grid of thumbnails; each cell is (image, caption, caption colour). Composed with
+    Pillow (pixel-exact thumbnails, nearest-neighbour for small images): matplotlib spent
+    about 40 ms per cell, seconds per evaluation for a few hundred cells."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = caption_font(ImageFont)
     width = max((len(r) for r in rows), default=1)
-    fig, axes = plt.subplots(
-        len(rows), width, figsize=(1.6 * width, 1.8 * len(rows)), squeeze=False
-    )
+    pad, head = 6, 22
+    cell_w, cell_h = THUMB + pad, THUMB + CAPTION + pad
+    sheet = Image.new("RGB", (pad + width * cell_w, head + len(rows) * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, 5), title, fill=COLOURS["black"], font=font)
     for r, row in enumerate(rows):
-        for c in range(width):
-            ax = axes[r][c]
-            ax.axis("off")
-            if c < len(row):
-                image, caption, colour = row[c]
-                ax.imshow(image)
-                ax.set_title(caption, fontsize=7, color=colour)
-    fig.suptitle(title, fontsize=9)
-    return figure_png(fig)
+        for c, (image, caption, colour) in enumerate(row):
+            picture = Image.fromarray(np.asarray(image, np.uint8)).convert("RGB")
+            scale = THUMB / max(picture.size)  # small images up without blurring them
+            size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+            small = max(picture.size) < THUMB
+            resample = Image.Resampling.NEAREST if small else Image.Resampling.LANCZOS
+            picture = picture.resize(size, resample)
+            x, y = pad + c * cell_w, head + r * cell_h
+            draw.text((x, y), caption[:18], fill=COLOURS.get(colour, COLOURS["black"]), font=font)
+            sheet.paste(picture, (x, y + CAPTION))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
 
 
 def simple_baselines_section(metrics: dict[str, Any]) -> Section | None:
