@@ -150,3 +150,31 @@ def test_run_refuses_a_misspelled_key_with_a_suggestion(capsys):
     assert main(["run", "--set", "train.epoch=3"]) == 2
     err = capsys.readouterr().err.strip()
     assert "did you mean 'epochs'?" in err and len(err.splitlines()) == 1
+
+
+def test_the_catalog_is_what_the_registries_hold_and_validating_imports_no_keras():
+    """Config validation reads components/common/catalog.py, so the `changes` task,
+    compile and submit validate every section without a TensorFlow import (it cost the
+    changes task 4 s of its 5); the registries hold exactly the catalog's names."""
+    import subprocess
+    import sys
+
+    from components.common import catalog
+    from components.common.augment import PRESETS
+    from components.train.models import BACKBONES, FROM_SCRATCH
+
+    assert set(FROM_SCRATCH) == set(catalog.FROM_SCRATCH_MODELS)
+    assert set(PRESETS) == set(catalog.AUGMENTATION_PRESETS)
+    assert BACKBONES is catalog.BACKBONES
+    probe = (
+        "import sys\n"
+        "from components.common.runkey import decide\n"
+        "from components.common.stages import STAGES, config_class\n"
+        "for stage in STAGES:\n"
+        "    config_class(stage).from_dict({})\n"
+        "decide('x', {s: {} for s in STAGES})\n"
+        "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -28,6 +28,7 @@ from typing import Any
 import keras
 
 from components.common.autoaugment import AutoAugment
+from components.common.catalog import AUGMENTATION_PRESETS
 from components.common.errors import UserError
 from components.common.registration import registrar
 
@@ -178,7 +179,7 @@ def _range(value, name: str) -> tuple[float, float]:
     return (low, high)
 
 
-preset = registrar(PRESETS, "augmentation preset")
+preset = registrar(PRESETS, "augmentation preset", AUGMENTATION_PRESETS)
 
 
 @preset("none")

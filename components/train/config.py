@@ -196,8 +196,8 @@ class TrainConfig(StageConfig):
             )
 
     def check_model_and_augmentation(self) -> None:
-        from components.common.augment import PRESETS
-        from components.train.models import known_models
+        from components.common.catalog import AUGMENTATION_PRESETS as PRESETS
+        from components.common.catalog import known_models
 
         self.check(
             self.model in known_models(), "model", f"expected one of {', '.join(known_models())}"
@@ -218,9 +218,9 @@ class TrainConfig(StageConfig):
             parse_custom(self.augmentation_layers, self.seed)  # names and arguments, now
 
     def check_weights(self) -> None:
-        from components.train.models import FROM_SCRATCH
+        from components.common.catalog import FROM_SCRATCH_MODELS
 
-        if self.model in FROM_SCRATCH:
+        if self.model in FROM_SCRATCH_MODELS:
             self.check(
                 self.weights == "none",
                 "weights",

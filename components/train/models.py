@@ -18,42 +18,18 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from components.common.catalog import BACKBONES, FROM_SCRATCH_MODELS, known_models
 from components.common.layers import CaffePreprocess
 from components.common.registration import registrar
 from components.common.storage import read_bytes
 
-# keras.applications models: constructor name -> how the family expects its input.
-#   "builtin": the model rescales 0..255 itself (include_preprocessing)
-#   "tf": scale to -1..1;  "torch": ImageNet mean/std;  "caffe": BGR minus ImageNet means
-BACKBONES: dict[str, str] = {
-    "MobileNetV3Small": "builtin",
-    "MobileNetV3Large": "builtin",
-    "MobileNetV2": "tf",
-    "EfficientNetB0": "builtin",
-    "EfficientNetB1": "builtin",
-    "EfficientNetB2": "builtin",
-    "EfficientNetB3": "builtin",
-    "EfficientNetV2B0": "builtin",
-    "EfficientNetV2S": "builtin",
-    "EfficientNetV2M": "builtin",
-    "ResNet50": "caffe",
-    "ResNet50V2": "tf",
-    "ConvNeXtTiny": "builtin",
-    "DenseNet121": "torch",
-    "Xception": "tf",
-    "InceptionV3": "tf",
-}
 FROM_SCRATCH: dict[str, Callable] = {}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-from_scratch = registrar(FROM_SCRATCH, "model")
-
-
-def known_models() -> list[str]:
-    return [*FROM_SCRATCH, *BACKBONES]
+from_scratch = registrar(FROM_SCRATCH, "model", FROM_SCRATCH_MODELS)
 
 
 def preprocessing(kind: str) -> list:
