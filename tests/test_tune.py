@@ -16,9 +16,9 @@ from tests.conftest import VISIONPIPE
 TINY = ["--set", "train.epochs=1", "--set", "train.width=8"]
 
 
-def tune(output, *extra):
+def tune(output, *extra, data="builtin:digits"):
     return subprocess.run(
-        [VISIONPIPE, "tune", "--data", "builtin:digits", "--output", str(output), *TINY, *extra],
+        [VISIONPIPE, "tune", "--data", str(data), "--output", str(output), *TINY, *extra],
         capture_output=True,
         text=True,
     )
@@ -26,8 +26,11 @@ def tune(output, *extra):
 
 @pytest.mark.slow
 def test_a_search_leaves_a_best_config_that_run_accepts_and_resumes(tmp_path):
+    from tests.conftest import write_digit_images
+
+    data = write_digit_images(tmp_path / "digits", per_class=30, formats=("png",))
     out = tmp_path / "tune"
-    first = tune(out, "--trials", "2")
+    first = tune(out, "--trials", "2", data=data)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "trial 0:" in first.stderr and "trial 1:" in first.stderr
     rows = (out / "trials.csv").read_text().splitlines()
@@ -39,7 +42,7 @@ def test_a_search_leaves_a_best_config_that_run_accepts_and_resumes(tmp_path):
     configs = run_configs(str(out / "best.yaml"), [])  # what `visionpipe run --config` does
     assert configs["train"]["epochs"] == 1
     # KerasTuner's state: the same command with a bigger budget runs only the new trial
-    again = tune(out, "--trials", "3")
+    again = tune(out, "--trials", "3", data=data)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "trial 2:" in again.stderr and "trial 0:" not in again.stderr
     assert "using the dataset prepared earlier" in again.stderr
