@@ -159,14 +159,20 @@ def test_every_known_model_builds():
 
 
 @pytest.mark.slow
-def test_train_cv_reports_every_fold_with_a_mean_and_a_spread(tmp_path, digits_dataset):
+def test_train_cv_reports_every_fold_with_a_mean_and_a_spread(tmp_path):
     """`visionpipe train --cv 3` on a dataset prepared without prepare.kfold: three folds of
     train+val (each image held out once), their mean and spread, then the model itself."""
     import csv
     import json
     import subprocess
 
-    from tests.conftest import VISIONPIPE
+    from components.prepare.config import PrepareConfig
+    from components.prepare.core import run as prepare
+    from tests.conftest import VISIONPIPE, write_digit_images
+
+    source = write_digit_images(tmp_path / "digits", classes=(0, 1, 7, 9), per_class=30)
+    digits_dataset = tmp_path / "dataset"
+    prepare(PrepareConfig(image_size=24), source, digits_dataset)
 
     out = tmp_path / "model"
     done = subprocess.run(
