@@ -158,18 +158,23 @@ def add_predict_command(commands) -> None:
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
-    predict.add_argument(
+    add_model_input_arguments(predict)
+
+
+def add_model_input_arguments(parser) -> None:
+    """What predict and explain take besides the images: metadata and the calibration."""
+    parser.add_argument(
         "--meta",
         action="append",
         metavar="NAME=VALUE",
         help="a metadata column's value for every image (models trained with metadata_columns)",
     )
-    predict.add_argument(
+    parser.add_argument(
         "--metadata",
         metavar="FILE",
         help="CSV/JSONL with an image column and the model's metadata columns, a row per image",
     )
-    predict.add_argument(
+    parser.add_argument(
         "--calibration",
         metavar="PATH",
         help="a .keras model's calibration.json or evaluation folder (default: beside the "
@@ -190,9 +195,7 @@ def add_explain_command(commands) -> None:
         help="the feature map to explain, a layer name (a backbone's too: backbone/NAME); "
         "default: the last convolutional one of side >= 4",
     )
-    explain.add_argument("--meta", action="append", metavar="NAME=VALUE")
-    explain.add_argument("--metadata", metavar="FILE")
-    explain.add_argument("--calibration", metavar="PATH", help="as for predict")
+    add_model_input_arguments(explain)
 
 
 def command_explain(args: argparse.Namespace) -> int:

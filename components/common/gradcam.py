@@ -54,12 +54,6 @@ def spatial_side(layer) -> int | None:
     return int(shape[1])
 
 
-def nested_models(model) -> list:
-    import keras
-
-    return [layer for layer in model.layers if isinstance(layer, keras.Model)]
-
-
 def candidate_targets(model) -> list[Target]:
     """Every layer with a spatial output, in the order the model runs them; a nested
     backbone contributes its own layers in its place."""
@@ -190,7 +184,7 @@ def feature_gradients(net, model, inputs, classes=None):
 
 def heatmaps(model, images: np.ndarray, rows=None, layer: str = "", classes=None):
     """Grad-CAM maps (N, S, S) in 0..1 at the model's input size, the explained class and
-    its (uncalibrated) probability per image, and the target layer's name. `classes`
+    its probability (the model's output) per image, and the target layer's name. `classes`
     defaults to the predicted class; an averaged ensemble averages its members' maps."""
     from keras import ops
 

@@ -383,20 +383,22 @@ def where_it_looks(config, model, test: Split, gallery, classes) -> dict[str, An
         overlays = {}
         for start in range(0, len(shown), config.batch_size):
             ids = shown[start : start + config.batch_size]
-            images = np.stack([test.images[i] for i in ids])
-            rows = None if test.rows is None else test.rows[ids]
+            images, rows = test_batch(test, ids)
             cams = gradcam.heatmaps(model, images, rows)[0]
             pairs = zip(ids, images, cams, strict=True)
             overlays.update({i: gradcam.overlay(image, cam) for i, image, cam in pairs})
         picks = class_examples(test, classes[:FEATURE_MAP_CLASSES])
         maps = []
         if picks:
-            ids = [i for _, i in picks]
-            images = np.stack([test.images[i] for i in ids])
-            rows = None if test.rows is None else test.rows[ids]
+            images, rows = test_batch(test, [i for _, i in picks])
             found = gradcam.feature_maps(model, images, rows)
             maps = [(name, images[n], found[n]) for n, (name, _) in enumerate(picks)]
     return {"overlays": overlays, "feature_maps": maps}
+
+
+def test_batch(test: Split, ids: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The test images `ids` as one (N, S, S, 3) batch, with their metadata rows."""
+    return np.stack([test.images[i] for i in ids]), None if test.rows is None else test.rows[ids]
 
 
 def class_examples(test: Split, classes: list[str]) -> list[tuple[str, int]]:

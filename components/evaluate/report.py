@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from components.common.html import figure_png
+from components.common.images import encode_png
 from components.common.report import Report, Section, Table
 from components.common.report import write as write_report
 
@@ -129,8 +129,6 @@ COLOURS = {"red": (200, 30, 30), "green": (20, 130, 40), "black": (20, 20, 20)}
 def caption_font(image_font):
     """DejaVu Sans (bundled with matplotlib: it has the arrow and tick of the captions),
     else Pillow's own font."""
-    from pathlib import Path
-
     import matplotlib
 
     path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
@@ -163,9 +161,7 @@ def thumb_grid(rows: list[list[tuple[np.ndarray, str, str]]], title: str) -> byt
             x, y = pad + c * cell_w, head + r * cell_h
             draw.text((x, y), caption[:18], fill=COLOURS.get(colour, COLOURS["black"]), font=font)
             sheet.paste(picture, (x, y + CAPTION))
-    buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue()
+    return encode_png(sheet)
 
 
 def simple_baselines_section(metrics: dict[str, Any]) -> Section | None:

@@ -18,8 +18,7 @@ from PIL import Image
 from components.common import gradcam, storage
 from components.common.errors import UserError
 from components.common.images import ImageRejected, load_rgb, resize_square
-from components.common.metadata import model_inputs
-from components.common.models import calibration_for, load_model, model_file, with_temperature
+from components.common.models import model_file
 from components.common.storage import read_bytes
 
 COLUMNS = ["image", "predicted", "probability", "peak_x", "peak_y", "layer", "gradcam", "overlay"]
@@ -48,18 +47,6 @@ def read_images(images: list[str]) -> list[np.ndarray]:
     return pictures
 
 
-def model_rows(model_path: Path, images: list[str], meta, metadata_file):
-    """The encoded metadata input of a model trained with metadata columns, else None."""
-    from components.predict.core import load_encoder, metadata_for
-
-    encoder = load_encoder(model_path)
-    if encoder is None:
-        if meta or metadata_file:
-            raise UserError(f"model {model_path} takes images only; drop --meta / --metadata")
-        return None
-    return metadata_for(encoder, images, meta, metadata_file)
-
-
 def explain_files(
     model: str,
     images: list[str],
@@ -69,7 +56,7 @@ def explain_files(
     metadata_file: str | None = None,
     calibration: str | None = None,
 ) -> list[dict]:
-    from components.predict.core import load_labels
+    from components.predict.core import calibrated_keras_model, load_labels, metadata_input
 
     if storage.is_remote(model):
         raise UserError(
@@ -77,13 +64,12 @@ def explain_files(
             "here first (its classes.json and calibration come with the folder)"
         )
     model_path = Path(model_file(model))
-    keras_model = load_model(model_path)
+    # the maps come from the Dense's logits, the probabilities from the calibrated output
+    keras_model = calibrated_keras_model(model_path, calibration)
     labels = load_labels(model_path)
-    temperature = calibration_for(model_path, calibration)["temperature"]
-    calibrated = with_temperature(keras_model, temperature)
     size = int(keras_model.inputs[0].shape[1])
     pictures = read_images(images)
-    rows = model_rows(model_path, images, meta, metadata_file)
+    rows = metadata_input(model_path, images, meta, metadata_file)
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
     names = output_names(images)
@@ -94,10 +80,7 @@ def explain_files(
             [np.asarray(resize_square(Image.fromarray(p), size)) for p in pictures[part]]
         )
         part_rows = None if rows is None else rows[part]
-        cams, explained, _, layer_name = gradcam.heatmaps(keras_model, batch, part_rows, layer)
-        probs = np.asarray(
-            calibrated.predict_on_batch(model_inputs(batch.astype(np.float32), part_rows))
-        )
+        cams, explained, probs, layer_name = gradcam.heatmaps(keras_model, batch, part_rows, layer)
         for offset, cam in enumerate(cams):
             index = start + offset
             results.append(
@@ -108,7 +91,7 @@ def explain_files(
                     pictures[index],
                     cam,
                     labels[int(explained[offset])],
-                    float(probs[offset, int(explained[offset])]),
+                    float(probs[offset]),
                     layer_name,
                 )
             )

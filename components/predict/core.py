@@ -102,6 +102,7 @@ def calibrated_keras_model(model_path: Path, calibration: str | None = None):
 
     from components.common.models import calibration_for, load_model, with_temperature
 
+    model = load_model(model_path)  # a missing or bad model is the one line, before a note
     found = calibration_for(model_path, calibration)
     if found["file"] is None:
         why = "; ".join(found["skipped"]) or "no calibration.json beside it or in ../evaluation"
@@ -112,7 +113,7 @@ def calibrated_keras_model(model_path: Path, calibration: str | None = None):
         )
     else:
         print(f"note: temperature {found['temperature']:.3f} from {found['file']}", file=sys.stderr)
-    return with_temperature(load_model(model_path), found["temperature"])
+    return with_temperature(model, found["temperature"])
 
 
 def open_model(model_path: Path, calibration: str | None = None):
@@ -238,6 +239,20 @@ def metadata_for(
     return encoder.encode(rows)
 
 
+def metadata_input(
+    model_path: Path, images: list[str], meta: list[str] | None, metadata_file: str | None
+) -> np.ndarray | None:
+    """The encoded metadata input for `images` of a model trained with metadata columns;
+    None for a model that takes images only (which refuses --meta / --metadata)."""
+    encoder = load_encoder(model_path)
+    if encoder is None and (meta or metadata_file):
+        raise UserError(
+            f"model {str(model_path)!r} takes images only (no metadata.json with it); "
+            "drop --meta / --metadata"
+        )
+    return metadata_for(encoder, images, meta, metadata_file) if encoder else None
+
+
 def predict_files(
     model: str,
     images: list[str],
@@ -253,13 +268,7 @@ def predict_files(
         )
     predictor, size = open_model(model_path, calibration)
     labels = load_labels(model_path)  # labels.txt sits beside the file or SavedModel folder
-    encoder = load_encoder(model_path)
-    if encoder is None and (meta or metadata_file):
-        raise UserError(
-            f"model {model!r} takes images only (no metadata.json with it); "
-            "drop --meta / --metadata"
-        )
-    rows = metadata_for(encoder, images, meta, metadata_file) if encoder else None
+    rows = metadata_input(model_path, images, meta, metadata_file)
     results = []
     for index, path in enumerate(images):
         try:

@@ -90,7 +90,8 @@ def run_cross_validation(
     with atomic_dir(Path(output), resume_key=key) as work:
         per_fold = []
         for index, fold in enumerate(folds):
-            name, folder = f"fold_{index}", work / "folds" / f"fold_{index}"
+            name = f"fold_{index}"
+            folder = work / "folds" / name
             trained = False
             if (folder / "metrics.json").exists() or (
                 finished is not None and finished.fetch(name, folder)

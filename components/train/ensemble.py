@@ -83,7 +83,8 @@ def run_ensemble(
     with atomic_dir(Path(output), resume_key=key) as work:
         member_metrics = []
         for index, fold in enumerate(folds):
-            name, folder = f"member_{index}", work / "members" / f"member_{index}"
+            name = f"member_{index}"
+            folder = work / "members" / name
             member = config.replace(ensemble=1, seed=config.seed + index)
             done = (folder / "model.keras").exists() and (folder / "metrics.json").exists()
             if done or (finished is not None and finished.fetch(name, folder)):
