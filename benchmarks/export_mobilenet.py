@@ -47,10 +47,10 @@ def parity_on_digits(workdir: Path, epochs: int) -> dict:
 
 
 def latency_at_224(workdir: Path, runs: int) -> dict:
-    from components.common import runtimes
     from components.export import convert
     from components.export.verify import latency
     from components.train.models import build_model
+    from components.vision import runtimes
 
     model = build_model("MobileNetV3Small", 224, 10, 0.2, weights="none")
     rng = np.random.default_rng(0)

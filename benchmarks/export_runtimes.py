@@ -107,7 +107,7 @@ def default_precision(path: Path):
 
 
 def predictors_for(model, files: dict) -> dict:
-    from components.common import runtimes
+    from components.vision import runtimes
 
     found = {"keras": runtimes.keras_predictor(model)}
     found["ov_fp32_cpu_default"] = default_precision(files["openvino"])
@@ -122,8 +122,8 @@ def predictors_for(model, files: dict) -> dict:
 
 
 def measure(name: str, args, folder: Path) -> dict:
-    from components.common.resources import cpu_limit
     from components.export.verify import throughput
+    from components.infra.resources import cpu_limit
     from components.train.models import build_model
 
     model = build_model(name, args.size, 10, 0.2, "none")

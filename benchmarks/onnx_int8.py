@@ -56,9 +56,9 @@ def median_ms(predictors: dict, image: np.ndarray, runs: int) -> dict[str, float
 
 
 def measure(name: str, size: int, runs: int, calibration: int, folder: Path) -> dict:
-    from components.common import runtimes
     from components.export import convert
     from components.train.models import build_model
+    from components.vision import runtimes
 
     model = build_model(name, size, 10, 0.2, "none", 16, 0.99, 0)
     fp32, int8 = folder / f"{name}.onnx", folder / f"{name}_int8.onnx"

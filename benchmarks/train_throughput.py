@@ -84,12 +84,12 @@ def pipeline_vs_memory(
     """
     import keras
 
-    from components.common import augment
-    from components.common.artifacts import read_json
+    from components.infra.artifacts import read_json
     from components.train import data
     from components.train.config import TrainConfig
     from components.train.models import build_model
     from components.train.optim import compile_model
+    from components.vision import augment
 
     config = TrainConfig(model=model_name, width=width)
     stats = read_json(dataset / "stats.json")
@@ -143,7 +143,7 @@ def augmentation_pipelines(folder: Path, batches: int, size: int = 32, batch: in
     import tensorflow as tf
     from tf_keras.preprocessing.image import ImageDataGenerator
 
-    from components.common import augment
+    from components.vision import augment
 
     def rate(iterator_factory) -> float:
         iterator = iterator_factory()
@@ -193,10 +193,10 @@ def augmentation_pipelines(folder: Path, batches: int, size: int = 32, batch: in
 def precision_on_cpu(dataset: Path, steps: int) -> dict:
     import keras
 
-    from components.common.records import load_split_arrays
     from components.train.config import TrainConfig
     from components.train.models import build_model
     from components.train.optim import compile_model
+    from components.vision.records import load_split_arrays
 
     config = TrainConfig()
     images, labels, _ = load_split_arrays(dataset, "train", 32)
@@ -235,9 +235,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", default=None, help="work folder (default: a temp dir)")
     args = parser.parse_args(argv)
 
-    from components.common.digits import resolve_builtin
     from components.prepare.config import PrepareConfig
     from components.prepare.core import run as prepare
+    from components.vision.digits import resolve_builtin
 
     work = Path(args.output or tempfile.mkdtemp(prefix="vp-throughput-"))
     result: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}

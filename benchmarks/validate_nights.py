@@ -206,7 +206,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--out", default="build/nights")
     args = parser.parse_args(argv)
-    from components.common.digits import resolve_builtin
+    from components.vision.digits import resolve_builtin
 
     digits_dir = Path(resolve_builtin("builtin:digits"))
     out = Path(args.out)

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from components.common.errors import UserError
+from components.infra.errors import UserError
 
 # the Kubeflow releases (kubeflow/manifests README) and the KFP backend each ships
 KUBEFLOW_RELEASES = {

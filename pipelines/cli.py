@@ -21,10 +21,10 @@ import json
 import sys
 from pathlib import Path
 
-from components.common.cli import add_config_arguments, quiet_tensorflow
-from components.common.config import load_config_file, parse_overrides, split_sections
-from components.common.errors import UserError, exit_on_user_error
-from components.common.stages import STAGES, cli_module, config_class
+from components.infra.cli import add_config_arguments, quiet_tensorflow
+from components.infra.config import load_config_file, parse_overrides, split_sections
+from components.infra.errors import UserError, exit_on_user_error
+from pipelines.stages import STAGES, cli_module, config_class
 
 STAGE_CLIS = {stage: cli_module(stage) for stage in STAGES}
 
@@ -276,11 +276,11 @@ def presets() -> dict[str, Path]:
 
 def section_class(name: str):
     if name == "tune":
-        from components.tune.config import TuneConfig
+        from pipelines.tune.config import TuneConfig
 
         return TuneConfig
     if name == "tracking":
-        from components.common.tracking import TrackingConfig
+        from components.infra.tracking import TrackingConfig
 
         return TrackingConfig
     return config_class(name)
@@ -314,7 +314,7 @@ def run_configs(
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from components.common.sources import list_source
+    from components.vision.sources import list_source
     from pipelines.local_run import run_pipeline
 
     configs = run_configs(args.config, forced(args), args.preset)
@@ -400,9 +400,9 @@ def command_tune(args: argparse.Namespace) -> int:
         path = write_experiment(args.output, configs, overrides, settings, args.dataset)
         print(f"Katib Experiment written to {path}: kubectl apply -n <namespace> -f {path}")
         return 0
-    from components.common.sources import list_source
-    from components.tune.config import TuneConfig
-    from components.tune.core import run as search
+    from components.vision.sources import list_source
+    from pipelines.tune.config import TuneConfig
+    from pipelines.tune.core import run as search
 
     tune = TuneConfig.from_dict({**configs.get("tune", {}), **overrides})
     list_source(args.data)  # a wrong path fails here, in a second
@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "tune":
         return command_tune(args)
     if args.command == "history":
-        from components.common import storage
+        from components.infra import storage
         from pipelines.history import history
 
         history(storage.check_location(args.reference, "history reference"), args.output)

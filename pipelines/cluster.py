@@ -21,9 +21,9 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from components.common.config import StageConfig, load_config_file
-from components.common.errors import UserError
-from components.common.stages import TASKS
+from components.infra.config import StageConfig, load_config_file
+from components.infra.errors import UserError
+from components.infra.stages import TASKS
 from pipelines.images import StageImages, is_reference, stage_images
 
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
@@ -129,7 +129,7 @@ class ClusterSettings(StageConfig):
             self.check(bool(DURATION.match(getattr(self, key))), key, "a duration such as 30s")
         self.check(self.retry_backoff_factor >= 1, "retry_backoff_factor", "expected >= 1")
         if self.pipeline_root:
-            from components.common import storage
+            from components.infra import storage
 
             storage.check_location(self.pipeline_root, "kubernetes config pipeline_root")
             self.check(

@@ -35,9 +35,9 @@ def fingerprint(data: str) -> str:
 
     Returns:
         The digest prepare is keyed on: the same listing gives the same value; an added,
-        removed or rewritten file gives a new one (components/common/fingerprint.py).
+        removed or rewritten file gives a new one (components/vision/fingerprint.py).
     """
-    from components.common.fingerprint import fingerprint as digest
+    from components.vision.fingerprint import fingerprint as digest
     from pipelines.runtime import reporting_user_errors
 
     with reporting_user_errors(None):
@@ -69,19 +69,19 @@ def changes(
         export_config: export config.
         push_config: push config (registry, model_name).
         tracking_config: tracking config (MLflow URI, experiment, registered model); the
-            pipeline's MLflow run is opened here (components/common/tracking.py).
+            pipeline's MLflow run is opened here (components/infra/tracking.py).
         kfp_run_id: this run's id (dsl.PIPELINE_JOB_ID_PLACEHOLDER), tagged on that run.
         decision: decision.json: changed, the one-line message, the deployed version's
             reference (validate compares with it) and tonight's provenance (push
-            publishes it), components/common/runkey.py.
+            publishes it), pipelines/runkey.py.
 
     Returns:
         "changed" (the rest of the DAG runs) or "unchanged" (nothing trained or published).
     """
     import json
 
-    from components.common import tracking
-    from components.common.runkey import decide
+    from components.infra import tracking
+    from pipelines.runkey import decide
     from pipelines.runtime import reporting_user_errors
 
     configs = {
@@ -277,8 +277,8 @@ def validate(
     import shutil
     from pathlib import Path
 
-    from components.common.errors import UserError
-    from components.common.tracking_stages import validate_log
+    from components.infra.errors import UserError
+    from components.infra.tracking_stages import validate_log
     from components.validate.config import ValidateConfig
     from components.validate.core import run
     from pipelines.runtime import read_decision, record_night, reporting_user_errors, track
@@ -333,7 +333,7 @@ def train(
     """
     from pathlib import Path
 
-    from components.common.tracking_stages import train_log
+    from components.infra.tracking_stages import train_log
     from components.train.config import TrainConfig
     from components.train.core import run
     from pipelines.runtime import read_decision, reporting_user_errors, track
@@ -379,9 +379,9 @@ def evaluate(
     import shutil
     from pathlib import Path
 
-    from components.common.tracking_stages import evaluate_log
     from components.evaluate.config import EvaluateConfig
     from components.evaluate.core import run
+    from components.infra.tracking_stages import evaluate_log
     from pipelines.runtime import read_decision, record_night, reporting_user_errors, track
 
     with reporting_user_errors(evaluation.path):
@@ -429,9 +429,9 @@ def export(
     """
     from pathlib import Path
 
-    from components.common.tracking_stages import export_log
     from components.export.config import ExportConfig
     from components.export.core import run
+    from components.infra.tracking_stages import export_log
     from pipelines.runtime import read_decision, reporting_user_errors, track
 
     # a failed verification keeps its evidence (parity.json, the failing files) beside the
@@ -476,8 +476,8 @@ def push(
     """
     import json
 
-    from components.common import tracking
-    from components.common.tracking_stages import push_log
+    from components.infra import tracking
+    from components.infra.tracking_stages import push_log
     from components.push.config import PushConfig
     from components.push.core import run
     from pipelines.runtime import read_decision, record_night, reporting_user_errors, track

@@ -2,7 +2,7 @@
 
 Reads the registry's append-only `history.jsonl` (written beside latest.json by
 push for a published version, by evaluate and validate for a refused night;
-components/common/registry.py), prints one row per night, and writes
+components/infra/registry.py), prints one row per night, and writes
 `history.html` and `history.png` (test accuracy and macro F1 over the nights,
 data size on a second axis, refused nights marked).
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from components.common.errors import UserError
-from components.common.registry import HISTORY, read_history
+from components.infra.errors import UserError
+from components.infra.registry import HISTORY, read_history
 
 COLUMNS = ("date", "outcome", "version", "test_accuracy", "macro_f1", "data_total", "reason")
 
@@ -53,7 +53,7 @@ def plot(entries: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from components.common.html import figure_png
+    from components.infra.html import figure_png
 
     nights = list(range(1, len(entries) + 1))
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -90,7 +90,7 @@ def plot(entries: list[dict[str, Any]], path: Path) -> None:
 
 
 def write_html(rows: list[dict[str, str]], reference: str, path: Path) -> None:
-    from components.common.report import Report, Section, Table, render_html
+    from components.infra.report import Report, Section, Table, render_html
 
     report = Report(
         f"visionpipe history: {reference}",

@@ -44,7 +44,7 @@ def render(overlay: Path) -> list[dict]:
 
 def check_visionpipe_parts(obj: dict, where: str) -> list[str]:
     """The configs in our ConfigMap and the CronJob's command, read by visionpipe itself."""
-    from components.common.errors import UserError
+    from components.infra.errors import UserError
     from pipelines.cli import build_parser, run_configs
     from pipelines.cluster import load_cluster_settings
 
@@ -230,7 +230,7 @@ def check_compiled() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from components.common.cli import quiet_tensorflow
+    from components.infra.cli import quiet_tensorflow
 
     quiet_tensorflow()  # the config checks import Keras
     names = argv if argv is not None else sys.argv[1:]

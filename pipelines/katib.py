@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from components.common import schemas, storage
-from components.common.errors import UserError
+from components.infra import schemas, storage
+from components.infra.errors import UserError
 
 API_VERSION = "kubeflow.org/v1beta1"
 SCHEMA = Path(__file__).parent / "schemas" / "katib-v1beta1-swagger.json.gz"
@@ -42,7 +42,7 @@ def camel(key: str) -> str:
 
 def parameter(key: str, domain: Any) -> dict[str, Any]:
     """A Katib ParameterSpec for one search domain of the tune config."""
-    from components.tune.config import is_int
+    from pipelines.tune.config import is_int
 
     if isinstance(domain, list):
         return {
@@ -146,8 +146,8 @@ def experiment(
 ) -> dict[str, Any]:
     """The Experiment for the tune section of `configs` (validated whole-run sections)."""
     from components.train.config import TrainConfig
-    from components.tune.config import TuneConfig
     from pipelines.cluster import images_for
+    from pipelines.tune.config import TuneConfig
 
     tune = TuneConfig.from_dict({**configs.get("tune", {}), **overrides})
     train = dict(configs.get("train", {}))

@@ -18,11 +18,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from components.common import progress
-from components.common.artifacts import read_json, write_json
-from components.common.errors import StageFailed, UserError
-from components.common.stages import OUTPUTS
-from components.common.tracking import STATUS_ENV
+from components.infra import progress
+from components.infra.artifacts import read_json, write_json
+from components.infra.errors import StageFailed, UserError
+from components.infra.stages import OUTPUTS
+from components.infra.tracking import STATUS_ENV
 from pipelines.console import strip_ansi
 from pipelines.runtime import USER_ERROR_FILE
 
@@ -145,7 +145,7 @@ def with_embedded_tracking(configs: dict[str, dict[str, Any]], output: Path) -> 
 def tracking_summary(decision: dict, status_file: Path, error) -> dict[str, Any]:
     """summary.json's `tracking`: where the run went, its MLflow run id, and every failure
     (`decision`: the changes task's, which names the pipeline's MLflow run)."""
-    from components.common import tracking
+    from components.infra import tracking
 
     found = dict(decision.get("tracking") or {})
     if error is not None:  # a stage failed: the pipeline's run is closed as FAILED here
@@ -263,7 +263,7 @@ def summarize(
         "macro_f1": metrics.get("macro_f1"),
         "blessed": blessing.get("blessed"),
         "blessing_reasons": blessing.get("reasons"),
-        # nothing new, nothing spent (components/common/runkey.py): the decision and why
+        # nothing new, nothing spent (pipelines/runkey.py): the decision and why
         "changed": changes.get("changed"),
         "decision": changes.get("message"),
         "deployed_reference": changes.get("reference") or None,

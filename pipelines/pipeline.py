@@ -2,7 +2,7 @@
 evaluate -> [blessed?] -> export -> push.
 
 `changes` (uncached) compares tonight's data fingerprint and resolved configs with the
-deployed version's (components/common/runkey.py): unchanged, and every task after it
+deployed version's (pipelines/runkey.py): unchanged, and every task after it
 is skipped by the DAG, on a cluster as with kfp.local, so a moved `latest` is never
 answered from a stale cache (only prepare is cached, on the fingerprint).
 
@@ -12,7 +12,7 @@ annotations at definition time and needs real types, not strings.
 
 from kfp import dsl
 
-from components.common.stages import STAGES, TASKS
+from components.infra.stages import STAGES, TASKS
 from pipelines import components
 from pipelines.cluster import ClusterSettings, apply_task_settings, images_for
 
@@ -244,7 +244,7 @@ def compile_pipeline(
 
     from kfp import compiler
 
-    from components.common import progress
+    from components.infra import progress
     from pipelines import backend
 
     settings = settings or ClusterSettings()

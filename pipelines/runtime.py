@@ -19,7 +19,7 @@ USER_ERROR_FILE = "user_error.txt"
 def reporting_user_errors(output_path: str | None) -> Iterator[None]:
     """Write a UserError's message beside `output_path` (a task with no output artifact
     passes None: its message is in the task's log only), then re-raise it."""
-    from components.common.errors import UserError
+    from components.infra.errors import UserError
 
     try:
         yield
@@ -43,8 +43,8 @@ def read_decision(path: str) -> dict:
 
 def track(decision: dict, stage: str, make_log) -> None:
     """Log this stage as a nested MLflow run under the pipeline's run
-    (components/common/tracking.py); never raises: tracking must not break the run."""
-    from components.common import progress, tracking
+    (components/infra/tracking.py); never raises: tracking must not break the run."""
+    from components.infra import progress, tracking
 
     try:
         tracking.log_stage(decision, stage, make_log())
@@ -54,12 +54,12 @@ def track(decision: dict, stage: str, make_log) -> None:
 
 
 def record_night(decision: dict, stage: str, dataset: str, outcome: dict) -> None:
-    """One line in the registry's history.jsonl (components/common/registry.py) for a
+    """One line in the registry's history.jsonl (components/infra/registry.py) for a
     night that was published or refused, and the verdict on the pipeline's MLflow run."""
     import json
     import time
 
-    from components.common import progress, registry, tracking
+    from components.infra import progress, registry, tracking
 
     base = decision.get("registry") or ""
     stats_path = os.path.join(dataset, "stats.json")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.common.errors import UserError
+from components.infra.errors import UserError
 from pipelines.pipeline import PIPELINE_NAME
 
 TERMINAL_OK = {"SUCCEEDED"}

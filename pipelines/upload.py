@@ -17,11 +17,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from components.common import digits, progress, storage
-from components.common.errors import UserError
-from components.common.fingerprint import fingerprint
-from components.common.metadata import parse_rows
-from components.common.sources import is_manifest, list_source
+from components.infra import progress, storage
+from components.infra.errors import UserError
+from components.vision import digits
+from components.vision.fingerprint import fingerprint
+from components.vision.metadata import parse_rows
+from components.vision.sources import is_manifest, list_source
 
 UPLOAD_THREADS = 16
 

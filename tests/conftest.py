@@ -45,7 +45,7 @@ def untracked_runs():
 
 @pytest.fixture(scope="session")
 def digits_dir(isolated_cache) -> Path:
-    from components.common.digits import resolve_builtin
+    from components.vision.digits import resolve_builtin
 
     return Path(resolve_builtin("builtin:digits"))
 
@@ -139,7 +139,7 @@ def gcs_emulator():
     server.start()
     old = os.environ.get("STORAGE_EMULATOR_HOST")
     os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-    from components.common import storage
+    from components.infra import storage
 
     storage.gcs_client.cache_clear()
     yield "gs://visionpipe-test"
@@ -161,7 +161,7 @@ def s3_server():
     """
     from moto.server import ThreadedMotoServer
 
-    from components.common import objectstores
+    from components.infra import objectstores
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -183,7 +183,7 @@ def s3_server():
 
 
 def reset_s3_clients():
-    from components.common import objectstores
+    from components.infra import objectstores
 
     objectstores._s3_client.cache_clear()
     objectstores._probe_s3_preconditions.cache_clear()
@@ -194,7 +194,7 @@ def object_store(request, monkeypatch):
     """The same test on Cloud Storage (the emulator, behind the proxy that enforces its
     generation preconditions: tests/gcs_proxy.py), S3 and minio:// (the moto server)."""
     if request.param == "gs":
-        from components.common import storage
+        from components.infra import storage
         from tests.gcs_proxy import GcsProxy
 
         bucket = request.getfixturevalue("gcs_emulator")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from components.common import autoaugment as aa
+from components.vision import autoaugment as aa
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +123,9 @@ def test_draws_are_uniform_over_subpolicies_and_probabilities():
 
 
 def test_the_preset_runs_in_the_training_input_pipeline(digits_dataset):
-    from components.common import augment
     from components.evaluate.robustness import transforms_for
     from components.train import data
+    from components.vision import augment
 
     augmenter = augment.build("autoaugment", seed=3)
     assert augmenter.layer_names == ["AutoAugment"]

@@ -49,7 +49,7 @@ def test_calibration_lowers_val_ece_or_keeps_t1():
 def test_the_keras_layer_is_the_same_function_and_saves(tmp_path):
     import keras
 
-    from components.common.layers import TemperatureScaling
+    from components.vision.layers import TemperatureScaling
 
     probs, _ = over_confident(n=64)
     inputs = keras.Input((5,))
@@ -66,9 +66,9 @@ def test_the_keras_layer_is_the_same_function_and_saves(tmp_path):
 def test_evaluate_records_both_and_export_ships_the_calibrated_probabilities(
     evaluation, exported, trained_model, digits_dataset
 ):
-    from components.common import runtimes
-    from components.common.models import load_model
-    from components.common.records import load_split_arrays
+    from components.vision import runtimes
+    from components.vision.models import load_model
+    from components.vision.records import load_split_arrays
 
     metrics = json.loads((evaluation / "metrics.json").read_text())
     calibration = json.loads((evaluation / "calibration.json").read_text())
@@ -136,9 +136,9 @@ def test_every_format_and_predict_on_keras_ship_a_temperature_other_than_one(
 
     from PIL import Image
 
-    from components.common import runtimes
-    from components.common.models import load_model
-    from components.common.records import load_split_arrays
+    from components.vision import runtimes
+    from components.vision.models import load_model
+    from components.vision.records import load_split_arrays
     from tests.conftest import VISIONPIPE
 
     run_dir = forced_temperature

@@ -2,10 +2,10 @@
 
 import pytest
 
-from components.common.config import parse_overrides, split_sections, stage_config
-from components.common.errors import UserError
 from components.evaluate.config import EvaluateConfig
 from components.export.config import ExportConfig
+from components.infra.config import parse_overrides, split_sections, stage_config
+from components.infra.errors import UserError
 from components.prepare.config import PrepareConfig
 from components.train.config import TrainConfig
 
@@ -153,23 +153,23 @@ def test_run_refuses_a_misspelled_key_with_a_suggestion(capsys):
 
 
 def test_the_catalog_is_what_the_registries_hold_and_validating_imports_no_keras():
-    """Config validation reads components/common/catalog.py, so the `changes` task,
+    """Config validation reads components/vision/catalog.py, so the `changes` task,
     compile and submit validate every section without a TensorFlow import (it cost the
     changes task 4 s of its 5); the registries hold exactly the catalog's names."""
     import subprocess
     import sys
 
-    from components.common import catalog
-    from components.common.augment import PRESETS
     from components.train.models import BACKBONES, FROM_SCRATCH
+    from components.vision import catalog
+    from components.vision.augment import PRESETS
 
     assert set(FROM_SCRATCH) == set(catalog.FROM_SCRATCH_MODELS)
     assert set(PRESETS) == set(catalog.AUGMENTATION_PRESETS)
     assert BACKBONES is catalog.BACKBONES
     probe = (
         "import sys\n"
-        "from components.common.runkey import decide\n"
-        "from components.common.stages import STAGES, config_class\n"
+        "from pipelines.runkey import decide\n"
+        "from pipelines.stages import STAGES, config_class\n"
         "for stage in STAGES:\n"
         "    config_class(stage).from_dict({})\n"
         "decide('x', {s: {} for s in STAGES})\n"

@@ -3,9 +3,9 @@
 import dataclasses
 from pathlib import Path
 
-from components.common.augment import PRESETS
-from components.common.stages import STAGES, config_class
 from components.train.models import known_models
+from components.vision.augment import PRESETS
+from pipelines.stages import STAGES, config_class
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from components.common.errors import UserError
+from components.infra.errors import UserError
 from components.train.config import TrainConfig
 
 pytestmark = pytest.mark.slow
@@ -22,8 +22,8 @@ def ensemble(tmp_path_factory, digits_dataset):
 
 
 def test_the_model_is_the_average_of_its_members(ensemble, digits_dataset):
-    from components.common.models import ensemble_members, load_model
-    from components.common.records import load_split_arrays
+    from components.vision.models import ensemble_members, load_model
+    from components.vision.records import load_split_arrays
 
     folder, metrics = ensemble
     model = load_model(folder)
@@ -128,9 +128,9 @@ def test_a_rerun_with_another_config_does_not_reuse_stale_members(tmp_path, few_
     """A run killed after member 0, then a run with another width into the same output:
     member 0 is trained again at the new width (the resume key was 'ensemble-2-seeds',
     the same for any config or data, and the width-4 member was averaged in)."""
-    from components.common.models import ensemble_members, load_model
     from components.train.core import dataset_identity, run
     from components.train.ensemble import run_ensemble
+    from components.vision.models import ensemble_members, load_model
 
     out = tmp_path / "model"
     first = TrainConfig(width=4, ensemble=2, **FAST)
@@ -148,7 +148,7 @@ def test_finished_members_outlive_the_pod(tmp_path, few_digits, gcs_emulator):
     retried task on a fresh disk (another local folder, same gs:// output) fetches it and
     trains only the rest; the copies are removed once the ensemble is whole. In-process:
     two calls with nothing local in common stand for two pods."""
-    from components.common import storage
+    from components.infra import storage
     from components.train.core import dataset_identity
     from components.train.ensemble import run_ensemble
 

@@ -165,7 +165,7 @@ def test_a_model_that_always_swaps_two_classes_puts_that_pair_on_top(
     assert {(p["true"], p["predicted"]) for p in pairs[:2]} == {("3", "8"), ("8", "3")}
     # exactly the 3s and 8s the trained model itself gets right (how many that is depends
     # on the 8-epoch fixture, so it is measured, not assumed)
-    from components.common.records import load_split_arrays
+    from components.vision.records import load_split_arrays
 
     images, labels, _ = load_split_arrays(digits_dataset, "test", 32)
     base_predicted = base.predict(images.astype("float32"), verbose=0).argmax(axis=1)

@@ -78,9 +78,9 @@ def test_evaluate_report_shows_gradcam_and_feature_maps(quadrant_model, tmp_path
 
 def test_backbone_targets_inside_the_nested_model_and_a_named_layer():
     """Untrained models: only which map is explained and its shape are checked here."""
-    from components.common import gradcam
-    from components.common.errors import UserError
+    from components.infra.errors import UserError
     from components.train.models import build_model
+    from components.vision import gradcam
 
     images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
     model = build_model("MobileNetV3Small", 64, 3, 0.2)
@@ -105,8 +105,8 @@ def test_backbone_targets_inside_the_nested_model_and_a_named_layer():
 def test_a_class_other_than_the_predicted_one_has_its_own_map():
     """Grad-CAM of class c uses d score_c / d A: with the Dense weights of class 1 zeroed
     to the first channel only, its map is that channel's activation (relu'd, scaled)."""
-    from components.common import gradcam
     from components.train.models import build_model
+    from components.vision import gradcam
 
     model = build_model("small_cnn", 32, 3, 0.0, width=8)
     dense = model.get_layer("probabilities")
@@ -135,9 +135,9 @@ def test_explain_refuses_a_missing_model_and_an_unreadable_image_in_one_line(tmp
 def test_an_ensemble_averages_its_members_maps_and_a_metadata_model_takes_its_rows():
     """Untrained models: an averaged ensemble's map is the mean of its members' maps for
     the ensemble's class; a model with a metadata input is explained with its rows."""
-    from components.common import gradcam
     from components.train.ensemble import average_model
     from components.train.models import build_model, with_metadata
+    from components.vision import gradcam
 
     images = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
     members = [build_model("small_cnn", 32, 3, 0.1, width=4) for _ in range(2)]

@@ -77,9 +77,9 @@ def test_onnx_has_dynamic_batch_and_labels(exported):
 def test_server_formats_resize_any_image_size_inside(exported, trained_model):
     import keras
 
-    from components.common import runtimes
-    from components.common.models import with_temperature
     from components.export import convert
+    from components.vision import runtimes
+    from components.vision.models import with_temperature
 
     model = keras.models.load_model(trained_model / "model.keras", compile=False)
     temperature = json.loads((exported / "config.json").read_text())["temperature"]
@@ -109,7 +109,7 @@ def test_tflite_files_take_one_image_of_the_training_size(exported):
 def test_predict_cli_matches_keras_on_sample_images(tmp_path, exported, trained_model, digits_dir):
     import keras
 
-    from components.common.images import load_for_model
+    from components.vision.images import load_for_model
 
     files = [str(next((digits_dir / str(d)).iterdir())) for d in (0, 3, 8)]
     model = keras.models.load_model(trained_model / "model.keras", compile=False)
@@ -140,7 +140,7 @@ def test_predict_cli_matches_keras_on_sample_images(tmp_path, exported, trained_
 def test_labels_travel_inside_tflite_and_onnx_files(tmp_path, exported):
     import shutil
 
-    from components.common.packed import read_attached_labels
+    from components.vision.packed import read_attached_labels
 
     digits = [str(d) for d in range(10)]
     for name in (
@@ -155,7 +155,7 @@ def test_labels_travel_inside_tflite_and_onnx_files(tmp_path, exported):
     lone.mkdir()
     shutil.copy(exported / "model.tflite", lone)
     shutil.copy(exported / "model.onnx", lone)
-    from components.predict.core import load_labels
+    from components.vision.inference import load_labels
 
     assert load_labels(lone / "model.tflite") == digits
     assert load_labels(lone / "model.onnx") == digits
@@ -174,7 +174,7 @@ def test_predict_refuses_a_bad_image_with_exit_2(tmp_path, exported):
 
 
 def test_png_round_trip_matches_training_pixels(tmp_path, digits_dir):
-    from components.common.images import load_for_model
+    from components.vision.images import load_for_model
 
     array = load_for_model(str(next((digits_dir / "5").iterdir())), 32)
     assert array.shape == (32, 32, 3) and array.dtype == np.uint8
@@ -198,7 +198,7 @@ def test_model_card_says_how_each_runtime_calls_the_files(exported):
 
 def test_onnx_runs_on_cuda_where_onnx_runtime_has_it():
     """The choice itself (no GPU here): CUDA first when onnxruntime-gpu lists it."""
-    from components.common import runtimes
+    from components.vision import runtimes
 
     assert runtimes.onnx_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
         "CUDAExecutionProvider",
@@ -221,7 +221,7 @@ def test_the_gpu_image_carries_onnxruntime_gpu():
 def test_int8_onnx_is_static_qdq_and_carries_the_labels(exported):
     import onnx
 
-    from components.predict.core import load_labels
+    from components.vision.inference import load_labels
 
     model = onnx.load(str(exported / "model_int8.onnx"))
     ops = {node.op_type for node in model.graph.node}
@@ -231,7 +231,7 @@ def test_int8_onnx_is_static_qdq_and_carries_the_labels(exported):
 
 
 def test_onnx_int8_needs_onnx():
-    from components.common.errors import UserError
+    from components.infra.errors import UserError
 
     with pytest.raises(UserError, match="onnx_int8 is quantized from the onnx file"):
         ExportConfig.from_dict({"formats": ["tflite", "onnx_int8"]})

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 def fit_and_save(model, dataset, folder, epochs=2):
     """Train `model` briefly on the prepared digits and save it as a train stage would."""
-    from components.common.records import load_split_arrays
+    from components.vision.records import load_split_arrays
 
     images, labels, _ = load_split_arrays(dataset, "train", 32)
     model.compile("adam", "sparse_categorical_crossentropy")
@@ -129,8 +129,8 @@ def test_a_failed_verification_is_one_line_exit_1_and_keeps_its_evidence(
 ):
     """A converter that really mismatches cannot be produced on demand, so ONNX Runtime's
     real predictions are rolled by one class before the (real) parity check sees them."""
-    from components.common import runtimes
     from components.export import core
+    from components.vision import runtimes
     from pipelines.cli import main
 
     real = runtimes.onnx_predictor
@@ -174,9 +174,9 @@ def test_backbones_with_normalization_export_to_onnx_with_only_their_inputs(name
     """Their Normalization constants used to become extra ONNX inputs nobody can feed."""
     import onnx
 
-    from components.common import runtimes
     from components.export import convert
     from components.train.models import build_model
+    from components.vision import runtimes
 
     model = build_model(name, 64, 3, 0.1, "none", 8, 0.9, 0)
     path = tmp_path / "model.onnx"

@@ -3,8 +3,8 @@
 import os
 import time
 
-from components.common import storage
-from components.common.fingerprint import fingerprint
+from components.infra import storage
+from components.vision.fingerprint import fingerprint
 from tests.conftest import write_digit_images
 
 
@@ -93,7 +93,7 @@ def test_builtin_is_a_constant():
 
 
 def test_a_symlink_loop_is_walked_once(tmp_path):
-    from components.common.sources import list_source
+    from components.vision.sources import list_source
 
     data = write_digit_images(tmp_path / "photos", classes=(1, 2), per_class=6)
     (data / "digit_1" / "loop").symlink_to("..")

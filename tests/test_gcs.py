@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from components.common import storage
+from components.infra import storage
 from components.prepare.config import PrepareConfig
 from components.push.config import PushConfig
 from tests.conftest import write_digit_images

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.common.images import ImageLimits, ImageRejected, load_rgb
+from components.vision.images import ImageLimits, ImageRejected, load_rgb
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from components.common.errors import UserError
+from components.infra.errors import UserError
 from components.prepare.config import PrepareConfig
 from components.prepare.core import run
 from tests.conftest import write_digit_images

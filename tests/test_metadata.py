@@ -17,8 +17,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from components.common.errors import UserError
-from components.common.metadata import MetadataEncoder, parse_spec
+from components.infra.errors import UserError
+from components.vision.metadata import MetadataEncoder, parse_spec
 from tests.conftest import VISIONPIPE
 
 # -- the encoder (no TensorFlow) --------------------------------------------------------
@@ -96,7 +96,7 @@ def test_mixup_blends_metadata_by_the_label_weights():
     """MixUp / CutMix mix each row with another; its metadata must get the same blend."""
     import tensorflow as tf
 
-    from components.common import augment
+    from components.vision import augment
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8, 16, 16, 3)).astype("float32")
@@ -167,7 +167,7 @@ def test_two_input_exports_match_keras(metadata_run):
     assert parity["tflite"]["max_abs_diff"] < 1e-4 and parity["onnx"]["max_abs_diff"] < 1e-4
     export_dir = metadata_run["dir"] / "export"
     assert json.loads((export_dir / "metadata.json").read_text())["features"][0] == "sensor=s0"
-    from components.common.packed import read_attached
+    from components.vision.packed import read_attached
 
     assert json.loads(read_attached(export_dir / "model.tflite", "metadata.json"))["columns"]
     card = (export_dir / "model_card.md").read_text()

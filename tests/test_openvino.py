@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from components.common import targets
+from components.vision import targets
 from tests.conftest import VISIONPIPE
 
 
@@ -18,7 +18,7 @@ def test_openvino_files_pass_parity_and_openvino_loads_them_as_they_are(exported
     accurate as Keras on the whole test split; the labels ride inside the IR."""
     import openvino as ov
 
-    from components.common.records import load_split_arrays
+    from components.vision.records import load_split_arrays
 
     parity = json.loads((exported / "parity.json").read_text())
     assert parity["openvino"]["passed"] and parity["openvino"]["top1_agreement"] >= 0.999

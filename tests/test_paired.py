@@ -66,7 +66,7 @@ def test_what_a_small_test_split_could_detect():
 
 
 def test_the_run_key_ignores_spelled_out_defaults_and_sees_changes(tmp_path):
-    from components.common import runkey
+    from pipelines import runkey
 
     plain = runkey.provenance("fp-1", {})
     spelled = runkey.provenance("fp-1", {"train": {"epochs": 40}, "prepare": {"seed": 42}})

@@ -60,7 +60,7 @@ def test_submit_compiles_with_the_configs_parallelism():
 
 
 def test_parallelism_is_validated():
-    from components.common.errors import UserError
+    from components.infra.errors import UserError
     from components.prepare.config import PrepareConfig
 
     with pytest.raises(UserError, match="parallelism"):

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from components.common.errors import UserError
+from components.infra.errors import UserError
 from components.prepare.config import PrepareConfig
 from components.prepare.core import run
 from tests.conftest import write_digit_images
@@ -48,7 +48,7 @@ def test_no_content_hash_in_two_splits(digits_dataset):
 
 
 def test_tfrecords_decode_to_the_stored_images(digits_dataset):
-    from components.common.records import load_split_arrays
+    from components.vision.records import load_split_arrays
 
     images, labels, uris = load_split_arrays(digits_dataset, "test", 32)
     assert images.shape == (270, 32, 32, 3) and images.dtype.name == "uint8"

@@ -55,7 +55,7 @@ def test_fan_out_equals_single_task(tmp_path, source, shards):
 
 
 def test_a_missing_scan_is_refused(tmp_path, source):
-    from components.common.errors import UserError
+    from components.infra.errors import UserError
 
     config = PrepareConfig(workers=1)
     fanout.scan(config, str(source), 0, 2, tmp_path / "scan-0")

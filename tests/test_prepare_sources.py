@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.common.errors import UserError
+from components.infra.errors import UserError
 from components.prepare.config import PrepareConfig
 from components.prepare.core import run
 from tests.conftest import write_digit_images

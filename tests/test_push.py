@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from components.common.errors import PushRefused, UserError
+from components.infra.errors import PushRefused, UserError
 from components.push.config import PushConfig
 from components.push.core import run
 
@@ -109,7 +109,7 @@ def test_a_refused_push_has_its_own_exit_code(tmp_path, verified, capsys):
 
 
 def test_push_publishes_what_re_evaluation_needs(tmp_path, verified):
-    from components.common import registry
+    from components.infra import registry
 
     export, evaluation = verified
     model = tmp_path / "model"

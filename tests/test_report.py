@@ -1,6 +1,6 @@
 """One report model, two renderings: the same rows, the same limit, escaped HTML."""
 
-from components.common.report import Report, Section, Table, render_html, render_markdown
+from components.infra.report import Report, Section, Table, render_html, render_markdown
 
 
 def sample() -> Report:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from components.common import resources
+from components.infra import resources
 
 
 def test_cgroup_v2_limits(tmp_path):

@@ -12,8 +12,8 @@ import subprocess
 import pytest
 import yaml
 
-from components.common import objectstores, storage
-from components.common.errors import UserError
+from components.infra import objectstores, storage
+from components.infra.errors import UserError
 from components.prepare.config import PrepareConfig
 from components.push.config import PushConfig
 from tests.conftest import VISIONPIPE, reset_s3_clients, write_digit_images
@@ -48,8 +48,8 @@ def test_every_operation_on_each_store(object_store):
 
 
 def test_prepare_from_a_folder_and_a_manifest_in_s3(tmp_path, s3_server):
-    from components.common.fingerprint import fingerprint
     from components.prepare.core import run
+    from components.vision.fingerprint import fingerprint
 
     local = write_digit_images(tmp_path / "local", classes=(2, 5), per_class=12)
     upload_folder(local, f"{s3_server}/photos")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from components.common.errors import UserError
+from components.infra.errors import UserError
 from components.push import serving
 from components.push.config import PushConfig
 from pipelines import k8s_check
@@ -68,8 +68,8 @@ def test_triton_version_in_a_folder(tmp_path, exported, evaluation):
     the graph's own inputs and outputs."""
     import onnxruntime as ort
 
-    from components.common.packed import onnx_signature
     from components.push.core import run
+    from components.vision.packed import onnx_signature
 
     registry = tmp_path / "registry"
     result = run(PushConfig(registry=str(registry), version="v1"), exported, evaluation)
@@ -104,7 +104,7 @@ def test_tensorflow_version_in_a_bucket(gcs_emulator, tmp_path, exported, evalua
     with version 1, and a published file that k8s-check accepts."""
     import tensorflow as tf
 
-    from components.common import storage
+    from components.infra import storage
     from components.push.core import run
 
     config = PushConfig(

@@ -1,13 +1,15 @@
 """The code's shape, checked so the next drift is seen: no function over 80 lines, every
 stage's `run` a screenful (60), and no import cycle among the project's modules,
-imports inside functions included (the way tests/test_layout.py checks stage isolation)."""
+imports inside functions and importlib calls included (tests/imports.py, which
+tests/test_layout.py's stage isolation reads too)."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-from components.common.stages import STAGES
+from components.infra.stages import STAGES
+from tests.imports import imported
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("components", "pipelines")
@@ -47,22 +49,9 @@ def function_lengths() -> list[tuple[int, str]]:
 
 
 def imports(module: str, path: Path, known: set[str]) -> set[str]:
-    """The project modules `module` imports anywhere in its file."""
-    found = set()
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
-            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
-        else:
-            continue
-        found.update(name for name in names if name in known and name != module)
-    return found
+    """The project modules `module` imports anywhere in its file, importlib calls with a
+    literal or f-string name included (tests/imports.py)."""
+    return imported(path, module, known)
 
 
 def cycles() -> list[list[str]]:

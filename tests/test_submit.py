@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from components.common.stages import STAGES
+from components.infra.stages import STAGES
 from pipelines.cli import main
 from tests.kfp_server import KfpServer
 from tests.kfp_spec import all_tasks, producer
@@ -281,8 +281,8 @@ def test_upload_without_a_gs_pipeline_root_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("store", ["gcs_emulator", "s3_server"])
 def test_upload_copies_a_folder_once_and_submits_the_copy(tmp_path, store, capsys, request):
-    from components.common import storage
-    from components.common.fingerprint import fingerprint
+    from components.infra import storage
+    from components.vision.fingerprint import fingerprint
     from tests.conftest import write_digit_images
 
     data = write_digit_images(tmp_path / "photos", classes=(1, 2), per_class=4)
@@ -312,8 +312,8 @@ def test_upload_copies_a_folder_once_and_submits_the_copy(tmp_path, store, capsy
 
 
 def test_upload_copies_a_manifest_and_its_files(tmp_path, gcs_emulator):
-    from components.common import storage
-    from components.common.sources import list_source
+    from components.infra import storage
+    from components.vision.sources import list_source
     from tests.conftest import write_digit_images
 
     images = write_digit_images(tmp_path / "elsewhere", classes=(1, 2), per_class=4)

@@ -57,7 +57,7 @@ def test_profile_batches_writes_a_profile(tmp_path, digits_dataset):
 
 
 def test_profile_batches_is_validated():
-    from components.common.errors import UserError
+    from components.infra.errors import UserError
     from components.train.config import TrainConfig
 
     for bad in ("5", "3,1", "0,2", "a,b"):

@@ -39,7 +39,7 @@ def classify_all(path, images):
 
 @pytest.fixture(scope="module")
 def test_split(digits_dataset):
-    from components.common.records import load_split_arrays
+    from components.vision.records import load_split_arrays
 
     images, labels, _ = load_split_arrays(digits_dataset, "test", 32)
     return images, labels
@@ -68,9 +68,9 @@ def test_mediapipe_image_classifier_takes_every_tflite_file(exported, test_split
 
 
 def test_standard_metadata_as_a_reader_sees_it(exported):
-    from components.common.packed import read_attached, read_attached_labels
     from components.export import tflite_metadata
     from components.export.schema import metadata_schema_generated as schema
+    from components.vision.packed import read_attached, read_attached_labels
 
     for name in FILES:
         meta = tflite_metadata.read(exported / name)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from components.common import registry, storage
+from components.infra import registry, storage
 from tests.conftest import VISIONPIPE
 
 
@@ -228,7 +228,7 @@ def test_every_compiled_task_gets_the_tracking_uri_and_credentials(tmp_path, mon
 def test_a_store_that_cannot_even_be_opened_breaks_nothing(tmp_path, monkeypatch):
     """The client itself failing to come up (an embedded store in a folder this process
     cannot write, as a container's user may find it) is said once and returns at once."""
-    from components.common.tracking import TrackingConfig, open_pipeline_run
+    from components.infra.tracking import TrackingConfig, open_pipeline_run
 
     status = tmp_path / "tracking.jsonl"
     monkeypatch.setenv("VISIONPIPE_TRACKING_STATUS", str(status))

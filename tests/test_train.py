@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from components.common import augment
 from components.train.models import build_model
+from components.vision import augment
 
 
 @pytest.mark.slow

@@ -31,10 +31,10 @@ def small_digits(tmp_path_factory):
 
 def val_loss_of_saved_model(model_dir, dataset, config: TrainConfig) -> float:
     """model.keras measured on val as the fit measured each epoch (same loss, same data)."""
-    from components.common.artifacts import read_json
-    from components.common.models import load_model
+    from components.infra.artifacts import read_json
     from components.train import data
     from components.train.optim import compile_model
+    from components.vision.models import load_model
 
     stats = read_json(dataset / "stats.json")
     classes = read_json(dataset / "classes.json")
@@ -87,10 +87,10 @@ def test_class_weights_raise_the_minority_recall(tmp_path):
     was 0.30 (seed 1), unweighted training's 0.00."""
     from sklearn.datasets import load_digits
 
-    from components.common.models import load_model
     from components.prepare.config import PrepareConfig
     from components.prepare.core import run as prepare
     from components.train.core import run as train
+    from components.vision.models import load_model
 
     images = tmp_path / "images"
     write_digit_images(images, classes=(3,), per_class=120, formats=("png",))
@@ -139,7 +139,7 @@ def test_a_weights_file_in_a_bucket_is_loaded(tmp_path, gcs_emulator):
     file's weights, not random ones."""
     import keras
 
-    from components.common import storage
+    from components.infra import storage
     from components.train.models import build_model
 
     source = keras.applications.MobileNetV3Small(

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from components.common import storage
+from components.infra import storage
 from tests.conftest import VISIONPIPE
 
 pytestmark = pytest.mark.slow
@@ -150,7 +150,7 @@ def test_sigterm_mid_epoch_saves_within_the_grace_period_and_resumes(
 
 
 def test_checkpoint_every_is_validated_and_parsed():
-    from components.common.errors import UserError
+    from components.infra.errors import UserError
     from components.train.config import TrainConfig
     from components.train.preemption import parse_every
 

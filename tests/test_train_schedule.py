@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.common import augment
-from components.common.errors import UserError
+from components.infra.errors import UserError
 from components.train.config import TrainConfig
+from components.vision import augment
 
 
 def test_cosine_schedule_warms_up_linearly_then_decays():
@@ -187,8 +187,8 @@ def test_two_stage_run_freezes_then_unfreezes_with_batchnorm_frozen(
     # BatchNorm statistics estimated on digits (as pretraining would leave them): with the
     # initial ones (mean 0, variance 1) a random deep net's features are all alike and
     # nothing trains, so stage 2 could never be kept
-    from components.common.records import load_split_arrays
     from components.train.swa import refresh_batchnorm
+    from components.vision.records import load_split_arrays
 
     pixels = load_split_arrays(digits_dataset, "train", 32)[0][:256].astype("float32")
     refresh_batchnorm(backbone, (pixels[i : i + 64] for i in range(0, 256, 64)))

@@ -4,14 +4,14 @@ are a fresh estimate over the train batches; real Keras training on real digits.
 import numpy as np
 import pytest
 
-from components.common.errors import UserError
+from components.infra.errors import UserError
 from components.train.config import TrainConfig
 from components.train.swa import swa_callback
 
 
 @pytest.fixture(scope="module")
 def digits_arrays(digits_dataset):
-    from components.common.records import load_split_arrays
+    from components.vision.records import load_split_arrays
 
     images, labels, _ = load_split_arrays(digits_dataset, "train", 32)
     return images[:256].astype(np.float32), np.eye(10, dtype=np.float32)[labels[:256]]

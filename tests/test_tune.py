@@ -6,11 +6,11 @@ import subprocess
 import pytest
 import yaml
 
-from components.common.errors import UserError
-from components.tune.config import TuneConfig
+from components.infra.errors import UserError
 from pipelines import katib
 from pipelines.cli import main, run_configs
 from pipelines.cluster import ClusterSettings
+from pipelines.tune.config import TuneConfig
 from tests.conftest import VISIONPIPE
 
 TINY = ["--set", "train.epochs=1", "--set", "train.width=8"]

@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks import validate_nights as nights
 from benchmarks.validate_nights import flagged, night_one, poison, publish, write_night
-from components.common.errors import UserError
+from components.infra.errors import UserError
 from components.prepare.config import PrepareConfig
 from components.validate.config import ValidateConfig
 

@@ -2,7 +2,7 @@
 
 `evaluate.baseline_model` may name
   - a registry reference, `<registry>/<model_name>` (the version latest.json names) or
-    `<registry>/<model_name>/<version>`, on a folder or gs:// (components/common/registry.py);
+    `<registry>/<model_name>/<version>`, on a folder or gs:// (components/infra/registry.py);
   - a model folder or .keras file, local or gs://.
 
 The baseline is re-measured here, with the same code, on today's test split. A
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.common import registry, storage
-from components.common.errors import UserError
-from components.common.models import load_model, model_file
+from components.infra import registry, storage
+from components.infra.errors import UserError
+from components.vision.models import load_model, model_file
 
 
 @dataclass
@@ -108,7 +108,7 @@ def test_parts(found: Baseline, dataset, uris: list[str], classes, labels) -> di
     new: in none of its splits; seen: in its train or val split (never compared)."""
     import numpy as np
 
-    from components.common import metadata
+    from components.vision import metadata
 
     sha = {row["uri"]: row.get("sha256", "") for row in metadata.read_rows(dataset, "test")}
     if found.splits is None:  # a plain model folder: nothing known about its data
@@ -149,8 +149,8 @@ def compare(
     parts are measured for both models; the gate's verdict is the exact paired test
     (components/evaluate/paired.py). `predict(model, rows)` gives a model's probabilities
     on `images`; `metric_fn(probs, labels)` the classification metrics."""
-    from components.common.models import metadata_rows
     from components.evaluate import paired
+    from components.vision.models import metadata_rows
 
     found = find_baseline(reference)
     if found is None:

@@ -19,7 +19,7 @@ def downsampled(images, size: int = PIXELS) -> np.ndarray:
     """(N, size*size*3) float32 features from an image array or a streamed split."""
     from PIL import Image
 
-    from components.common.records import image_batches
+    from components.vision.records import image_batches
 
     rows = []
     for batch in image_batches(images, 256):

@@ -5,7 +5,7 @@ sharpens under-confident ones (label smoothing makes a model under-confident). T
 class, and so accuracy and F1, never change. T minimises the negative log-likelihood of
 the val split; it is kept only if it lowers both val log loss and val ECE, so a model
 that is already calibrated keeps T = 1. Export bakes T into every format
-(components/common/layers.py: TemperatureScaling), so what ships is what `ece` measures.
+(components/vision/layers.py: TemperatureScaling), so what ships is what `ece` measures.
 """
 
 from __future__ import annotations

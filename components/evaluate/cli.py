@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from components.common.cli import add_stage_io, run_with_storage, stage_main
-from components.common.config import stage_config
+from components.infra.cli import add_stage_io, run_with_storage, stage_main
+from components.infra.config import stage_config
 
 DESCRIPTION = "Evaluate a trained model on the test split and decide whether to bless it."
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.common.config import StageConfig
+from components.infra.config import StageConfig
 
 
 @dataclass
@@ -29,7 +29,7 @@ class EvaluateConfig(StageConfig):
     neighbours: int = 3  # nearest training images shown per misclassified test image
     gallery_per_class: int = 3
     # Grad-CAM overlays of the gallery's images and first-conv feature maps of one test
-    # image per class in the report (components/common/gradcam.py)
+    # image per class in the report (components/vision/gradcam.py)
     explain: bool = True
     robustness_flag_drop: float = 0.25  # flag a transform that costs a class this much accuracy
     max_listed: int = 50  # rows per table in the report (the CSV/JSON files hold all)

@@ -9,20 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from components.common import metadata, progress
-from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
-from components.common.augment import load_policy
-from components.common.errors import UserError
-from components.common.models import (
-    CALIBRATION_FILE,
-    embedding_model,
-    load_model,
-    metadata_rows,
-    model_digest,
-    predict_batches,
-    predict_probs,
-)
-from components.common.records import stratified_indices
 from components.evaluate import analysis, baselines, report, robustness
 from components.evaluate.baseline import compare as compare_baseline
 from components.evaluate.calibration import apply_temperature, calibrate, negative_log_likelihood
@@ -34,6 +20,21 @@ from components.evaluate.metrics import (
     expected_calibration_error,
     most_confused_pairs,
 )
+from components.infra import progress
+from components.infra.artifacts import StageRecord, atomic_dir, read_json, write_json
+from components.infra.errors import UserError
+from components.vision import metadata
+from components.vision.augment import load_policy
+from components.vision.models import (
+    CALIBRATION_FILE,
+    embedding_model,
+    load_model,
+    metadata_rows,
+    model_digest,
+    predict_batches,
+    predict_probs,
+)
+from components.vision.records import stratified_indices
 
 STAGE = "evaluate"
 
@@ -134,7 +135,7 @@ def predict_splits(
 ) -> tuple[Split, Split, dict[str, Any]]:
     """Probabilities and float16 embeddings of the test split and of a stratified sample of
     the train split (all of it up to evaluate.max_train_analysis images); what was sampled."""
-    from components.common.records import load_split_arrays, stratified_sample, streamed_split
+    from components.vision.records import load_split_arrays, stratified_sample, streamed_split
 
     size = int(read_json(dataset / "stats.json")["image_size"])
     keep, total = stratified_sample(dataset, "train", config.max_train_analysis)
@@ -171,7 +172,7 @@ def ensemble_report(
     config: EvaluateConfig, model, test: Split, classes: list[str], temperature: float
 ) -> dict[str, Any] | None:
     """Each member of an averaged ensemble on the test split, beside the average."""
-    from components.common.models import ensemble_members
+    from components.vision.models import ensemble_members
 
     members = ensemble_members(model)
     if not members:
@@ -206,7 +207,7 @@ def fit_calibration(config: EvaluateConfig, model, model_dir, dataset: Path) -> 
     """Temperature scaling fitted on the val split (T = 1 when evaluate.calibrate is off)."""
     if not config.calibrate:
         return {"temperature": 1.0, "kept": False, "fitted_on": None}
-    from components.common.records import streamed_split
+    from components.vision.records import streamed_split
 
     size = int(read_json(dataset / "stats.json")["image_size"])
     images, labels, uris = streamed_split(dataset, "val", size)  # streamed: never held
@@ -376,7 +377,7 @@ def where_it_looks(config, model, test: Split, gallery, classes) -> dict[str, An
     layers' feature maps of one test image per class (correctly read when one is)."""
     if not config.explain:
         return {"overlays": {}, "feature_maps": []}
-    from components.common import gradcam
+    from components.vision import gradcam
 
     with progress.step(STAGE, "Grad-CAM of the gallery, feature maps per class"):
         shown = sorted({i for found in gallery.values() for ids in found.values() for i in ids})
@@ -454,7 +455,7 @@ def write_report(
         ),
         limit=config.max_listed,
     )
-    from components.common.tensorboard import write_images
+    from components.infra.tensorboard import write_images
 
     write_images(  # the pictures in TensorBoard too: tensorboard --logdir <run folder>
         work / "tensorboard",

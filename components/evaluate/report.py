@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from components.common.html import figure_png
-from components.common.images import encode_png
-from components.common.report import Report, Section, Table
-from components.common.report import write as write_report
+from components.infra.html import figure_png
+from components.infra.report import Report, Section, Table
+from components.infra.report import write as write_report
+from components.vision.images import encode_png
 
 
 def _pyplot():

@@ -24,7 +24,7 @@ def transforms_for(
     operations that may not preserve the label (each at the policy's strongest
     magnitude); MixUp and CutMix are left out (they blend two images and their labels,
     so no single label is expected)."""
-    from components.common.augment import PRESETS, is_mixing, parse_custom
+    from components.vision.augment import PRESETS, is_mixing, parse_custom
 
     if augmentation == "custom":
         layers = parse_custom(custom or [], seed)

@@ -4,7 +4,7 @@ Per image: `<name>.gradcam.png` (the Grad-CAM map alone, greyscale, at the image
 own size, brightest where the evidence for the predicted class is),
 `<name>.overlay.png` (the map over the image) and a row of `explain.csv`
 (predicted class, its calibrated probability, the map's peak x and y in the
-image's own pixels, the layer explained). See components/common/gradcam.py.
+image's own pixels, the layer explained). See components/vision/gradcam.py.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from components.common import gradcam, storage
-from components.common.errors import UserError
-from components.common.images import ImageRejected, load_rgb, resize_square
-from components.common.models import model_file
-from components.common.storage import read_bytes
+from components.infra import storage
+from components.infra.errors import UserError
+from components.infra.storage import read_bytes
+from components.vision import gradcam
+from components.vision.images import ImageRejected, load_rgb, resize_square
+from components.vision.models import model_file
 
 COLUMNS = ["image", "predicted", "probability", "peak_x", "peak_y", "layer", "gradcam", "overlay"]
 BATCH = 32
@@ -56,7 +57,7 @@ def explain_files(
     metadata_file: str | None = None,
     calibration: str | None = None,
 ) -> list[dict]:
-    from components.predict.core import calibrated_keras_model, load_labels, metadata_input
+    from components.vision.inference import calibrated_keras_model, load_labels, metadata_input
 
     if storage.is_remote(model):
         raise UserError(

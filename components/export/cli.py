@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from components.common.cli import add_stage_io, run_with_storage, stage_main
-from components.common.config import stage_config
+from components.infra.cli import add_stage_io, run_with_storage, stage_main
+from components.infra.config import stage_config
 
 DESCRIPTION = "Export a trained model to SavedModel, TFLite and ONNX, verified against Keras."
 
@@ -21,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace) -> int:
     import functools
 
-    from components.common import storage
     from components.export.config import ExportConfig
     from components.export.core import run
+    from components.infra import storage
 
     config = stage_config(ExportConfig, args.config, args.set)
     evidence = f"{args.output.rstrip('/')}.failed"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from components.common.config import StageConfig
+from components.infra.config import StageConfig
 
 FORMATS = (
     "saved_model",

@@ -20,7 +20,7 @@ import json
 import re
 from pathlib import Path
 
-from components.common.errors import UserError, VerificationFailed
+from components.infra.errors import UserError, VerificationFailed
 
 
 class ExportFailed(VerificationFailed):
@@ -202,7 +202,7 @@ def inference_model(model):
     """
     import keras
 
-    from components.common.augment import is_augmentation
+    from components.vision.augment import is_augmentation
 
     def policy_name(layer) -> str:
         return getattr(getattr(layer, "dtype_policy", None), "name", "float32")

@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from components.common import metadata, progress, runtimes
-from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
 from components.export import convert, tflite_metadata
 from components.export.config import ExportConfig
 from components.export.model_card import write_model_card
 from components.export.verify import latency, parity, throughput
+from components.infra import progress
+from components.infra.artifacts import StageRecord, atomic_dir, read_json, write_json
+from components.vision import metadata, runtimes
 
 STAGE = "export"
 FILES = {
@@ -38,7 +39,7 @@ def folder_size(path: Path) -> int:
 def representative_batches(dataset: Path, size: int, count: int, encoder=None, seed: int = 0):
     """A callable yielding float32 (1, S, S, 3) train images for int8 calibration
     ({"image", "metadata" (1, M)} with a metadata encoder)."""
-    from components.common.records import load_split_arrays, stratified_sample
+    from components.vision.records import load_split_arrays, stratified_sample
 
     keep, _ = stratified_sample(dataset, "train", count, seed)  # only these are kept in memory
     images, _, uris = load_split_arrays(dataset, "train", size, keep=keep)
@@ -107,7 +108,7 @@ def check(name: str, result: dict[str, Any], keras_accuracy: float, config: Expo
 def keep_evidence(work: Path, failed: list[str], target: str) -> str:
     """Copy parity.json, the reports and the files of the failing formats to `target` (a
     folder or gs:// prefix beside the output), where a failed run's message points."""
-    from components.common import storage
+    from components.infra import storage
 
     keep = ["parity.json", "benchmark.json", "model_card.md", "labels.txt"]
     keep += [FILES[name] for name in failed if name in FILES]
@@ -205,8 +206,8 @@ def run(
 def start_session(config, dataset, model_dir, output, evaluation, evidence_uri) -> Session:
     """The inference model (augmentation stripped, temperature baked in) and the test split,
     streamed from the shards: parity never holds the split's images."""
-    from components.common.models import load_model, metadata_rows, with_temperature
-    from components.common.records import streamed_split
+    from components.vision.models import load_model, metadata_rows, with_temperature
+    from components.vision.records import streamed_split
 
     session = Session(config, Path(dataset), Path(model_dir), output, evaluation, evidence_uri)
     session.classes = read_json(session.dataset / "classes.json")
@@ -413,7 +414,7 @@ def benchmark_formats(session: Session) -> dict[str, Any]:
 
 
 def cpu_threads() -> int:
-    from components.common.resources import cpu_limit
+    from components.infra.resources import cpu_limit
 
     return int(cpu_limit())
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from components.common.artifacts import read_json
-from components.common.html import table_md
+from components.infra.artifacts import read_json
+from components.infra.html import table_md
 
 
 def data_lines(stats: dict[str, Any], classes: list[str]) -> list[str]:
@@ -115,8 +115,8 @@ LIMITS = [
 
 
 def fastest_lines(benchmark: dict[str, Any], report: dict[str, Any]) -> list[str]:
-    """The fastest verified file per target, measured here (components/common/targets.py)."""
-    from components.common.targets import TARGETS, fastest
+    """The fastest verified file per target, measured here (components/vision/targets.py)."""
+    from components.vision.targets import TARGETS, fastest
 
     rows = []
     for target in TARGETS:
@@ -209,7 +209,7 @@ def shipping_lines(benchmark: dict[str, Any]) -> list[str]:
 def serving_lines(folder: Path, size: int, num_classes: int) -> list[str]:
     """How a runtime calls each file: SavedModel signature with a TF Serving REST request,
     ONNX input and output names, shapes and opset."""
-    from components.common.metadata import load
+    from components.vision.metadata import load
 
     encoder = load(folder)
     lines = []
@@ -231,7 +231,7 @@ def serving_lines(folder: Path, size: int, num_classes: int) -> list[str]:
             'The answer is `{"predictions": [[p_0, ..., p_K-1]]}` in the order of `labels.txt`.',
         ]
     if (folder / "model.onnx").exists():
-        from components.common.packed import onnx_signature
+        from components.vision.packed import onnx_signature
 
         signature = onnx_signature(folder / "model.onnx")
 
@@ -254,7 +254,7 @@ def serving_lines(folder: Path, size: int, num_classes: int) -> list[str]:
 
 def metadata_lines(folder: Path) -> list[str]:
     """The second input, for a model trained with metadata columns."""
-    from components.common.metadata import load
+    from components.vision.metadata import load
 
     encoder = load(folder)
     if encoder is None:

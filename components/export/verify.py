@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from components.common.runtimes import Predictor
+from components.vision.runtimes import Predictor
 
 
 def parity(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

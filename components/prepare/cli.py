@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from components.common.cli import add_config_arguments, run_with_storage, stage_main
-from components.common.config import stage_config
+from components.infra.cli import add_config_arguments, run_with_storage, stage_main
+from components.infra.config import stage_config
 
 DESCRIPTION = "Validate, de-duplicate, split and shard a labelled image source."
 

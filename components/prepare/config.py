@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from components.common.config import StageConfig
-from components.common.images import ImageLimits
+from components.infra.config import StageConfig
+from components.vision.images import ImageLimits
 
 
 @dataclass

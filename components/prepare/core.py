@@ -11,12 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from components.common import progress
-from components.common.artifacts import StageRecord, atomic_dir, write_json
-from components.common.errors import UserError
-from components.common.folds import kfold_assignment
-from components.common.images import ImageLimits
-from components.common.sources import list_source
+from components.infra import progress
+from components.infra.artifacts import StageRecord, atomic_dir, write_json
+from components.infra.errors import UserError
 from components.prepare import report
 from components.prepare.config import PrepareConfig
 from components.prepare.keep import fixed_groups, kept_splits
@@ -28,6 +25,9 @@ from components.prepare.split import (
     group_keys,
     stratified_split,
 )
+from components.vision.folds import kfold_assignment
+from components.vision.images import ImageLimits
+from components.vision.sources import list_source
 
 STAGE = "prepare"
 

@@ -24,11 +24,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from components.common import progress
-from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
-from components.common.errors import UserError
-from components.common.images import ImageLimits
-from components.common.sources import Listing
+from components.infra import progress
+from components.infra.artifacts import StageRecord, atomic_dir, read_json, write_json
+from components.infra.errors import UserError
 from components.prepare.config import PrepareConfig
 from components.prepare.core import (
     STAGE,
@@ -41,6 +39,8 @@ from components.prepare.core import (
 from components.prepare.scan import Inspected, worker_count
 from components.prepare.shards import shard_count
 from components.prepare.split import SPLITS
+from components.vision.images import ImageLimits
+from components.vision.sources import Listing
 
 SCAN_FILE = "inspected.jsonl"
 JOBS_FILE = "encode_jobs.json"

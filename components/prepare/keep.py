@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from components.common import registry, storage
-from components.common.errors import UserError
+from components.infra import registry, storage
+from components.infra.errors import UserError
 
 
 def splits_folder(source: str) -> tuple[str | None, str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from components.common.html import figure_png
-from components.common.report import Report, Section, Table
-from components.common.report import write as write_report
+from components.infra.html import figure_png
+from components.infra.report import Report, Section, Table
+from components.infra.report import write as write_report
 from components.prepare.split import SPLITS
 
 
@@ -43,8 +43,8 @@ def sample_grid(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from components.common import storage
-    from components.common.images import load_rgb
+    from components.infra import storage
+    from components.vision.images import load_rgb
 
     shown = classes[:30]
     fig, axes = plt.subplots(

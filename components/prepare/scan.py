@@ -1,6 +1,6 @@
 """Checking each labelled image of a source: read, hash, decode, in parallel.
 
-Listing the source (`components.common.sources`) is cheap and happens first;
+Listing the source (`components.vision.sources`) is cheap and happens first;
 decoding every file (`inspect_all`) comes after.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from components.common import storage
-from components.common.images import ImageLimits, ImageRejected, load_rgb
-from components.common.sources import Listing
+from components.infra import storage
+from components.vision.images import ImageLimits, ImageRejected, load_rgb
+from components.vision.sources import Listing
 
 # spawn, not fork: the parent may hold TensorFlow's threads, which fork would break
 SPAWN = multiprocessing.get_context("spawn")
@@ -72,7 +72,7 @@ def _inspect_star(args: tuple[str, str, ImageLimits]) -> Inspected:
 
 def worker_count(requested: int) -> int:
     """`prepare.workers`, or the CPUs the pod may use (its cgroup quota, not the node's)."""
-    from components.common.resources import cpu_limit
+    from components.infra.resources import cpu_limit
 
     return requested or cpu_limit()
 

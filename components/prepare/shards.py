@@ -11,9 +11,9 @@ import math
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from components.common import storage
-from components.common.images import ImageLimits, encode_png, load_rgb, resize_square
+from components.infra import storage
 from components.prepare.scan import SPAWN
+from components.vision.images import ImageLimits, encode_png, load_rgb, resize_square
 
 
 def encode_item(uri: str, size: int, limits: ImageLimits) -> bytes:
@@ -45,7 +45,7 @@ def write_split(
     what one fan-out task writes) holds exactly what the whole split writes there."""
     import tensorflow as tf
 
-    from components.common.records import make_example
+    from components.vision.records import make_example
 
     folder.mkdir(parents=True, exist_ok=True)
     n_shards = shard_count(len(rows), shard_size)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from components.common.errors import UserError
+from components.infra.errors import UserError
 
 SPLITS = ("train", "val", "test")
 

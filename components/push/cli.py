@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from components.common.cli import add_config_arguments, stage_main
-from components.common.config import stage_config
+from components.infra.cli import add_config_arguments, stage_main
+from components.infra.config import stage_config
 
 DESCRIPTION = "Publish a blessed, verified export to a registry folder or gs:// bucket."
 
@@ -36,7 +36,7 @@ def execute(args: argparse.Namespace) -> int:
 
     config = stage_config(PushConfig, args.config, args.set)
     if not config.registry:
-        from components.common.errors import UserError
+        from components.infra.errors import UserError
 
         raise UserError("no registry given; pass --set registry=DIR or gs://BUCKET/PREFIX")
     run(config, args.export, args.evaluation, model=args.model, dataset=args.dataset)

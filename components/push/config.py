@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.common.config import StageConfig
+from components.infra.config import StageConfig
 
 # components/push/serving.py writes the first three; auto: the fastest verified server file
 RUNTIMES = ("triton", "tensorflow", "openvino", "auto", "none")

@@ -1,6 +1,6 @@
 """Publishing a blessed, verified export to a registry folder or bucket.
 
-The layout is `components/common/registry.py`'s. A push:
+The layout is `components/infra/registry.py`'s. A push:
 
 1. claims the version name by creating `<version>/.claimed` exclusively
    (`if_generation_match=0` on Cloud Storage, an atomic hard link on a disk):
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.common import progress, registry, storage
-from components.common.artifacts import read_json
-from components.common.errors import PushRefused, UserError
+from components.infra import progress, registry, storage
+from components.infra.artifacts import read_json
+from components.infra.errors import PushRefused, UserError
 from components.push import serving
 from components.push.config import PushConfig
 
@@ -100,8 +100,8 @@ def files_to_publish(
 
 def resolve_auto(config: PushConfig, export_dir: Path) -> PushConfig:
     """push.serving: auto as the runtime of the fastest verified server file, from the
-    export's own benchmark.json and parity.json (components/common/targets.py)."""
-    from components.common.targets import auto_serving
+    export's own benchmark.json and parity.json (components/vision/targets.py)."""
+    from components.vision.targets import auto_serving
 
     paths = [export_dir / "benchmark.json", export_dir / "parity.json"]
     if not all(p.is_file() for p in paths):
@@ -243,7 +243,7 @@ def run(
 ) -> dict[str, Any]:
     """Publish the export (and the model, split manifests and metrics beside it) as a new
     version under `<registry>/<model_name>/`, then move latest.json to it. `provenance`
-    (the data fingerprint and config digest, components/common/runkey.py) is published as
+    (the data fingerprint and config digest, pipelines/runkey.py) is published as
     provenance.json: the next night compares itself with it."""
     started = time.time()
     if not config.registry:

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from components.common import schemas
+from components.infra import schemas
 
 SCHEMA = Path(__file__).parent / "schemas" / "inferenceservice-v1beta1.json.gz"
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -103,7 +103,7 @@ def layout(
     runtime: str, export_dir: Path, name: str, onnx_file: str, scratch: Path, max_batch: int
 ) -> list[tuple[Path, str]]:
     """(local file, path inside the version) of the runtime's model folder."""
-    from components.common.packed import onnx_signature
+    from components.vision.packed import onnx_signature
 
     folder = RUNTIME[runtime].folder
     if runtime == "triton":

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import functools
 
-from components.common.cli import add_stage_io, run_with_storage, stage_main
-from components.common.config import stage_config
+from components.infra.cli import add_stage_io, run_with_storage, stage_main
+from components.infra.config import stage_config
 
 DESCRIPTION = "Train an image classifier on a prepared dataset."
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from components.common.config import StageConfig
+from components.infra.config import StageConfig
 
 
 def profile_range(text: str) -> tuple[int, int] | int | None:
@@ -196,8 +196,8 @@ class TrainConfig(StageConfig):
             )
 
     def check_model_and_augmentation(self) -> None:
-        from components.common.catalog import AUGMENTATION_PRESETS as PRESETS
-        from components.common.catalog import known_models
+        from components.vision.catalog import AUGMENTATION_PRESETS as PRESETS
+        from components.vision.catalog import known_models
 
         self.check(
             self.model in known_models(), "model", f"expected one of {', '.join(known_models())}"
@@ -213,12 +213,12 @@ class TrainConfig(StageConfig):
             "a list of layers goes with augmentation: custom, and custom needs one",
         )
         if self.augmentation_layers:
-            from components.common.augment import parse_custom
+            from components.vision.augment import parse_custom
 
             parse_custom(self.augmentation_layers, self.seed)  # names and arguments, now
 
     def check_weights(self) -> None:
-        from components.common.catalog import FROM_SCRATCH_MODELS
+        from components.vision.catalog import FROM_SCRATCH_MODELS
 
         if self.model in FROM_SCRATCH_MODELS:
             self.check(
@@ -229,7 +229,7 @@ class TrainConfig(StageConfig):
 
     def check_metadata_columns(self) -> None:
         if self.metadata_columns:
-            from components.common.metadata import parse_spec
+            from components.vision.metadata import parse_spec
 
             names = []
             for entry in self.metadata_columns:

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.common import metadata, progress
-from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
+from components.infra import progress
+from components.infra.artifacts import StageRecord, atomic_dir, read_json, write_json
 from components.train import preflight
 from components.train.callbacks import best_checkpoint, best_so_far, callbacks
 from components.train.config import TrainConfig
@@ -19,6 +19,7 @@ from components.train.history import plot_history, read_history, write_history
 from components.train.optim import compile_model, learning_rate
 from components.train.precision import resolve_policy
 from components.train.preview import write_augmentation_preview
+from components.vision import metadata
 
 STAGE = "train"
 
@@ -182,8 +183,8 @@ def start_session(config: TrainConfig, dataset: Path) -> Session:
 
 def make_input_pipelines(s: Session) -> None:
     """The metadata encoder (fitted on train only), the augmentation, train and val tf.data."""
-    from components.common import augment
     from components.train import data
+    from components.vision import augment
 
     config, counts = s.config, s.stats["counts"]["per_split"]
     train_meta = val_meta = None
@@ -256,7 +257,7 @@ def cache_plan(choice: str, s: Session) -> dict[str, Any]:
     scratch folder on local disk with room for them, else nowhere."""
     import tempfile
 
-    from components.common.resources import memory_limit
+    from components.infra.resources import memory_limit
 
     counts = s.stats["counts"]["per_split"]
     images = (len(s.fold[0]) + len(s.fold[1])) if s.fold else counts["train"] + counts["val"]
@@ -570,7 +571,7 @@ def save_model_folder(
 ) -> None:
     """The trained model's contract: model.keras, metrics, classes, the augmentation policy,
     the metadata encoder, plots; the resumable state removed."""
-    from components.common import augment
+    from components.vision import augment
 
     if s.encoder:
         s.encoder.save(work)  # evaluate, export and predict encode with the same statistics
@@ -589,7 +590,7 @@ def save_model_folder(
     write_augmentation_preview(
         work / "augmentation_preview.png", s.dataset, s.size, s.augmenter, s.num_classes
     )
-    from components.common.tensorboard import write_images
+    from components.infra.tensorboard import write_images
 
     write_images(  # beside the scalars, histograms and graph the callback wrote
         work / "tensorboard" / "images",

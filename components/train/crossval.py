@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from components.common import progress
-from components.common.artifacts import atomic_dir, read_json, write_json
-from components.common.folds import fold_uris, kfold_assignment
+from components.infra import progress
+from components.infra.artifacts import atomic_dir, read_json, write_json
 from components.train.durable import finished_parts, run_key
+from components.vision.folds import fold_uris, kfold_assignment
 
 STAGE = "train"
 REPORTED = ("val_accuracy", "val_loss")

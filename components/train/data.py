@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from components.common.records import parse_fn, shard_files
+from components.vision.records import parse_fn, shard_files
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import keras
 from keras import ops
 
-from components.common import metadata
-from components.common.errors import UserError
+from components.infra.errors import UserError
+from components.vision import metadata
 
 EPSILON = 1e-7
 
@@ -26,7 +26,7 @@ def load_teacher(path: str, image_size: int, classes: list[str], encoder=None) -
     """A trained model folder (or its model.keras) whose input and classes match this dataset.
 
     The teacher may take images only, or images and the same metadata as the student."""
-    from components.common.artifacts import read_json
+    from components.infra.artifacts import read_json
     from components.train.models import image_size_of
 
     folder = Path(path)
@@ -36,7 +36,7 @@ def load_teacher(path: str, image_size: int, classes: list[str], encoder=None) -
             f"train config teacher={path!r}: no model.keras there; "
             "pass the output folder of an earlier `visionpipe train`"
         )
-    from components.common.models import load_model
+    from components.vision.models import load_model
 
     teacher = load_model(model_file)  # a corrupt or unsafe file is one line, not a traceback
     side = image_size_of(teacher)

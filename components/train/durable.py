@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.common import progress, storage
+from components.infra import progress, storage
 
 POINTER = "state.json"
 SKIPPED_SUFFIXES = (".bkp", ".partial", ".tmp")  # local-only safety copies and temp files

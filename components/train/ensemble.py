@@ -22,13 +22,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from components.common import progress
-from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
-from components.common.errors import UserError
-from components.common.folds import fold_uris
+from components.infra import progress
+from components.infra.artifacts import StageRecord, atomic_dir, read_json, write_json
+from components.infra.errors import UserError
+from components.vision.folds import fold_uris
 
 STAGE = "train"
-from components.common.models import ENSEMBLE_AVERAGE as AVERAGE  # noqa: E402
+from components.vision.models import ENSEMBLE_AVERAGE as AVERAGE  # noqa: E402
 
 
 def kfold_members(dataset: Path, members: int) -> list[tuple[list[str], list[str]]]:
@@ -71,9 +71,9 @@ def run_ensemble(
     model, passed in: this module does not import the stage's core), then averaged. The
     work folder and the finished members are keyed by the config and the dataset's
     `identity`: a rerun with another config or data into the same output trains afresh."""
-    from components.common import augment
-    from components.common.models import load_model
     from components.train.durable import finished_parts, run_key
+    from components.vision import augment
+    from components.vision.models import load_model
 
     record = StageRecord(STAGE, config, {"dataset": str(dataset)})
     k = config.ensemble
@@ -134,9 +134,9 @@ def run_ensemble(
 
 def measure(config, dataset: Path, model, member_metrics: list[dict], first: Path) -> dict:
     """The averaged model on the val split, beside each member's own val metrics."""
-    from components.common import metadata
     from components.train import data
     from components.train.optim import compile_model
+    from components.vision import metadata
 
     stats = read_json(dataset / "stats.json")
     classes = read_json(dataset / "classes.json")

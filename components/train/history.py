@@ -39,7 +39,7 @@ def plot_history(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from components.common.html import figure_png
+    from components.infra.html import figure_png
 
     if not history:
         return

@@ -5,7 +5,7 @@ its own input normalisation, so the exported graph needs nothing outside it.
 The layer named `embedding` is the image representation (GlobalAveragePooling);
 the output layer `probabilities` is a float32 softmax. A model with metadata
 columns has a second input, `metadata` (B, M) float32 (see
-components/common/metadata.py), concatenated with the image features before
+components/vision/metadata.py), concatenated with the image features before
 the head.
 """
 
@@ -18,10 +18,10 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from components.common.catalog import BACKBONES, FROM_SCRATCH_MODELS, known_models
-from components.common.layers import CaffePreprocess
-from components.common.registration import registrar
-from components.common.storage import read_bytes
+from components.infra.registration import registrar
+from components.infra.storage import read_bytes
+from components.vision.catalog import BACKBONES, FROM_SCRATCH_MODELS, known_models
+from components.vision.layers import CaffePreprocess
 
 FROM_SCRATCH: dict[str, Callable] = {}
 

@@ -29,8 +29,8 @@ import threading
 import time
 from pathlib import Path
 
-from components.common import progress
-from components.common.errors import StageFailed
+from components.infra import progress
+from components.infra.errors import StageFailed
 
 EVERY = re.compile(r"^(\d+)(s|m)?$")
 

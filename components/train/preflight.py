@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from components.common import progress
-from components.common.artifacts import write_json
-from components.common.errors import UserError
+from components.infra import progress
+from components.infra.artifacts import write_json
+from components.infra.errors import UserError
 
 STAGE = "train"
 LABEL_BATCHES = 10

@@ -21,8 +21,8 @@ def write_augmentation_preview(
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from components.common.html import figure_png
-    from components.common.records import load_split_arrays
+    from components.infra.html import figure_png
+    from components.vision.records import load_split_arrays
 
     images, labels, _ = load_split_arrays(dataset, "val", size)
     images = images[:count].astype(np.float32)

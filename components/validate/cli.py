@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from components.common.cli import add_config_arguments, stage_main
-from components.common.config import stage_config
+from components.infra.cli import add_config_arguments, stage_main
+from components.infra.config import stage_config
 
 DESCRIPTION = "Check a prepared dataset against the deployed version before training."
 
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from components.common import storage
+    from components.infra import storage
     from components.validate.config import ValidateConfig
     from components.validate.core import run
 

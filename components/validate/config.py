@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from components.common.config import StageConfig
+from components.infra.config import StageConfig
 
 # every check validate runs, in the order the record lists them
 CHECKS = (

@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from components.common import metadata, progress
-from components.common.artifacts import StageRecord, atomic_dir, read_json, write_json
-from components.common.errors import UserError
+from components.infra import progress
+from components.infra.artifacts import StageRecord, atomic_dir, read_json, write_json
+from components.infra.errors import UserError
 from components.validate import checks, model_checks, report
 from components.validate.config import ValidateConfig
 from components.validate.reference import Reference, load
+from components.vision import metadata
 
 STAGE = "validate"
 SPLITS = ("train", "val", "test")
@@ -152,7 +153,7 @@ def compare(config: ValidateConfig, today: Today, found: Reference) -> dict[str,
 
 def sample(rows: list[dict[str, str]], limit: int) -> list[dict[str, str]]:
     """At most `limit` rows, each label in proportion (records.stratified_indices)."""
-    from components.common.records import stratified_indices
+    from components.vision.records import stratified_indices
 
     labels = np.array([row["label"] for row in rows])
     return [rows[i] for i in stratified_indices(labels, limit)]
@@ -161,12 +162,12 @@ def sample(rows: list[dict[str, str]], limit: int) -> list[dict[str, str]]:
 def look(config, today: Today, found: Reference, groups) -> dict[str, dict[str, Any]]:
     """uri -> image features (and, with the deployed model, its probabilities and embedding)
     for every sampled image, one pass over each split's shards."""
-    from components.common.records import load_split_arrays
+    from components.vision.records import load_split_arrays
 
     model = deployed_model(found)
     embed = None
     if model is not None:
-        from components.common.models import embedding_model
+        from components.vision.models import embedding_model
 
         embed = embedding_model(model)
     wanted: dict[str, set[str]] = {split: set() for split in SPLITS}
@@ -193,7 +194,7 @@ def deployed_model(found: Reference):
     """The deployed model, or None (a dataset reference, or other classes than it knows)."""
     if found.model_dir is None:
         return None
-    from components.common.models import load_model
+    from components.vision.models import load_model
 
     model = load_model(found.model_dir)
     if model.output_shape[-1] != len(found.classes):
@@ -207,7 +208,7 @@ def deployed_model(found: Reference):
 def predict(config, model, embed, found: Reference, today: Today, split, images, uris):
     """(probabilities, embeddings) of the deployed model (`embed`: its penultimate layer),
     at its own input size."""
-    from components.common.models import metadata_rows, predict_batches, predict_probs
+    from components.vision.models import metadata_rows, predict_batches, predict_probs
 
     side = model.inputs[0].shape[1]
     if side and side != images.shape[1]:

@@ -3,7 +3,7 @@
 The reference is `validate.reference`, else the places a scheduled config already
 names the deployed version: `evaluate.baseline_model`, `prepare.keep_splits`, then
 the registry push publishes to (`push.registry`/`push.model_name`); the pipeline's
-`changes` task resolves it (components/common/runkey.py: choose_reference). It may be a
+`changes` task resolves it (pipelines/runkey.py: choose_reference). It may be a
 registry reference (`<registry>/<model_name>[/<version>]`: its dataset/ manifests
 and model/) or a prepared dataset folder (manifests only: the model-based checks
 say they had no model). Nothing published there yet is the first night, recorded.
@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.common import registry, storage
-from components.common.errors import UserError
+from components.infra import registry, storage
+from components.infra.errors import UserError
 
 
 @dataclass

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from components.common.report import Report, Section, Table
-from components.common.report import write as write_report
+from components.infra.report import Report, Section, Table
+from components.infra.report import write as write_report
 from components.validate.config import ValidateConfig
 
 

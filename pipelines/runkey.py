@@ -20,8 +20,8 @@ import json
 from typing import Any
 
 import components
-from components.common import registry, storage
-from components.common.stages import config_class
+from components.infra import registry, storage
+from pipelines.stages import config_class
 
 KEYED = ("prepare", "train", "evaluate", "export")  # what makes the model
 

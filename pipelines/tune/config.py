@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from components.common.config import StageConfig
-from components.common.errors import UserError
+from components.infra.config import StageConfig
+from components.infra.errors import UserError
 
 STAGE = "tune"
 # what a search explores when the config does not say: the settings the lecture names

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common.errors import UserError
+from components.infra.errors import UserError
 
 FILE = "metadata.json"
 MAX_CATEGORIES = 64
@@ -176,15 +176,15 @@ class MetadataEncoder:
         return cls([Column(**column) for column in data["columns"]])
 
     def save(self, folder: Path) -> None:
-        from components.common.artifacts import write_json
+        from components.infra.artifacts import write_json
 
         write_json(Path(folder) / FILE, self.to_dict())
 
 
 def load(folder: str | Path) -> MetadataEncoder | None:
     """The encoder saved beside a model (None: the model takes images only)."""
-    from components.common import storage
-    from components.common.artifacts import read_json
+    from components.infra import storage
+    from components.infra.artifacts import read_json
 
     uri = str(folder)
     if uri.endswith((".keras", ".tflite", ".onnx")):

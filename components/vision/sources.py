@@ -16,10 +16,11 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.common import digits, storage
-from components.common.errors import UserError
-from components.common.images import IMAGE_EXTENSIONS, is_image_name
-from components.common.metadata import INPUT_COLUMNS, RESERVED, parse_rows
+from components.infra import storage
+from components.infra.errors import UserError
+from components.vision import digits
+from components.vision.images import IMAGE_EXTENSIONS, is_image_name
+from components.vision.metadata import INPUT_COLUMNS, RESERVED, parse_rows
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 

@@ -23,15 +23,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from components.common import storage
-from components.common.errors import UserError
+from components.infra import storage
+from components.infra.errors import UserError
 
 LATEST = "latest.json"
 MANIFEST = "manifest.json"
 CLAIM = ".claimed"  # created first, exclusively: the version name is taken
 MODEL, DATASET, EVALUATION = "model", "dataset", "evaluation"
 # what made the version: the data fingerprint and the digest of the resolved configs
-# (components/common/runkey.py); an unchanged night is one whose key equals it
+# (pipelines/runkey.py); an unchanged night is one whose key equals it
 PROVENANCE = "provenance.json"
 
 
@@ -135,7 +135,7 @@ def append_history(base: str, entry: dict) -> bool:
         current, token = storage.read_versioned(uri)
         if storage.write_if_unchanged(uri, (current or b"") + line, token):
             return True
-    from components.common import progress
+    from components.infra import progress
 
     progress.log("registry", f"warning: {uri} kept changing; this night was not recorded")
     return False

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.common import progress
-from components.common.config import StageConfig
+from components.infra import progress
+from components.infra.config import StageConfig
 
 STATUS_ENV = "VISIONPIPE_TRACKING_STATUS"
 CHAMPION = "champion"

@@ -1,6 +1,6 @@
 """The names configs accept, without importing Keras: validating a config must not cost a
 TensorFlow import (the pipeline's `changes` task, `compile`, `submit` validate every
-section). The registries in components/train/models.py and components/common/augment.py
+section). The registries in components/train/models.py and components/vision/augment.py
 register exactly these names (registrar's `allowed`; tests/test_config.py checks both
 ways)."""
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common import metadata, storage
-from components.common.errors import UserError
+from components.infra import storage
+from components.infra.errors import UserError
+from components.vision import metadata
 
 
 def model_file(model_dir: str | Path) -> str:
@@ -44,7 +45,7 @@ def load_model(model_dir: str | Path):
 def _load(path: Path, shown: str):
     import keras
 
-    import components.common.layers  # noqa: F401  (registers the layers models contain)
+    import components.vision.layers  # noqa: F401  (registers the layers models contain)
 
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
@@ -132,7 +133,7 @@ def with_temperature(model, temperature: float):
     probabilities; the top-1 class is unchanged."""
     import keras
 
-    from components.common.layers import TemperatureScaling
+    from components.vision.layers import TemperatureScaling
 
     if temperature == 1.0:
         return model

@@ -17,8 +17,8 @@ from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from components.common.errors import UserError
-from components.common.stages import STAGES
+from components.infra.errors import UserError
+from components.infra.stages import STAGES
 
 C = TypeVar("C", bound="StageConfig")
 
@@ -57,7 +57,7 @@ class StageConfig:
 
     def check_locations(self, *keys: str) -> None:
         """Refuse, with one line, a location setting the storage layer cannot serve."""
-        from components.common import storage
+        from components.infra import storage
 
         for key in keys:
             value = getattr(self, key)
@@ -163,7 +163,7 @@ def load_config_file(path: str | Path | None) -> dict[str, Any]:
 
 # a whole-run config has one section per stage, `tune` (the search space of
 # `visionpipe tune`, which `run` accepts and ignores so a tuned config runs as it is), and
-# `tracking` (where MLflow runs go, components/common/tracking.py)
+# `tracking` (where MLflow runs go, components/infra/tracking.py)
 SECTIONS = (*STAGES, "tune", "tracking")
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from components.common.tracking import StageLog, flatten, history_metrics, numeric
+from components.infra.tracking import StageLog, flatten, history_metrics, numeric
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -33,9 +33,9 @@ from typing import Any
 
 import yaml
 
-from components.common import progress
-from components.common.errors import UserError
-from components.tune.config import STAGE, TuneConfig, is_int
+from components.infra import progress
+from components.infra.errors import UserError
+from pipelines.tune.config import STAGE, TuneConfig, is_int
 
 
 def hyperparameters(space: dict[str, Any]):
@@ -167,7 +167,7 @@ def describe(values: dict[str, Any]) -> str:
 
 def prepared_dataset(data: str, prepare_values: dict, output: Path) -> Path:
     """The dataset every trial trains on, prepared once (a complete earlier one is kept)."""
-    from components.common.artifacts import read_json
+    from components.infra.artifacts import read_json
     from components.prepare.config import PrepareConfig
     from components.prepare.core import run as prepare
 

@@ -1,7 +1,7 @@
 """Pictures for the reports (matplotlib figures as PNG bytes) and the model card's tables.
 
 The stage reports themselves are one model rendered to HTML and Markdown
-(components/common/report.py).
+(components/infra/report.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from components.common.report import md_cell
+from components.infra.report import md_cell
 
 
 def figure_png(fig) -> bytes:

@@ -1,4 +1,4 @@
-"""The object stores behind `components.common.storage`: Cloud Storage and S3.
+"""The object stores behind `components.infra.storage`: Cloud Storage and S3.
 
 Each store speaks for one scheme and takes (bucket, key) pairs; `storage` turns
 URIs into those and keeps local paths to itself. Both use the vendor's own
@@ -26,7 +26,7 @@ import os
 import uuid
 from collections.abc import Iterator
 
-from components.common.errors import UserError
+from components.infra.errors import UserError
 
 
 class NotFound(FileNotFoundError):

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 
-from components.common.errors import exit_on_user_error
+from components.infra.errors import exit_on_user_error
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +50,7 @@ def run_with_storage(run: Callable, config, inputs: list[str], output: str):
     """
     import contextlib
 
-    from components.common import storage
+    from components.infra import storage
 
     with contextlib.ExitStack() as stack:
         local = [stack.enter_context(storage.local_folder(i, "config.json")) for i in inputs]

@@ -21,8 +21,9 @@ import posixpath
 from collections import defaultdict
 from collections.abc import Iterable
 
-from components.common import digits, storage
-from components.common.sources import is_manifest, list_manifest, resolve_source
+from components.infra import storage
+from components.vision import digits
+from components.vision.sources import is_manifest, list_manifest, resolve_source
 
 VERSION = "1"  # bump when what goes into the digest changes
 

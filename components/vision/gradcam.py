@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from components.common.errors import UserError
-from components.common.models import ensemble_members
+from components.infra.errors import UserError
+from components.vision.models import ensemble_members
 
 MIN_SIDE = 4  # a 2x2 or 1x1 map cannot say where in the picture the evidence is
 OUTPUT_LAYER = "probabilities"  # visionpipe models' softmax Dense (see train/models.py)
@@ -188,7 +188,7 @@ def heatmaps(model, images: np.ndarray, rows=None, layer: str = "", classes=None
     defaults to the predicted class; an averaged ensemble averages its members' maps."""
     from keras import ops
 
-    from components.common import metadata
+    from components.vision import metadata
 
     inputs = metadata.model_inputs(np.asarray(images, np.float32), rows)
     members = ensemble_members(model)
@@ -263,7 +263,7 @@ def feature_maps(model, images: np.ndarray, rows=None, count: int = 2, channels:
     ensemble shows its first member's."""
     import keras
 
-    from components.common import metadata
+    from components.vision import metadata
 
     members = ensemble_members(model)
     if members:

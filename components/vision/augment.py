@@ -27,10 +27,10 @@ from typing import Any
 
 import keras
 
-from components.common.autoaugment import AutoAugment
-from components.common.catalog import AUGMENTATION_PRESETS
-from components.common.errors import UserError
-from components.common.registration import registrar
+from components.infra.errors import UserError
+from components.infra.registration import registrar
+from components.vision.autoaugment import AutoAugment
+from components.vision.catalog import AUGMENTATION_PRESETS
 
 PRESETS: dict[str, Callable[[int], list]] = {}
 
@@ -341,7 +341,7 @@ POLICY_FILE = "augmentation.json"
 def save_policy(folder, name: str, layers: list) -> None:
     from pathlib import Path
 
-    from components.common.artifacts import write_json
+    from components.infra.artifacts import write_json
 
     write_json(Path(folder) / POLICY_FILE, {"policy": name, "layers": list(layers)})
 
@@ -350,7 +350,7 @@ def load_policy(model_dir) -> tuple[str, list]:
     """(policy, custom layers) a model was trained with; ("none", []) when not recorded."""
     import json
 
-    from components.common import storage
+    from components.infra import storage
 
     uri = str(model_dir)
     if uri.endswith(".keras"):

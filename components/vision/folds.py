@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 
-from components.common.errors import UserError
+from components.infra.errors import UserError
 
 
 def kfold_assignment(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common.artifacts import atomic_dir
-from components.common.errors import UserError
+from components.infra.artifacts import atomic_dir
+from components.infra.errors import UserError
 
 BUILTIN_PREFIX = "builtin:"
 DATASETS = ("digits",)

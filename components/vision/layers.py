@@ -2,7 +2,7 @@
 
 A `.keras` file names these by their registered name (`visionpipe>...`); any
 process that loads one (evaluate, export, predict, a distillation teacher)
-must have imported this module first, which `components.common.models` does.
+must have imported this module first, which `components.vision.models` does.
 """
 
 from __future__ import annotations

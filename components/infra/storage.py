@@ -4,7 +4,7 @@ Everything that takes a data or model location goes through these functions,
 so a stage runs unchanged on a laptop, against Cloud Storage (`gs://`), and
 against S3 or any S3-compatible store (`s3://`, and `minio://`, the pipeline
 root of a stock Kubeflow). The stores themselves are in
-`components/common/objectstores.py`: the vendors' client libraries with their
+`components/infra/objectstores.py`: the vendors' client libraries with their
 own retry policies. A location with any other scheme (`azure://`, `hdfs://`,
 `s3:/one-slash`) is refused with one line by `check_location`, never written
 to a local folder of that name.
@@ -20,8 +20,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from components.common.errors import UserError
-from components.common.objectstores import GcsStore, NotFound, S3Store, gcs_client  # noqa: F401
+from components.infra.errors import UserError
+from components.infra.objectstores import GcsStore, NotFound, S3Store, gcs_client  # noqa: F401
 
 GCS_PREFIX = "gs://"
 STORES = {"gs": GcsStore(), "s3": S3Store("s3"), "minio": S3Store("minio")}

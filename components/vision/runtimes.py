@@ -17,7 +17,7 @@ Predictor = Callable[..., np.ndarray]
 
 
 def keras_predictor(model) -> Predictor:
-    from components.common.metadata import model_inputs, takes_metadata
+    from components.vision.metadata import model_inputs, takes_metadata
 
     two_inputs = takes_metadata(model)
 
@@ -203,7 +203,7 @@ def predict_all(
 ) -> np.ndarray:
     """Probabilities for a whole uint8 image array or a streamed split (records.SplitImages)
     and its metadata rows, one batch in memory at a time."""
-    from components.common.records import image_batches
+    from components.vision.records import image_batches
 
     outputs, start = [], 0
     for batch in image_batches(images, batch_size):

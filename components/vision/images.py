@@ -97,7 +97,7 @@ def resize_square(image: Image.Image, size: int) -> Image.Image:
 
 def load_for_model(path: str, size: int, limits: ImageLimits = ImageLimits()) -> np.ndarray:
     """An image file as the model input: (size, size, 3) uint8, decoded and resized as in prepare."""
-    from components.common.storage import read_bytes
+    from components.infra.storage import read_bytes
 
     return np.asarray(resize_square(load_rgb(read_bytes(path), limits), size), dtype=np.uint8)
 

@@ -1,1 +1,0 @@
-"""Pieces every stage shares: errors, typed configs, images, artifacts, progress."""
