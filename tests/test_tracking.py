@@ -237,3 +237,93 @@ def test_a_store_that_cannot_even_be_opened_breaks_nothing(tmp_path, monkeypatch
     assert "cannot write the MLflow store" in found["failed"] and "run_id" not in found
     assert time.time() - started < 30  # not MLflow's own 100 s of retries
     assert len(status.read_text().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def stopped_night(tmp_path_factory):
+    """A night validate stops, made by the real prepare and validate stages: yesterday's
+    dataset (digits 0, 1 and 7, 30 images each at 16 px) is the reference; today's has
+    lost the 7s and brought 30 new images of each other digit. 60 new and 60 known
+    images are enough for every check that needs no model to run and give a value
+    (schema and class counts flag the lost class; the model checks say they have no model)."""
+    from components.infra.errors import UserError
+    from components.prepare.config import PrepareConfig
+    from components.prepare.core import run as prepare
+    from components.validate.config import ValidateConfig
+    from components.validate.core import run as validate
+    from tests.conftest import write_digit_images
+
+    root = tmp_path_factory.mktemp("stopped-night")
+    yesterday = write_digit_images(root / "yesterday", (0, 1, 7), per_class=30, size=16)
+    today = write_digit_images(root / "today", (0, 1), per_class=60, size=16)
+    prepare(PrepareConfig(image_size=16), str(yesterday), root / "reference")
+    prepare(PrepareConfig(image_size=16), str(today), root / "dataset")
+    with pytest.raises(UserError, match="nothing was trained"):
+        validate(ValidateConfig(), root / "dataset", root / "validation", str(root / "reference"))
+    return root
+
+
+def embedded_run(tmp_path, monkeypatch) -> dict:
+    """A pipeline run opened in a real embedded MLflow store (as `visionpipe run` has it)."""
+    from components.infra.tracking import TrackingConfig, open_pipeline_run
+
+    monkeypatch.setenv("VISIONPIPE_TRACKING_STATUS", str(tmp_path / "tracking.jsonl"))
+    config = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking = open_pipeline_run(config, "fingerprint", {"model_name": "m"})
+    assert tracking.get("run_id"), tracking
+    return {"tracking": tracking}
+
+
+def test_a_night_stopped_by_validate_leaves_each_check_in_mlflow(
+    tmp_path, monkeypatch, capfd, stopped_night
+):
+    from mlflow import MlflowClient
+
+    from components.infra.tracking_stages import validate_log
+    from pipelines.runtime import track
+
+    decision = embedded_run(tmp_path, monkeypatch)
+    validation, dataset = stopped_night / "validation", stopped_night / "dataset"
+    track(decision, "validate", lambda: validate_log({}, validation, dataset))
+    assert "tracking failed" not in capfd.readouterr().err
+    assert not (tmp_path / "tracking.jsonl").exists()  # no failure recorded
+
+    client = MlflowClient(decision["tracking"]["uri"])
+    run, stages = pipeline_run(client, {"tracking": decision["tracking"]})
+    nested = stages["validate"].data
+    saved = json.loads((validation / "anomalies.json").read_text())
+    verdicts = {c["check"]: c["verdict"] for c in saved["checks"]}
+    assert verdicts["schema"] == verdicts["class_counts"] == "anomaly"
+    for check, verdict in verdicts.items():
+        assert nested.tags[f"validation.{check}.verdict"] == verdict, check
+        assert run.data.tags[f"validation.{check}.verdict"] == verdict, check  # one row
+    assert not any("None" in key for key in nested.metrics), sorted(nested.metrics)
+    drift = next(c for c in saved["checks"] if c["check"] == "class_drift")
+    assert nested.metrics["validation.class_drift.value"] == drift["value"]
+    assert nested.metrics["validation.class_counts.value.digit_7.drop"] == 1.0
+    assert nested.metrics["validation.changed_labels.value"] == 0
+    assert nested.metrics["validation.anomalies"] == len(saved["anomalies"]) >= 2
+    assert "classes removed" in nested.tags["validation.anomalies"]
+    assert "no model" in nested.tags["validation.label_agreement.reason"]
+
+
+def test_a_bug_in_our_logging_code_is_raised_not_taken_for_a_dead_server(tmp_path, monkeypatch):
+    """Only MLflow's and the network's errors are tracking failures; our own raise."""
+    from components.infra.tracking import StageLog, log_stage
+    from pipelines.runtime import track
+
+    decision = embedded_run(tmp_path, monkeypatch)
+    series_without_steps = StageLog(params={}, metrics={"loss": [0.5, 0.4]}, tags={}, artifacts=[])
+    with pytest.raises(TypeError):
+        log_stage(decision, "train", series_without_steps)
+    with pytest.raises(KeyError):
+        track(decision, "evaluate", lambda: {}["metrics"])
+    assert not (tmp_path / "tracking.jsonl").exists()
+    # and a real tracking failure is still caught, said once, and recorded
+    dead = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    from components.infra.tracking import TrackingConfig, open_pipeline_run
+
+    found = open_pipeline_run(TrackingConfig(uri=dead), "fingerprint", {})
+    assert "opening a run" in found["failed"] and "run_id" not in found
+    assert len((tmp_path / "tracking.jsonl").read_text().splitlines()) == 1

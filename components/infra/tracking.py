@@ -13,10 +13,12 @@ Where runs go: `tracking.uri`, else `MLFLOW_TRACKING_URI`; `visionpipe run` defa
 to an embedded SQLite store under its output folder. Credentials are MLflow's own
 variables (`MLFLOW_TRACKING_TOKEN`, `MLFLOW_TRACKING_USERNAME`/`PASSWORD`).
 
-Tracking never breaks a run: the first failure (server down, refused, a bad URI) is
-logged once with its reason, later calls in that process do nothing, and the reason
+Tracking never breaks a run: the first failure of MLflow or of the way to it (server
+down, refused, a bad URI, an unwritable or locked store, a timeout: `tracking_errors()`)
+is logged once with its reason, later calls in that process do nothing, and the reason
 is appended to `$VISIONPIPE_TRACKING_STATUS` (the run folder's tracking.jsonl, read
-into summary.json's `tracking`).
+into summary.json's `tracking`). Any other error is a bug in visionpipe's own logging
+code: it is raised, never reported as a tracking failure.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from components.infra.config import StageConfig
 STATUS_ENV = "VISIONPIPE_TRACKING_STATUS"
 CHAMPION = "champion"
 MAX_PARAM = 6000  # MLflow's limit on a param value (8000 in 2.x+, kept under)
+MAX_TAG = 5000  # a tag value (MLflow's limit: 8000)
 
 
 @dataclass
@@ -56,8 +59,29 @@ class TrackingConfig(StageConfig):
         self.check(bool(self.experiment.strip()), "experiment", "a non-empty name")
 
 
+@functools.cache
+def tracking_errors() -> tuple[type[BaseException], ...]:
+    """What a tracking failure is: MLflow's own errors, the network's (requests' errors
+    are OSErrors, as are ConnectionError, TimeoutError and a store's PermissionError;
+    urllib3's are not) and an embedded store's database errors (SQLAlchemy). Never
+    AttributeError, KeyError, TypeError, ImportError, ...: those are ours."""
+    from mlflow.exceptions import MlflowException
+
+    errors: list[type[BaseException]] = [MlflowException, OSError]
+    with contextlib.suppress(ImportError):
+        from urllib3.exceptions import HTTPError
+
+        errors.append(HTTPError)
+    with contextlib.suppress(ImportError):
+        from sqlalchemy.exc import OperationalError
+
+        errors.append(OperationalError)
+    return tuple(errors)
+
+
 class Tracker:
-    """A guarded MLflow client: every call in `guard()` warns once and never raises."""
+    """A guarded MLflow client: a tracking failure (`tracking_errors()`) in `guard()` is
+    said once and never raised; any other error is raised."""
 
     def __init__(self, uri: str, where: str):
         self.uri, self.where, self.failed = uri, where, ""
@@ -76,20 +100,24 @@ class Tracker:
 
     @contextlib.contextmanager
     def guard(self, what: str):
-        """Yield the client, or None once anything failed (making it included); a failure
-        inside the block is caught too. Either way the reason is said once."""
+        """Yield the client, or None once tracking failed (making it included); a tracking
+        failure inside the block is caught too. Either way the reason is said once."""
         if self.failed:
             yield None
             return
         try:
             client = self.client
-        except Exception as error:  # noqa: BLE001  (tracking must never break the run)
+        except ImportError as error:  # no MLflow in this image: tracking off, said once
+            self.fail(what, error)
+            yield None
+            return
+        except tracking_errors() as error:
             self.fail(what, error)
             yield None
             return
         try:
             yield client
-        except Exception as error:  # noqa: BLE001
+        except tracking_errors() as error:
             self.fail(what, error)
 
     def fail(self, what: str, error: Exception) -> None:
@@ -182,9 +210,11 @@ def open_pipeline_run(
     found: dict[str, Any] = {"uri": uri}
     with tracker.guard(f"opening a run at {uri}") as client:
         if client is not None:
+            from mlflow.exceptions import MlflowException
+
             experiment = client.get_experiment_by_name(config.experiment)
             if experiment is None:
-                with contextlib.suppress(Exception):  # created by a concurrent run meanwhile
+                with contextlib.suppress(MlflowException):  # created by a concurrent run
                     client.create_experiment(config.experiment, artifact_location(uri))
                 experiment = client.get_experiment_by_name(config.experiment)
             kfp_run = kfp_run_id if kfp_run_id and "{{" not in kfp_run_id else ""
@@ -266,6 +296,7 @@ def log_stage(decision: dict | None, stage: str, entry: StageLog) -> str:
         from mlflow.entities import Metric, Param, RunTag
 
         parent = tracking["run_id"]
+        named = {mlflow_name(k): str(v)[:MAX_TAG] for k, v in entry.tags.items()}
         run = client.create_run(
             tracking["experiment_id"],
             run_name=stage,
@@ -273,7 +304,7 @@ def log_stage(decision: dict | None, stage: str, entry: StageLog) -> str:
                 "mlflow.parentRunId": parent,
                 "visionpipe.stage": stage,
                 "visionpipe.image": os.environ.get("VISIONPIPE_STAGE_IMAGE", "local"),
-                **entry.tags,
+                **named,
             },
         )
         nested = run.info.run_id
@@ -292,11 +323,12 @@ def log_stage(decision: dict | None, stage: str, entry: StageLog) -> str:
         client.set_terminated(nested)
         # the parent: this stage's params (prefixed by the stage) and its headline numbers
         upward = [m for m in metrics if m.key in set(map(mlflow_name, entry.parent_metrics))]
-        tags = [RunTag(k, str(entry.tags[k])) for k in entry.parent_tags if k in entry.tags]
+        upward_tags = [mlflow_name(k) for k in entry.parent_tags]
+        tags = [RunTag(k, named[k]) for k in upward_tags if k in named]
         prefixed = [Param(f"{stage}.{p.key}", p.value) for p in params]
         log_batches(client, parent, upward, prefixed)
-        if tags:
-            client.log_batch(parent, tags=tags)
+        for start in range(0, len(tags), 100):
+            client.log_batch(parent, tags=tags[start : start + 100])
     return "" if tracker_for(tracking["uri"], stage).failed else nested
 
 

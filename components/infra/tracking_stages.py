@@ -28,6 +28,8 @@ def _scalars(prefix: str, data: dict[str, Any]) -> dict[str, float]:
 
 
 def validate_log(config: dict, validation: Path, dataset: Path) -> StageLog:
+    """The validation as validate wrote it, stopped or not: data counts, and each check
+    under its own name (components/validate/checks.py: Check)."""
     anomalies = _json(validation / "anomalies.json")
     counts = _json(dataset / "stats.json").get("counts", {})
     metrics = {
@@ -38,15 +40,19 @@ def validate_log(config: dict, validation: Path, dataset: Path) -> StageLog:
         **_scalars("validation.counts", anomalies.get("counts") or {}),
         "validation.anomalies": len(anomalies.get("anomalies") or []),
     }
-    for check in anomalies.get("checks") or []:
-        if numeric(check.get("value")):
-            metrics[f"validation.{check.get('name')}"] = check["value"]
     tags = {
-        "validation.anomalies": "; ".join(a.get("message", str(a)) for a in anomalies["anomalies"])
-        if anomalies.get("anomalies")
-        else "none",
+        "validation.anomalies": "; ".join(map(str, anomalies.get("anomalies") or [])) or "none",
         "validation.reference": str(anomalies.get("reference_label") or "none"),
+        "validation.decision": str(anomalies.get("decision") or "none"),
     }
+    if anomalies.get("accepted"):
+        tags["validation.accepted"] = "; ".join(map(str, anomalies["accepted"]))
+    verdicts = []
+    for check in anomalies.get("checks") or []:
+        found_metrics, found_tags = check_log(check)
+        metrics.update(found_metrics)
+        tags.update(found_tags)
+        verdicts.extend(k for k in found_tags if k.endswith(".verdict"))
     return StageLog(
         params=resolved(validation, config),
         metrics=metrics,
@@ -57,8 +63,34 @@ def validate_log(config: dict, validation: Path, dataset: Path) -> StageLog:
             dataset / "report.html",
         ],
         parent_metrics=("data.total", "data.train", "data.val", "data.test"),
-        parent_tags=("validation.anomalies",),
+        parent_tags=("validation.anomalies", "validation.decision", *verdicts),
     )
+
+
+def check_log(check: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """One validate check as metrics and tags under `validation.<check>.`: its value (a
+    number; a mapping's numbers by their keys; a list by its length, as schema's added and
+    removed classes), its threshold when a number, its anomaly count; its verdict (pass,
+    anomaly, skipped), why it was skipped, and whether its anomalies were accepted."""
+    prefix = f"validation.{check['check']}"
+    value, threshold = check.get("value"), check.get("threshold")
+    metrics: dict[str, Any] = {}
+    if isinstance(value, dict):
+        for key, inner in flatten(f"{prefix}.value", value, {}).items():
+            metrics[key] = len(inner) if isinstance(inner, list) else inner
+    elif isinstance(value, list):
+        metrics[f"{prefix}.value"] = len(value)
+    else:
+        metrics[f"{prefix}.value"] = value
+    if numeric(threshold):
+        metrics[f"{prefix}.threshold"] = threshold
+    metrics[f"{prefix}.anomalies"] = len(check.get("anomalies") or [])
+    tags = {f"{prefix}.verdict": str(check.get("verdict") or "none")}
+    if check.get("reason"):
+        tags[f"{prefix}.reason"] = str(check["reason"])
+    if check.get("accepted"):
+        tags[f"{prefix}.accepted"] = "true"
+    return {k: v for k, v in metrics.items() if numeric(v)}, tags
 
 
 def train_log(config: dict, model: Path) -> StageLog:
