@@ -21,22 +21,40 @@ CA_BUNDLE ?=
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# Two install sets: `make run` needs the project and what running it needs (.venv/.installed);
+# `make test` adds the test-only clients and servers, the linters and the benchmarks'
+# extras (.venv/.installed-dev). uv (pinned, from PyPI) installs both from constraints.txt
+# in parallel and compiles the bytecode (a task process imports TensorFlow from .pyc):
+# a fresh clone's set-up took 122 s with pip (2026-12-07).
 # tf-keras (the legacy ImageDataGenerator that benchmarks/ compares against) declares
 # `tensorflow`, which would install a second TensorFlow over tensorflow-cpu: no deps.
+UV_VERSION := 0.13.8
+DEV_STAMP := $(VENV)/.installed-dev
+UV = SSL_CERT_FILE=$${SSL_CERT_FILE:-$$(test -f /etc/ssl/certs/ca-certificates.crt && echo /etc/ssl/certs/ca-certificates.crt)} \
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -c constraints.txt
+UV_TOOLS = SSL_CERT_FILE=$${SSL_CERT_FILE:-$$(test -f /etc/ssl/certs/ca-certificates.crt && echo /etc/ssl/certs/ca-certificates.crt)} \
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(TOOLS)/bin/python -c tools-constraints.txt
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
-	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt tf-keras
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) -e .
 	@touch $(STAMP)
 
-venv: $(STAMP) ## create .venv and install the pinned project (done by run/test too)
+$(DEV_STAMP): $(STAMP)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) -e ".[dev]"
+	$(UV) --no-deps tf-keras
+	@touch $(DEV_STAMP)
+
+venv: $(STAMP) ## create .venv and install the pinned project to run it (done by run too)
+
+dev: $(DEV_STAMP) ## add the test-only clients and servers, linters and benchmark extras (done by test too)
 
 # zizmor and checkov in a venv of their own (checkov's pins conflict with the project's)
-$(TOOLS_STAMP): tools-constraints.txt
+$(TOOLS_STAMP): tools-constraints.txt | $(STAMP)
 	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install --quiet --upgrade "pip>=24"
-	$(TOOLS)/bin/python -m pip install --quiet -c tools-constraints.txt zizmor checkov
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV_TOOLS) zizmor checkov
 	@touch $(TOOLS_STAMP)
 
 run: $(STAMP) ## the whole pipeline on builtin:digits, locally (ARGS="--data DIR ..." to change)
@@ -57,22 +75,22 @@ export: $(STAMP) ## only the export stage, on the outputs of `make prepare train
 compile: $(STAMP) ## write the Kubeflow pipeline YAML to build/visionpipe.yaml
 	$(BIN)/visionpipe compile --output build/visionpipe.yaml
 
-lint: $(STAMP) $(TOOLS_STAMP) ## ruff check and format check; zizmor (offline) on the CI workflow
+lint: $(DEV_STAMP) $(TOOLS_STAMP) ## ruff check and format check; zizmor (offline) on the CI workflow
 	$(BIN)/ruff check components pipelines tests benchmarks
 	$(BIN)/ruff format --check components pipelines tests benchmarks
 	$(TOOLS)/bin/zizmor --offline .github/workflows/
 
-format: $(STAMP) ## apply ruff fixes and formatting
+format: $(DEV_STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix components pipelines tests benchmarks
 	$(BIN)/ruff format components pipelines tests benchmarks
 
-test: $(STAMP) ## lint, k8s-check, then every test (unit, integration, e2e; slow ones included)
+test: $(DEV_STAMP) ## lint, k8s-check, then every test (unit, integration, e2e; slow ones included)
 	$(MAKE) --no-print-directory lint
 	@if command -v kubectl >/dev/null; then $(MAKE) --no-print-directory k8s-check; \
 	else echo "test: kubectl not installed; k8s-check skipped (tests/test_k8s.py says so too)"; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-k8s-check: $(STAMP) $(TOOLS_STAMP) ## render every k8s/ overlay, validate it (API schema, visionpipe's parsers) and run checkov on it
+k8s-check: $(DEV_STAMP) $(TOOLS_STAMP) ## render every k8s/ overlay, validate it (API schema, visionpipe's parsers) and run checkov on it
 	$(BIN)/python -m pipelines.k8s_check
 	@mkdir -p build
 	@for overlay in k8s/overlays/*/; do \
@@ -82,7 +100,7 @@ k8s-check: $(STAMP) $(TOOLS_STAMP) ## render every k8s/ overlay, validate it (AP
 			--skip-download || exit 1; \
 	done
 
-test-fast: $(STAMP) ## the tests not marked slow
+test-fast: $(DEV_STAMP) ## the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # $(call build_image,FLAVOR,NAME): docker/Dockerfile tagged <version> and <git revision>
@@ -129,4 +147,4 @@ clean: ## remove run outputs and build files (keeps .venv)
 distclean: clean ## also remove .venv and .venv-tools
 	rm -rf $(VENV) $(TOOLS)
 
-.PHONY: tflite-schema image images push-images base-image k8s-check help venv run prepare train evaluate export compile lint format test test-fast system-deps clean distclean
+.PHONY: dev tflite-schema image images push-images base-image k8s-check help venv run prepare train evaluate export compile lint format test test-fast system-deps clean distclean
