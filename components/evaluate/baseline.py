@@ -139,17 +139,21 @@ def compare(
     classes: list[str],
     predict,
     metric_fn,
-    margin: float = 0.0,
-    alpha: float = 0.05,
+    judge,
+    min_known_images: int = 1,
+    few_known_images: str = "both",
 ) -> dict | None:
     """Both models on today's test images: the `baseline` entry of the blessing.
 
     The gate's images are the known part (the baseline's own test images, labels
-    unchanged) when there is one, else every test image neither model trained on. Both
-    parts are measured for both models; the gate's verdict is the exact paired test
-    (components/evaluate/paired.py). `predict(model, rows)` gives a model's probabilities
-    on `images`; `metric_fn(probs, labels)` the classification metrics."""
-    from components.evaluate import paired
+    unchanged) when it holds at least `min_known_images`; fewer, and `few_known_images`
+    says `both` (the known and the new images) or `refuse` (recorded; the gate refuses).
+    A plain model folder (nothing known of its data): every test image. Both parts are
+    measured for both models. `predict(model, rows)` gives a model's probabilities on
+    `images`; `metric_fn(probs, labels)` the classification metrics; `judge(labels,
+    candidate, baseline, uris)` (gate.compare_predictions) the comparison the gate decides on."""
+    import numpy as np
+
     from components.vision.models import metadata_rows
 
     found = find_baseline(reference)
@@ -175,7 +179,10 @@ def compare(
     base_probs = predict(model, rows["test"])
     parts = test_parts(found, dataset, uris, classes, labels)
     unseen = ~parts["seen"]
-    gate_part = "known" if parts["known"].any() else "unseen"
+    known = int(parts["known"].sum())
+    gate_part = (
+        "unseen" if found.splits is None else "known" if known >= min_known_images else "both"
+    )
     chosen = parts["known"] if gate_part == "known" else unseen & ~parts["relabelled"]
     result = {
         "model": found.label,
@@ -189,18 +196,26 @@ def compare(
         "split_known": found.splits is not None,
         "parts": {},
     }
+    if gate_part == "both":
+        result["too_few_known"] = {
+            "known": known,
+            "min_known_images": min_known_images,
+            "policy": few_known_images,
+        }
     for name, mask in (("known", parts["known"]), ("new", parts["new"] & unseen)):
         if mask.any():
             result["parts"][name] = both_models(mask, probs, base_probs, labels, metric_fn)
     if not chosen.any():
         return {**result, "comparable": False}
     result.update(both_models(chosen, probs, base_probs, labels, metric_fn), comparable=True)
-    truth = labels[chosen]
-    result["paired"] = paired.compare(
-        probs[chosen].argmax(axis=1) == truth,
-        base_probs[chosen].argmax(axis=1) == truth,
-        margin,
-        alpha,
+    where = np.flatnonzero(chosen)
+    result.update(
+        judge(
+            labels[where],
+            probs[where].argmax(axis=1),
+            base_probs[where].argmax(axis=1),
+            [uris[i] for i in where],
+        )
     )
     return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from components.infra.config import StageConfig
 
@@ -17,10 +18,24 @@ class EvaluateConfig(StageConfig):
     min_macro_f1: float = 0.0
     min_class_recall: float = 0.0  # the worst class's recall
     baseline_model: str = ""  # model folder, .keras file or gs:// URI of the model to beat
-    # the gate against the baseline: refused only when the candidate is worse by more than
-    # max_regression (accuracy points) by an exact paired test at significance alpha
-    max_regression: float = 0.0
+    # The gate against the baseline (components/evaluate/gate.py; docs/design.md says why
+    # these values): blessed only when the paired comparison SHOWS the candidate is not
+    # worse by more than max_regression (accuracy points): the lower end of Tango's score
+    # interval at 1 - 2 alpha must lie above -max_regression (non-inferiority at alpha).
+    # 0.04 on ~270 images blesses retraining churn of up to ~12 images each way and refuses
+    # 8 images net worse, with or without churn (benchmarks/gate_nights.py).
+    max_regression: float = 0.04
     alpha: float = 0.05
+    # decide on the baseline's own test images (labels unchanged) when there are at least
+    # this many; fewer: `few_known_images` says what to do: `both` adds the test images
+    # neither model trained on (said in the record), `refuse` refuses the candidate
+    min_known_images: int = 100
+    few_known_images: Literal["both", "refuse"] = "both"
+    # a class whose recall on the gate's images drops by more than this (and significantly:
+    # exact McNemar on its images at alpha) is refused, named with its images; 1.0: off
+    max_class_regression: float = 0.15
+    # macro F1 on the gate's images may drop by at most this (point estimate); 1.0: off
+    max_macro_f1_regression: float = 0.05
     # refuse a model whose test accuracy does not beat the learned baseline (logistic
     # regression on 16x16 pixels, components/evaluate/baselines.py) by at least this; 0: off
     min_gain_over_baseline: float = 0.0
@@ -48,7 +63,9 @@ class EvaluateConfig(StageConfig):
         self.check_locations("baseline_model")
         for key in ("min_accuracy", "min_macro_f1", "min_class_recall"):
             self.check(0.0 <= getattr(self, key) <= 1.0, key, "expected a fraction in 0..1")
-        self.check(0.0 <= self.max_regression <= 1.0, "max_regression", "expected 0..1")
+        for key in ("max_regression", "max_class_regression", "max_macro_f1_regression"):
+            self.check(0.0 <= getattr(self, key) <= 1.0, key, "expected accuracy points in 0..1")
+        self.check(self.min_known_images >= 1, "min_known_images", "expected >= 1")
         self.check(
             -1.0 <= self.min_gain_over_baseline <= 1.0,
             "min_gain_over_baseline",

@@ -13,7 +13,7 @@ from components.evaluate import analysis, baselines, report, robustness
 from components.evaluate.baseline import compare as compare_baseline
 from components.evaluate.calibration import apply_temperature, calibrate, negative_log_likelihood
 from components.evaluate.config import EvaluateConfig
-from components.evaluate.gate import bless
+from components.evaluate.gate import bless, compare_predictions
 from components.evaluate.metrics import (
     classification_metrics,
     confusion,
@@ -258,8 +258,11 @@ def measure_baseline(config: EvaluateConfig, dataset: Path, test: Split, classes
             lambda p, y: classification_metrics(
                 p, y, classes, config.top_k, config.calibration_bins
             ),
-            margin=config.max_regression,
-            alpha=config.alpha,
+            lambda y, candidate, base, uris: compare_predictions(
+                y, candidate, base, uris, classes, config
+            ),
+            min_known_images=config.min_known_images,
+            few_known_images=config.few_known_images,
         )
 
 

@@ -1,116 +1,164 @@
-"""The paired comparison of two models on the same test images (exact McNemar).
+"""The paired comparison of two models on the same test images: non-inferiority.
 
 On the same N images, only the discordant pairs carry information about which
 model is better: `b` images the baseline gets right and the candidate wrong,
 `c` the other way round. The accuracy difference (candidate - baseline) is
-(c - b) / N. Given n = b + c, `b` is binomial(n, theta); the candidate is
-exactly as good as the baseline when theta = 1/2, and worse by the margin
-delta (accuracy points) when theta = 1/2 + delta * N / (2 n).
+d = (c - b) / N.
 
-- inferior: the candidate is worse than the baseline by more than the margin,
-  significantly: P(X >= b | n, theta_delta) < alpha (one-sided exact test of
-  H0 "worse by at most delta"). One image worse is never significant alone.
-- better: P(X <= b | n, 1/2) < alpha (one-sided exact test of H0 "not better").
-- otherwise: no significant difference.
+The gate asks the non-inferiority question: does the comparison *show* that
+the candidate is not worse than the baseline by more than the margin? H0 "d <=
+-margin" is rejected at level alpha when the lower end of the (1 - 2 alpha)
+two-sided interval of d lies above -margin (the one-sided (1 - alpha) bound).
+Churn cannot hide a regression: 14 images lost and 6 gained is 8 net worse with
+a wide interval, and a wide interval shows nothing.
 
-The confidence interval of the difference is the exact (Clopper-Pearson)
-interval of c / n, mapped to (2 theta_c - 1) * n / N. `detectable` says how
-large a regression this many images can show at all: the fewest images worse
-(with no image better) that the test calls significant.
+The interval is Tango's asymptotic score interval for the difference of paired
+proportions (Tango 1998, Stat Med 17:891-908; recommended by Fagerland, Lydersen
+and Laake 2013, Stat Med 33:2850 for paired differences): the score statistic
 
-SciPy's `binomtest` does the arithmetic.
+    T(delta) = (c - b - N delta) / sqrt(N (2 q + delta (1 - delta)))
+
+with q the maximum-likelihood P(baseline only right) under d = delta, in closed
+form; the interval is {delta : |T(delta)| <= z}. It is not degenerate when b = c =
+0 (an identical candidate): its lower end is then -z^2 / (N + z^2), the
+smallest margin this many images can certify at all (`resolution`). SciPy
+solves the roots (`brentq`) and gives the normal quantiles.
+
+The exact McNemar p-values (SciPy's `binomtest` on the discordant pairs) are kept
+beside it: p(worse), one-sided "the candidate is worse at all", and the
+two-sided p.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 
-def _theta(margin: float, total: int, discordant: int) -> float:
-    """P(baseline right | discordant) at the margin's boundary (capped at 1)."""
-    if discordant == 0:
-        return 0.5
-    return min(1.0, 0.5 + margin * total / (2 * discordant))
+def _restricted_q(delta: float, b: int, c: int, total: int) -> float:
+    """MLE of P(baseline only right) given candidate - baseline accuracy = delta."""
+    a = 2.0 * total
+    bq = -c - b + (2.0 * total - c + b) * delta
+    cq = -b * delta * (1.0 - delta)
+    return (math.sqrt(max(bq * bq - 4.0 * a * cq, 0.0)) - bq) / (2.0 * a)
 
 
-def p_inferior(b: int, c: int, total: int, margin: float) -> float:
-    """p-value of "the candidate is worse than the baseline by more than `margin`"."""
+def score_statistic(delta: float, b: int, c: int, total: int) -> float:
+    """Tango's score statistic of H "candidate - baseline accuracy = delta"; decreasing
+    in delta, positive when the observed difference is above delta."""
+    numerator = c - b - total * delta
+    variance = total * (2.0 * _restricted_q(delta, b, c, total) + delta * (1.0 - delta))
+    if variance <= 1e-15:
+        return 0.0 if numerator == 0 else math.copysign(math.inf, numerator)
+    return numerator / math.sqrt(variance)
+
+
+def score_interval(b: int, c: int, total: int, confidence: float) -> tuple[float, float]:
+    """Tango's score interval of candidate - baseline accuracy at `confidence` (two-sided)."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    if total <= 0:
+        return -1.0, 1.0
+    z = float(norm.ppf(0.5 + confidence / 2))
+    estimate, edge = (c - b) / total, 1.0 - 1e-12
+    low = -1.0
+    if estimate > -1.0:
+        low = brentq(lambda d: score_statistic(d, b, c, total) - z, -edge, estimate, xtol=1e-12)
+    high = 1.0
+    if estimate < 1.0:
+        high = brentq(lambda d: score_statistic(d, b, c, total) + z, estimate, edge, xtol=1e-12)
+    return float(low), float(high)
+
+
+def p_noninferior(b: int, c: int, total: int, margin: float) -> float:
+    """One-sided p-value of H0 "the candidate is worse by `margin` or more" (score test);
+    below alpha, the candidate is shown non-inferior."""
+    from scipy.stats import norm
+
+    if total <= 0:
+        return 1.0
+    return float(norm.sf(score_statistic(-min(margin, 1.0 - 1e-12), b, c, total)))
+
+
+def p_worse(b: int, c: int) -> float:
+    """Exact McNemar, one-sided: p-value of "the candidate is worse at all"."""
     from scipy.stats import binomtest
 
-    n = b + c
-    if n == 0:
-        return 1.0
-    theta = _theta(margin, total, n)
-    if theta >= 1.0:
-        return 1.0  # even b == n is within the margin
-    return float(binomtest(b, n, theta, alternative="greater").pvalue)
+    return float(binomtest(b, b + c, 0.5, alternative="greater").pvalue) if b + c else 1.0
 
 
-def p_better(b: int, c: int) -> float:
-    """p-value of "the candidate is better than the baseline"."""
+def p_mcnemar(b: int, c: int) -> float:
+    """Exact McNemar, two-sided."""
     from scipy.stats import binomtest
 
-    n = b + c
-    if n == 0:
-        return 1.0
-    return float(binomtest(b, n, 0.5, alternative="less").pvalue)
+    return float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
 
 
-def detectable(total: int, margin: float, alpha: float) -> dict[str, Any]:
-    """The smallest regression this test could call significant on `total` images."""
-    for k in range(1, total + 1):
-        if p_inferior(k, 0, total, margin) < alpha:
-            return {"images": k, "accuracy_points": k / total}
-    return {"images": None, "accuracy_points": None}
+def resolution(total: int, alpha: float) -> dict[str, Any]:
+    """The smallest regression these images can tell from none: the margin below which even
+    a candidate that agrees with the baseline on every image cannot be shown non-inferior
+    (the one-sided bound of b = c = 0, z^2 / (N + z^2)), in accuracy points and images."""
+    from scipy.stats import norm
+
+    if total <= 0:
+        return {"accuracy_points": 1.0, "images": None}
+    z = float(norm.ppf(1 - alpha))
+    points = z * z / (total + z * z)
+    return {"accuracy_points": points, "images": math.ceil(points * total - 1e-9)}
+
+
+def counts(candidate_right, baseline_right) -> tuple[int, int, int]:
+    """(b, c, N): images only the baseline gets right, only the candidate, in all."""
+    candidate_right = np.asarray(candidate_right, dtype=bool)
+    baseline_right = np.asarray(baseline_right, dtype=bool)
+    b = int((baseline_right & ~candidate_right).sum())
+    c = int((candidate_right & ~baseline_right).sum())
+    return b, c, len(candidate_right)
 
 
 def compare(
     candidate_right: np.ndarray, baseline_right: np.ndarray, margin: float, alpha: float
 ) -> dict[str, Any]:
-    """Both models' correctness on the same images -> the paired verdict and its numbers."""
-    from scipy.stats import binomtest
-
-    candidate_right = np.asarray(candidate_right, dtype=bool)
-    baseline_right = np.asarray(baseline_right, dtype=bool)
-    total = len(candidate_right)
-    b = int((baseline_right & ~candidate_right).sum())
-    c = int((candidate_right & ~baseline_right).sum())
-    n = b + c
-    inferior, better = p_inferior(b, c, total, margin), p_better(b, c)
-    if n:
-        interval = binomtest(c, n).proportion_ci(confidence_level=1 - alpha, method="exact")
-        low, high = ((2 * t - 1) * n / total for t in (interval.low, interval.high))
-    else:
-        low = high = 0.0
-    verdict = "inferior" if inferior < alpha else "better" if better < alpha else "no difference"
+    """Both models' correctness on the same images -> the non-inferiority verdict and its
+    numbers: `shown` (non-inferior), `inferior` (the whole interval is below -margin),
+    or `not shown` (the interval reaches below -margin: the images cannot show it)."""
+    b, c, total = counts(candidate_right, baseline_right)
+    low, high = score_interval(b, c, total, 1 - 2 * alpha)
+    p_ni = p_noninferior(b, c, total, margin)
+    verdict = "shown" if p_ni < alpha else "inferior" if high < -margin else "not shown"
+    smallest = resolution(total, alpha)
     return {
-        "test": "exact McNemar (binomial on the discordant pairs)",
+        "test": "non-inferiority, Tango's score interval for paired proportions",
         "images": total,
-        "candidate_accuracy": float(candidate_right.mean()) if total else 0.0,
-        "baseline_accuracy": float(baseline_right.mean()) if total else 0.0,
+        "candidate_accuracy": float(np.mean(candidate_right)) if total else 0.0,
+        "baseline_accuracy": float(np.mean(baseline_right)) if total else 0.0,
         "difference": (c - b) / total if total else 0.0,
         "baseline_only_right": b,
         "candidate_only_right": c,
         "margin": margin,
         "alpha": alpha,
-        "p_inferior": inferior,
-        "p_better": better,
-        "confidence": 1 - alpha,
-        "difference_interval": [float(low), float(high)],
+        "p_noninferior": p_ni,
+        "p_worse_mcnemar_exact": p_worse(b, c),
+        "p_mcnemar_exact_two_sided": p_mcnemar(b, c),
+        "confidence": 1 - 2 * alpha,  # two-sided; its lower end is the one-sided 1 - alpha bound
+        "difference_interval": [low, high],
         "verdict": verdict,
-        "detectable": detectable(total, margin, alpha) if total else None,
+        "resolution": smallest,
+        "can_detect_margin": smallest["accuracy_points"] < margin,
     }
 
 
 def describe(result: dict[str, Any]) -> str:
-    """One line: the counts, the p-value and the interval."""
+    """One line: the counts, the interval and the p-values."""
     low, high = result["difference_interval"]
     return (
         f"{result['baseline_only_right']} images only the baseline gets right, "
-        f"{result['candidate_only_right']} only the candidate; difference "
-        f"{result['difference']:+.4f} ({result['confidence']:.0%} interval {low:+.4f} to "
-        f"{high:+.4f}), p(worse by more than {result['margin']}) = {result['p_inferior']:.3g}, "
-        f"p(better) = {result['p_better']:.3g}"
+        f"{result['candidate_only_right']} only the candidate, of {result['images']}; "
+        f"difference {result['difference']:+.4f} ({result['confidence']:.0%} score interval "
+        f"{low:+.4f} to {high:+.4f}, margin -{result['margin']}); "
+        f"p(worse by {result['margin']} or more) = {result['p_noninferior']:.3g}, "
+        f"exact McNemar p(worse) = {result['p_worse_mcnemar_exact']:.3g}"
     )

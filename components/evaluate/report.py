@@ -335,17 +335,24 @@ def baseline_section(baseline: dict[str, Any] | None) -> Section | None:
         )
     if not baseline.get("comparable"):
         return section.say(f"{baseline['model']}: every test image was in its train or val split.")
-    part = (
-        "its own test images, labels unchanged (known)"
-        if baseline.get("gate_part") == "known"
-        else "the test images neither trained on"
-    )
+    part = {
+        "known": "its own test images, labels unchanged (known)",
+        "both": "test images neither trained on, known and new",
+    }.get(baseline.get("gate_part"), "test images neither trained on")
     section.say(
         f"The gate compares the candidate with {baseline['model']} on the {baseline['images']} "
         f"{part}; {baseline['excluded_seen_by_baseline']} test images are left out because the "
         f"baseline trained or validated on them, {baseline.get('relabelled_since_baseline', 0)} "
         "because their label changed since."
     )
+    few = baseline.get("too_few_known")
+    if few:
+        action = "the gate refuses" if few["policy"] == "refuse" else "the known and new are used"
+        section.say(
+            f"Only {few['known']} known test images, fewer than evaluate.min_known_images "
+            f"{few['min_known_images']}: {action} (evaluate.few_known_images {few['policy']}).",
+            "bad",
+        )
     for name, found in baseline.get("parts", {}).items():
         section.tables.append(
             Table(
@@ -357,20 +364,53 @@ def baseline_section(baseline: dict[str, Any] | None) -> Section | None:
                 caption=f"{name} test images ({found['images']})",
             )
         )
-    test = baseline.get("paired")
-    if test:
-        from components.evaluate.paired import describe
-
-        css = "bad" if test["verdict"] == "inferior" else "good"
-        section.say(f"Paired test ({test['test']}): {test['verdict']}; {describe(test)}.", css)
-        detect = test.get("detectable") or {}
-        if detect.get("images"):
-            section.say(
-                f"On {test['images']} images this test can detect, at alpha {test['alpha']}, a "
-                f"regression of {detect['images']} images ({detect['accuracy_points']:.4f} "
-                "accuracy) at the least; smaller differences are indistinguishable from chance."
+    paired_lines(section, baseline.get("paired"))
+    macro = baseline.get("macro_f1")
+    if macro:
+        section.say(
+            f"Macro F1 on the same images: {macro['before']:.4f} ({baseline['model']}) -> "
+            f"{macro['after']:.4f} (candidate), a change of {-macro['drop']:+.4f}."
+        )
+    changed = [row for row in baseline.get("per_class", []) if row["lost"] or row["gained"]]
+    if changed:
+        section.tables.append(
+            Table(
+                ["class", "images", "recall before", "recall after", "lost", "gained",
+                 "p(worse)", "refused"],
+                [
+                    [r["class"], r["images"], r["recall_before"], r["recall_after"],
+                     len(r["lost"]), len(r["gained"]), r["p_worse_mcnemar_exact"], r["refused"]]
+                    for r in changed
+                ],
+                caption="classes whose images changed between the two models (blessing.json "
+                "lists the images)",
             )
+        )  # fmt: skip
     return section
+
+
+def paired_lines(section: Section, test: dict[str, Any] | None) -> None:
+    """The non-inferiority verdict and what these images can detect, loudly when nothing."""
+    if not test:
+        return
+    from components.evaluate.paired import describe
+
+    css = "good" if test["verdict"] == "shown" else "bad"
+    section.say(f"Paired comparison ({test['test']}): {test['verdict']}; {describe(test)}.", css)
+    smallest = test["resolution"]
+    if test["can_detect_margin"]:
+        section.say(
+            f"On {test['images']} images the smallest regression this comparison can tell from "
+            f"none is {smallest['accuracy_points']:.4f} accuracy ({smallest['images']} images), "
+            f"below the margin {test['margin']}."
+        )
+    else:
+        section.say(
+            f"THESE {test['images']} IMAGES CANNOT DETECT A REGRESSION OF {test['margin']}: the "
+            f"smallest they can tell from none is {smallest['accuracy_points']:.4f} accuracy; "
+            "no candidate can be shown within the margin on them.",
+            "bad",
+        )
 
 
 def ensemble_section(ensemble: dict[str, Any] | None) -> Section | None:
