@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from components.infra.config import StageConfig
 
@@ -17,6 +18,17 @@ FORMATS = (
     "openvino",  # OpenVINO IR (model.xml/.bin) from the ONNX file, fp32
     "openvino_int8",  # int8 IR: NNCF quantization or the QDQ ONNX, whichever measures better
 )
+# formats a failed verification drops (export.on_variant_failure: drop) instead of failing
+# the export: the quantized ones and the optional fp32 IR. saved_model, tflite and onnx
+# are the contract (summary.json's artifacts): a mismatch there always fails.
+OPTIONAL = (
+    "tflite_fp16",
+    "tflite_dynamic",
+    "tflite_int8",
+    "onnx_int8",
+    "openvino",
+    "openvino_int8",
+)
 
 
 @dataclass
@@ -30,6 +42,10 @@ class ExportConfig(StageConfig):
     min_float_agreement: float = 0.999  # float32 formats: top-1 agreement with Keras
     # quantized formats (fp16 weights, dynamic int8, full int8) may lose at most 1 point
     max_quantized_accuracy_drop: float = 0.01
+    # a quantized or optional format (OPTIONAL) that fails parity: drop it from the export
+    # with one line, its numbers kept in parity.json and the model card, and publish the
+    # verified float formats; fail: end the stage (exit 1), the evidence kept beside it
+    on_variant_failure: Literal["drop", "fail"] = "drop"
     representative_images: int = 256  # train images that calibrate int8 (TFLite and ONNX)
     benchmark_runs: int = 50  # batch-1 latency samples per format
     batch_size: int = 64

@@ -430,6 +430,9 @@ def write_onnx_int8(fp32: Path, path: Path, representative) -> None:
     check_onnx(path)
 
 
+INFERENCE_PRECISION = "f32"  # ov::hint::inference_precision of every IR written here
+
+
 def openvino_info(model, classes: list[str], image_size: int, precision: str) -> None:
     """The labels and the input contract in the IR itself (rt_info), as OpenVINO Model
     Server and `visionpipe predict` read them."""
@@ -441,6 +444,9 @@ def openvino_info(model, classes: list[str], image_size: int, precision: str) ->
     model.set_rt_info("none: the graph normalises its own input", ["model_info", "normalization"])
     model.set_rt_info(str(image_size), ["model_info", "image_size"])
     model.set_rt_info(precision, ["model_info", "precision"])
+    # the precision export verifies every IR at, and every reader must run it at: OpenVINO
+    # computes float layers in bf16 by default on AVX512_BF16/AMX CPUs (runtimes.py)
+    model.set_rt_info(INFERENCE_PRECISION, ["model_info", "inference_precision"])
     model.set_rt_info("visionpipe", ["model_info", "producer"])
 
 

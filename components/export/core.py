@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from components.export import convert, tflite_metadata
-from components.export.config import ExportConfig
+from components.export.config import OPTIONAL, ExportConfig
 from components.export.model_card import write_model_card
 from components.export.verify import latency, parity, throughput
 from components.infra import progress
@@ -143,6 +143,7 @@ class Session:
     predictors: dict[str, runtimes.Predictor] = field(default_factory=dict)
     providers: dict[str, str] = field(default_factory=dict)  # what ran each format
     choices: dict[str, dict] = field(default_factory=dict)  # e.g. which int8 IR was kept
+    threads: int = 1  # CPU threads every runtime that can be told is given
 
     @property
     def spec(self) -> dict | None:
@@ -162,7 +163,9 @@ def run(
     evaluation: str | Path | None = None,
     evidence_uri: str | None = None,
 ) -> dict[str, Any]:
-    """Export the model in `model_dir`; fail if any format does not match Keras.
+    """Export the model in `model_dir`; fail if saved_model, tflite or onnx does not match
+    Keras. A quantized or optional format that does not is dropped (one line, its numbers
+    kept in parity.json and the model card), or fails too with on_variant_failure: fail.
 
     evaluation: the evaluate stage's folder, for the model card's test metrics.
     evidence_uri: where a failed verification keeps parity.json and the failing files
@@ -180,6 +183,7 @@ def run(
         write_onnx_files(session)
         write_openvino_files(session)
         report = verify_formats(session)
+        drop_failed_variants(session, report)
         benchmark = benchmark_formats(session)
         write_model_card(
             work,
@@ -198,7 +202,11 @@ def run(
             classes=session.classes,
             temperature=session.temperature,
         )
-    summary = ", ".join(f"{n} {r['top1_agreement']:.4f}" for n, r in report.items() if n != "keras")
+    summary = ", ".join(
+        f"{n} {r['top1_agreement']:.4f}" + (" (dropped)" if r.get("dropped") else "")
+        for n, r in report.items()
+        if n != "keras"
+    )
     progress.log(STAGE, f"top-1 agreement with Keras: {summary} -> {output}")
     return {"parity": report, "benchmark": benchmark}
 
@@ -222,6 +230,7 @@ def start_session(config, dataset, model_dir, output, evaluation, evidence_uri) 
     )
     session.rows = rows["test"]
     session.predictors = {"keras": runtimes.keras_predictor(session.model)}
+    session.threads = cpu_threads()
     session.providers = {"keras": "tensorflow", "saved_model": "tensorflow"}
     session.providers.update({name: "litert" for name in convert.TFLITE_VARIANTS})
     return session
@@ -261,7 +270,7 @@ def write_tflite_files(session: Session) -> None:
                     session.spec,
                 ),
             )
-        session.predictors[name] = runtimes.tflite_predictor(session.work / file)
+        session.predictors[name] = runtimes.tflite_predictor(session.work / file, session.threads)
 
 
 def write_onnx_files(session: Session) -> None:
@@ -283,7 +292,7 @@ def write_onnx_files(session: Session) -> None:
             )
     for name in ("onnx", "onnx_int8"):
         if name in config.formats:
-            onnx_session = runtimes.onnx_session(work / FILES[name])
+            onnx_session = runtimes.onnx_session(work / FILES[name], session.threads)
             session.providers[name] = runtimes.onnx_provider(onnx_session)
             session.predictors[name] = runtimes.onnx_predictor(
                 work / FILES[name], session=onnx_session
@@ -329,33 +338,49 @@ def write_openvino_files(session: Session) -> None:
 
 
 def add_openvino(session: Session, name: str, path: Path) -> None:
-    session.predictors[name] = runtimes.openvino_predictor(str(path))
-    session.providers[name] = "openvino CPU" + (" f32" if name == "openvino" else "")
+    predictor = runtimes.openvino_predictor(str(path), session.threads)
+    session.predictors[name] = predictor
+    session.providers[name] = f"openvino CPU {predictor.inference_precision}"
 
 
 def choose_int8(session: Session, candidates: dict[str, Path]) -> str:
-    """The int8 IR to keep: the more accurate on the test split; within one image of each
-    other, the faster at batch 1. Both measurements go into parity.json."""
+    """The int8 IR to keep, chosen on the val split (the test split stays for verifying the
+    kept one): the more accurate; within one val image of each other, the faster at batch
+    1. Both measurements go into parity.json."""
+    images, labels, rows = val_split(session)
     measured = {}
     for kind, path in candidates.items():
-        predictor = runtimes.openvino_predictor(str(path))
-        probs = runtimes.predict_all(
-            predictor, session.images, session.config.batch_size, session.rows
-        )
-        accuracy = float((probs.argmax(1) == session.labels).mean()) if len(session.labels) else 0.0
-        timing = latency(predictor, session.images[0], session.config.benchmark_runs,
-                         None if session.rows is None else session.rows[0])  # fmt: skip
-        measured[kind] = {"accuracy": round(accuracy, 6), "median_ms": timing["median_ms"]}
-    one = 1.0 / max(1, len(session.labels))
-    best = max(m["accuracy"] for m in measured.values())
-    close = [k for k, m in measured.items() if m["accuracy"] >= best - one - 1e-9]
+        predictor = runtimes.openvino_predictor(str(path), session.threads)
+        probs = runtimes.predict_all(predictor, images, session.config.batch_size, rows)
+        accuracy = float((probs.argmax(1) == labels).mean()) if len(labels) else 0.0
+        first_row = None if rows is None else rows[0]  # train needs val: never empty here
+        timing = latency(predictor, images[0], session.config.benchmark_runs, first_row)
+        measured[kind] = {"val_accuracy": round(accuracy, 6), "median_ms": timing["median_ms"]}
+    one = 1.0 / max(1, len(labels))
+    best = max(m["val_accuracy"] for m in measured.values())
+    close = [k for k, m in measured.items() if m["val_accuracy"] >= best - one - 1e-9]
     kept = min(close, key=lambda k: measured[k]["median_ms"])
-    session.choices["openvino_int8"] = {"kept": kept, "candidates": measured}
+    session.choices["openvino_int8"] = {
+        "kept": kept,
+        "chosen_on": f"val ({len(labels)} images)",
+        "candidates": measured,
+    }
     shown = ", ".join(
-        f"{k} accuracy {m['accuracy']:.4f}, {m['median_ms']:.2f} ms" for k, m in measured.items()
+        f"{k} val accuracy {m['val_accuracy']:.4f}, {m['median_ms']:.2f} ms"
+        for k, m in measured.items()
     )
-    progress.log(STAGE, f"OpenVINO int8: kept {kept} ({shown})")
+    progress.log(STAGE, f"OpenVINO int8: kept {kept}, chosen on val ({shown})")
     return kept
+
+
+def val_split(session: Session):
+    """The val split, streamed (images, labels, metadata rows): where variants are chosen."""
+    from components.vision.models import metadata_rows
+    from components.vision.records import streamed_split
+
+    images, labels, uris = streamed_split(session.dataset, "val", session.size)
+    _, rows = metadata_rows(session.model, session.model_dir, session.dataset, {"val": uris})
+    return images, labels, rows["val"]
 
 
 def verify_formats(session: Session) -> dict[str, Any]:
@@ -375,6 +400,8 @@ def verify_formats(session: Session) -> dict[str, Any]:
                 report[name] = parity(reference, candidate, labels)
                 check(name, report[name], keras_accuracy, config)
                 report[name].update(session.choices.get(name, {}))
+                if hasattr(predictor, "inference_precision"):  # OpenVINO: as compiled
+                    report[name]["inference_precision"] = predictor.inference_precision
     import onnx
 
     for name in ("onnx", "onnx_int8"):  # layout changes left in the graph (at most the input's)
@@ -406,8 +433,8 @@ def benchmark_formats(session: Session) -> dict[str, Any]:
                 ),
                 "size_bytes": folder_size(path),
                 "runtime": session.providers.get(name, "unknown"),
-                # every runtime at its default: one thread per CPU the process may use
-                "threads": cpu_threads(),
+                # as the runtime itself reports them (runtimes.py); None: its own default
+                "threads": getattr(predictor, "threads", None),
             }
     write_json(session.work / "benchmark.json", benchmark)
     return benchmark
@@ -419,12 +446,38 @@ def cpu_threads() -> int:
     return int(cpu_limit())
 
 
+def drop_failed_variants(session: Session, report: dict[str, Any]) -> None:
+    """on_variant_failure: drop: a quantized or optional format that failed verification
+    leaves the export (its file, its predictor: never benchmarked, recommended or pushed)
+    with one line; parity.json keeps its numbers, marked `dropped` with the reason."""
+    if session.config.on_variant_failure != "drop":
+        return
+    dropped = [n for n in OPTIONAL if n in report and not report[n]["passed"]]
+    for name in dropped:
+        report[name]["dropped"] = describe_failure(name, report[name])
+        path = session.work / FILES[name]
+        for file in (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,):
+            file.unlink(missing_ok=True)
+        session.predictors.pop(name, None)
+    if dropped:
+        write_json(session.work / "parity.json", report)
+        progress.log(
+            STAGE,
+            "dropped from this export: "
+            + "; ".join(report[n]["dropped"] for n in dropped)
+            + " (numbers kept in parity.json and model_card.md; the verified formats go on; "
+            "export.on_variant_failure=fail fails instead)",
+        )
+
+
 def refuse_failures(session: Session, report: dict[str, Any]) -> None:
-    """Drop the SavedModel unless asked for; a failed format keeps its evidence and ends the
-    stage with one line naming each failure."""
+    """Drop the SavedModel unless asked for; a failed format that was not dropped keeps its
+    evidence and ends the stage with one line naming each failure."""
     if "saved_model" not in session.config.formats:
         shutil.rmtree(session.work / FILES["saved_model"])
-    failed = [n for n, r in report.items() if n != "keras" and not r["passed"]]
+    failed = [
+        n for n, r in report.items() if n != "keras" and not r["passed"] and not r.get("dropped")
+    ]
     if failed:
         kept = keep_evidence(
             session.work, failed, session.evidence_uri or f"{session.output}.failed"
@@ -433,6 +486,12 @@ def refuse_failures(session: Session, report: dict[str, Any]) -> None:
             "exported model does not match Keras on the test split: "
             + ", ".join(describe_failure(n, report[n]) for n in failed)
             + f"; parity.json and the failing files are kept in {kept}"
+            + (
+                " (quantized and optional formats can be dropped instead: "
+                "export.on_variant_failure=drop)"
+                if session.config.on_variant_failure == "fail" and set(failed) & set(OPTIONAL)
+                else ""
+            )
         )
 
 

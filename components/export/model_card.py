@@ -84,7 +84,7 @@ def parity_lines(report: dict[str, Any], benchmark: dict[str, Any]) -> list[str]
             r.get("top1_agreement", "reference"),
             r.get("max_abs_diff", ""),
             r["accuracy"],
-            "yes" if r.get("passed", True) else "NO",
+            "dropped" if r.get("dropped") else "yes" if r.get("passed", True) else "NO",
         ]
         for name, r in report.items()
     ]
@@ -96,11 +96,43 @@ def parity_lines(report: dict[str, Any], benchmark: dict[str, Any]) -> list[str]
         "## Export parity on the test split",
         table_md(["format", "top-1 agreement", "max abs diff", "accuracy", "passed"], parity_rows),
         "",
+        *dropped_lines(report),
+        *precision_lines(report),
         "## Speed on the export machine (CPU)",
         table_md(
             ["format", "batch-1 median ms", "batch-1 p90 ms", "batch-32 images/s", "size bytes"],
             latency_rows,
         ),
+        "",
+    ]
+
+
+def dropped_lines(report: dict[str, Any]) -> list[str]:
+    """Formats that failed verification and were left out of this export, and why."""
+    from components.vision.targets import FILES
+
+    dropped = {name: r["dropped"] for name, r in report.items() if r.get("dropped")}
+    if not dropped:
+        return []
+    return [
+        "Dropped from this export (`export.on_variant_failure: drop`), their numbers above "
+        "and in parity.json:",
+        *(f"- `{FILES.get(name, name)}` ({name}): {why}." for name, why in dropped.items()),
+        "",
+    ]
+
+
+def precision_lines(report: dict[str, Any]) -> list[str]:
+    """The precision each OpenVINO IR was verified at, which a server must run it at."""
+    pinned = {n: r["inference_precision"] for n, r in report.items() if "inference_precision" in r}
+    if not pinned:
+        return []
+    shown = ", ".join(f"{name} at {precision}" for name, precision in pinned.items())
+    return [
+        f"OpenVINO IRs verified with INFERENCE_PRECISION_HINT {shown} (written in each IR's "
+        "rt_info, model_info/inference_precision). On CPUs with bf16 units (AVX512_BF16, AMX) "
+        "OpenVINO otherwise computes float layers in bf16; `visionpipe predict` and the OVMS "
+        "service push writes (`--plugin_config`) apply it.",
         "",
     ]
 
@@ -130,11 +162,11 @@ def fastest_lines(benchmark: dict[str, Any], report: dict[str, Any]) -> list[str
         rows.append(
             [target, f"`{best['file']}`", best["median_ms"], ratio, where or best["runtime"]]
         )
-    threads = next((b.get("threads") for b in benchmark.values() if b.get("threads")), "?")
+    threads = ", ".join(f"{name} {b.get('threads') or 'default'}" for name, b in benchmark.items())
     return [
         "## The fastest verified file per target",
-        f"Batch 1, median of the export's benchmark runs, {threads} CPU thread(s) per runtime; "
-        "only files that passed parity on the test split.",
+        "Batch 1, median of the export's benchmark runs; only files that passed parity on the "
+        f"test split. CPU threads each runtime computed with: {threads}.",
         table_md(["target", "file", "batch-1 median ms", "vs Keras", "measured with"], rows),
         "",
     ]

@@ -49,6 +49,10 @@ REFERENCE_FILES = {
     registry.EVALUATION: ("metrics.json", "blessing.json", "calibration.json"),
 }
 MAX_SUFFIX = 100
+# images per split in dataset/reference/, the sample of the version's own images the next
+# night's validate compares new images with (components/vision/records.py: write_sample):
+# enough for a 0.99 quantile and 5 nearest neighbours, small beside the model files
+REFERENCE_IMAGES = 1000
 
 
 def sha256_file(path: Path) -> str:
@@ -72,7 +76,11 @@ def refuse_unless_verified(export_dir: Path, evaluation_dir: Path) -> dict[str, 
     parity_path = export_dir / "parity.json"
     if not parity_path.exists():
         raise UserError(f"no parity.json in {export_dir}; pass the export stage's folder")
-    failed = [name for name, r in read_json(parity_path).items() if r.get("passed") is False]
+    failed = [  # a format the export dropped (on_variant_failure: drop) is not in it
+        n
+        for n, r in read_json(parity_path).items()
+        if r.get("passed") is False and not r.get("dropped")
+    ]
     if failed:
         raise PushRefused(f"refusing to push: formats failed verification: {', '.join(failed)}")
     return blessing
@@ -155,7 +163,9 @@ def serving_files(
         scratch,
         config.serving_max_batch,
     )
-    service = serving.service_for(config, target, version)
+    service = serving.service_for(
+        config, target, version, export_dir / serving_source(config, export_dir)
+    )
     problems = serving.validate(service, remote=False)
     if problems:  # the config was validated: this is a bug in the manifest writer
         raise ValueError("the InferenceService does not match KServe's schema: " + problems[0])
@@ -224,6 +234,7 @@ class Session:
     base: str = ""  # <registry>/<model_name>
     version: str = ""
     target: str = ""  # <base>/<version>
+    dataset: Path | None = None  # the prepared dataset (its sample is published)
 
     def add(self, files: list[tuple[Path, str]]) -> None:
         self.files += files
@@ -281,6 +292,7 @@ def run(
 
 
 def gather(session: Session, model, dataset) -> None:
+    session.dataset = Path(dataset) if dataset else None
     session.add(
         files_to_publish(
             session.export_dir,
@@ -305,13 +317,21 @@ def claim_version(session: Session) -> None:
 
 
 def add_generated(session: Session, scratch: Path, provenance: dict[str, Any] | None) -> None:
-    """The serving runtime's folder and InferenceService, and provenance.json."""
+    """The serving runtime's folder and InferenceService, the sample of the dataset's
+    images (dataset/reference/), and provenance.json."""
     if session.config.serving != "none":
         session.add(
             serving_files(
                 session.config, session.export_dir, session.target, session.version, scratch
             )
         )
+    if session.dataset is not None and (session.dataset / "tfrecords").is_dir():
+        from components.vision.records import write_sample
+
+        sample = write_sample(session.dataset, scratch / "sample", REFERENCE_IMAGES)
+        prefix = f"{registry.DATASET}/{registry.REFERENCE_SAMPLE}"
+        files = sorted(f for f in sample.rglob("*") if f.is_file())
+        session.add([(f, f"{prefix}/{f.relative_to(sample).as_posix()}") for f in files])
     if provenance:
         path = scratch / registry.PROVENANCE
         path.write_text(json.dumps(provenance, indent=2, sort_keys=True))

@@ -14,6 +14,12 @@ there, so the URI must name a folder in the runtime's own layout:
               (an OpenVINO Model Server repository; `kserve-ovms`, model format
               `openvino_ir`, open inference protocol v2: POST /v2/models/<name>/infer)
 
+An OpenVINO IR is served at the inference precision it was verified at (rt_info
+model_info/inference_precision, f32 as export writes it): the service passes OVMS
+`--plugin_config {"INFERENCE_PRECISION_HINT": "f32"}` (OVMS's documented model option,
+appended to the kserve-ovms runtime's own args by KServe), since OpenVINO computes float
+layers in bf16 by default on CPUs with AVX512_BF16 or AMX.
+
 The InferenceService is named after the model (not the version), so applying a newer
 version's file rolls the same service forward. Before it is published it is validated
 against the InferenceService CRD's own OpenAPI schema (serving.kserve.io/v1beta1,
@@ -23,6 +29,7 @@ fields refused, as `kubectl apply --validate=strict` would.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -136,6 +143,30 @@ def layout(
     ]
 
 
+VERIFIED_PRECISION = "f32"  # what export verifies every IR at (export/convert.py)
+
+
+def openvino_precision(model_xml: Path | None) -> str:
+    """The inference precision an IR says it was verified at (rt_info
+    model_info/inference_precision), read from the XML without OpenVINO; f32 for an IR
+    that does not say (export verifies every IR at f32)."""
+    import xml.etree.ElementTree as ElementTree
+
+    if model_xml is None or not Path(model_xml).is_file():
+        return VERIFIED_PRECISION
+    found = ElementTree.parse(model_xml).getroot().find("rt_info/model_info/inference_precision")
+    return found.get("value", VERIFIED_PRECISION) if found is not None else VERIFIED_PRECISION
+
+
+def runtime_args(runtime: str, model_file: Path | None = None) -> list[str]:
+    """Arguments KServe appends to the runtime container's own: OVMS's plugin config with
+    the IR's verified inference precision; none for the other runtimes."""
+    if runtime != "openvino":
+        return []
+    plugin = {"INFERENCE_PRECISION_HINT": openvino_precision(model_file)}
+    return [f"--plugin_config={json.dumps(plugin, separators=(',', ':'))}"]
+
+
 def inference_service(
     *,
     name: str,
@@ -150,9 +181,11 @@ def inference_service(
     min_replicas: int = 1,
     max_replicas: int = 1,
     service_account: str = "",
+    args: list[str] | None = None,
 ) -> dict[str, Any]:
     """The InferenceService object for one published version. `service_account`: the
-    predictor's, whose Secret holds the bucket's credentials (KServe's s3:// convention)."""
+    predictor's, whose Secret holds the bucket's credentials (KServe's s3:// convention);
+    `args`: appended to the serving runtime's container arguments (runtime_args)."""
     spec = RUNTIME[runtime]
     resources: dict[str, dict[str, Any]] = {
         "requests": {"cpu": cpu, "memory": memory},
@@ -170,6 +203,8 @@ def inference_service(
     }
     if runtime_version:
         model["runtimeVersion"] = runtime_version
+    if args:
+        model["args"] = list(args)
     predictor: dict[str, Any] = {
         "minReplicas": min_replicas,
         "maxReplicas": max_replicas,
@@ -203,8 +238,11 @@ def kserve_uri(uri: str) -> str:
     return "s3://" + uri[len("minio://") :] if uri.startswith("minio://") else uri
 
 
-def service_for(config, target: str, version: str) -> dict[str, Any]:
-    """The InferenceService a push with `config` (a PushConfig) writes for `target`."""
+def service_for(
+    config, target: str, version: str, model_file: Path | None = None
+) -> dict[str, Any]:
+    """The InferenceService a push with `config` (a PushConfig) writes for `target`;
+    `model_file`: the exported file it serves (an IR's rt_info names its precision)."""
     return inference_service(
         name=service_name(config.model_name),
         runtime=config.serving,
@@ -218,6 +256,7 @@ def service_for(config, target: str, version: str) -> dict[str, Any]:
         runtime_version=config.serving_runtime_version,
         min_replicas=config.serving_min_replicas,
         max_replicas=config.serving_max_replicas,
+        args=runtime_args(config.serving, model_file),
     )
 
 

@@ -2,7 +2,9 @@
 and OpenVINO.
 
 Every predictor takes float32 images and returns float32 probabilities, batch by
-batch, so parity, latency and `visionpipe predict` treat all formats alike.
+batch, so parity, latency and `visionpipe predict` treat all formats alike. Each also
+says how many CPU threads its runtime computes with (`predictor.threads`, from the
+runtime's own settings), which is what benchmark.json reports.
 """
 
 from __future__ import annotations
@@ -16,6 +18,16 @@ import numpy as np
 Predictor = Callable[..., np.ndarray]
 
 
+def tensorflow_threads() -> int:
+    """TensorFlow's intra-op threads: its setting, or (0, the default) one per CPU this
+    process may be scheduled on, as TensorFlow counts them."""
+    import os
+
+    import tensorflow as tf
+
+    return tf.config.threading.get_intra_op_parallelism_threads() or len(os.sched_getaffinity(0))
+
+
 def keras_predictor(model) -> Predictor:
     from components.vision.metadata import model_inputs, takes_metadata
 
@@ -26,6 +38,7 @@ def keras_predictor(model) -> Predictor:
         inputs = model_inputs(images, metadata if two_inputs else None)
         return np.asarray(model.predict_on_batch(inputs), dtype=np.float32)
 
+    predict.threads = tensorflow_threads()
     return predict
 
 
@@ -40,7 +53,8 @@ def tflite_predictor(path: str, threads: int | None = None) -> Predictor:
     Integer models get their input quantized and output dequantized with the
     scale and zero point stored in the file, so every predictor speaks float.
     A file with a fixed batch (the exported [1, S, S, 3]) is run image by image;
-    a dynamic one is resized to the batch.
+    a dynamic one is resized to the batch. threads: XNNPACK's thread pool; without it
+    LiteRT computes on the calling thread alone (measured: no worker thread is made).
     """
     from ai_edge_litert.interpreter import Interpreter
 
@@ -93,6 +107,7 @@ def tflite_predictor(path: str, threads: int | None = None) -> Predictor:
             ]
         )
 
+    predict.threads = int(threads) if threads else 1
     return predict
 
 
@@ -112,6 +127,7 @@ def saved_model_predictor(path: str) -> Predictor:
             feed["metadata"] = tf.constant(metadata, tf.float32)
         return np.asarray(serve(**feed)["probabilities"], dtype=np.float32)
 
+    predict.threads = tensorflow_threads()
     return predict
 
 
@@ -142,6 +158,13 @@ def onnx_provider(session) -> str:
     return session.get_providers()[0]
 
 
+def onnx_threads(session) -> int | None:
+    """The session's intra-op threads as set; None where it was left at 0, ONNX Runtime's
+    own default (one per physical core, by its count): not known here."""
+    configured = session.get_session_options().intra_op_num_threads
+    return int(configured) if configured > 0 else None
+
+
 def onnx_predictor(path: str, threads: int | None = None, session=None) -> Predictor:
     session = session or onnx_session(path, threads)
     inputs = session.get_inputs()
@@ -156,24 +179,41 @@ def onnx_predictor(path: str, threads: int | None = None, session=None) -> Predi
             feed[metadata_input.name] = metadata.astype(np.float32)
         return np.asarray(session.run(None, feed)[0], dtype=np.float32)
 
+    predict.threads = onnx_threads(session)
     return predict
 
 
-def openvino_compiled(path: str, threads: int | None = None):
-    """The IR compiled for the CPU with the latency hint (what a batch-1 service wants).
+def openvino_inference_precision(model) -> str | None:
+    """The inference precision an IR was verified at: rt_info model_info/inference_precision
+    (export writes "f32" into every IR); an older fp32 IR (model_info/precision "fp32")
+    means f32 too; None for an IR that says nothing (OpenVINO's default then)."""
+    for key, wanted in (("inference_precision", None), ("precision", "fp32")):
+        if model.has_rt_info(["model_info", key]):
+            value = str(model.get_rt_info(["model_info", key]).astype(str))
+            if wanted is None:
+                return value
+            if value == wanted:
+                return "f32"
+    return None
 
-    An fp32 IR (rt_info model_info/precision "fp32", as export writes it) runs with
-    INFERENCE_PRECISION_HINT f32: on CPUs with bf16 units (AVX512_BF16, AMX) OpenVINO
-    otherwise computes in bfloat16 by default, and the float file would no longer be
-    the function that was verified. The int8 IR keeps OpenVINO's defaults."""
+
+def openvino_compiled(path: str, threads: int | None = None):
+    """The IR compiled for the CPU with the latency hint (what a batch-1 service wants),
+    at the inference precision written in the IR.
+
+    On CPUs with bf16 units (AVX512_BF16, AMX) OpenVINO computes float layers in bfloat16
+    by default (ov::hint::inference_precision), so a file verified at f32 would no longer
+    be the function that was verified; INFERENCE_PRECISION_HINT keeps it. OpenVINO's CPU
+    plugin does not read this from rt_info by itself (2026.4, measured), so every reader
+    applies it: this function, and the OVMS service push writes (--plugin_config)."""
     import openvino as ov
 
     core = ov.Core()
     model = core.read_model(str(path))
     config = {"PERFORMANCE_HINT": "LATENCY"}
-    if model.has_rt_info(["model_info", "precision"]):
-        if str(model.get_rt_info(["model_info", "precision"]).astype(str)) == "fp32":
-            config["INFERENCE_PRECISION_HINT"] = "f32"
+    precision = openvino_inference_precision(model)
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     return core.compile_model(model, "CPU", config)
@@ -195,6 +235,8 @@ def openvino_predictor(path: str, threads: int | None = None, compiled=None) -> 
         result = request.infer(feed)
         return np.asarray(result[compiled.outputs[0]], dtype=np.float32).copy()
 
+    predict.threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
+    predict.inference_precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     return predict
 
 
