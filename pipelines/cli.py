@@ -73,6 +73,7 @@ def add_run_command(commands) -> None:
         help="a named whole-run config applied before --config and --set",
     )
     add_force_argument(run)
+    add_first_night_argument(run)
     add_config_arguments(run)
 
 
@@ -129,6 +130,7 @@ def add_compile_command(commands) -> None:
 def add_cluster_commands(commands) -> None:
     submit = commands.add_parser("submit", help="upload the pipeline and start a run on KFP")
     add_server_arguments(submit)
+    add_first_night_argument(submit)
     submit.add_argument("--run-name", help="display name of the run")
     submit.add_argument("--wait", action="store_true", help="follow the run; exit 1 if it fails")
     submit.add_argument(
@@ -242,6 +244,16 @@ def add_force_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_first_night_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--first-night",
+        action="store_true",
+        help="nothing is published at the registry yet and that is expected: train, gate on "
+        "the thresholds alone and publish the first version (validate.first_night=allow); "
+        "without it a scheduled config (validate.first_night=refuse) stops before training",
+    )
+
+
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example")
     parser.add_argument("--experiment", default="visionpipe", help="experiment name")
@@ -332,8 +344,10 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def forced(args: argparse.Namespace) -> list[str]:
-    """The --set overrides, with --force as validate.skip_unchanged=false."""
-    return [*args.set, "validate.skip_unchanged=false"] if args.force else list(args.set)
+    """The --set overrides, with --force as validate.skip_unchanged=false and --first-night
+    as validate.first_night=allow."""
+    found = [*args.set, "validate.skip_unchanged=false"] if args.force else list(args.set)
+    return found + (["validate.first_night=allow"] if getattr(args, "first_night", False) else [])
 
 
 def print_summary(summary: dict, output: Path) -> None:
@@ -352,6 +366,10 @@ def print_summary(summary: dict, output: Path) -> None:
     validation = summary.get("validation") or {}
     for line in validation.get("accepted", []):
         print(f"  accepted (validate.accept): {line}")
+    for line in validation.get("skipped") or []:
+        print(f"  skipped check (validate.on_skipped={validation.get('on_skipped')}): {line}")
+    if validation.get("decision") == "first_night":
+        print(f"  {validation.get('note')}")
     print(f"  logs         {output / summary['run_id'] / 'logs'}")
     for label, key in (
         ("validation", "validation"),
@@ -443,7 +461,9 @@ def command_submit(args: argparse.Namespace) -> int:
     if args.command == "schedule":
         kfp_submit.validate_cron(args.cron)  # before anything else: a bad cron costs nothing
     settings = load_cluster_settings(args.cluster)
-    configs = run_configs(args.config, forced(args), args.preset)
+    from pipelines.runkey import with_registry
+
+    configs = with_registry(run_configs(args.config, forced(args), args.preset))
     # before the server is contacted: a source the pods cannot read uploads nothing
     data = cluster_data(args.data, args.upload, settings.pipeline_root)
     params = kfp_submit.pipeline_params(configs, data)

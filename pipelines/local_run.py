@@ -24,6 +24,7 @@ from components.infra.errors import StageFailed, UserError
 from components.infra.stages import OUTPUTS
 from components.infra.tracking import STATUS_ENV
 from pipelines.console import strip_ansi
+from pipelines.runkey import with_registry
 from pipelines.runtime import USER_ERROR_FILE
 
 TASK_OUTPUTS = {  # link name -> (task, output)
@@ -79,6 +80,8 @@ def run_pipeline(
         if registry and "://" not in registry and not registry.startswith(str(pipeline_root)):
             configs = {**configs, "push": {**push, "registry": str(pipeline_root / "registry")}}
         data = stage_local_data(data, pipeline_root)
+    # the registry named once: keep_splits, the gate and validate derive from it
+    configs = with_registry(configs)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # the stage subprocesses import `components` from this checkout / installed package
     init_runner(runner, pipeline_root)
@@ -214,6 +217,8 @@ def validation_record(outputs: dict[str, Path]) -> dict[str, Any] | None:
         "reference": found.get("reference_label"),
         "anomalies": found.get("anomalies", []),
         "accepted": found.get("accepted", []),
+        "skipped": found.get("skipped", []),  # checks that could not run: never "passed"
+        "on_skipped": found.get("on_skipped"),
         "note": found.get("note"),
     }
 
@@ -266,6 +271,7 @@ def summarize(
         # nothing new, nothing spent (pipelines/runkey.py): the decision and why
         "changed": changes.get("changed"),
         "decision": changes.get("message"),
+        "refused_by": changes.get("refused_by"),  # the night that refused this key before
         "deployed_reference": changes.get("reference") or None,
         "validation": validation,
         "tracking": tracking_summary(changes, run_dir / TRACKING_STATUS_FILE, error),

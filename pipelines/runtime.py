@@ -72,6 +72,10 @@ def record_night(decision: dict, stage: str, dataset: str, outcome: dict) -> Non
         "data_per_split": counts.get("per_split"),
         "mlflow_run_id": (decision.get("tracking") or {}).get("run_id"),
         "kfp_run_id": decision.get("kfp_run_id") or None,
+        "run_id": os.environ.get("VISIONPIPE_RUN_ID") or None,  # visionpipe run's folder
+        # what a refused night is remembered by (pipelines/runkey.py: refused_before)
+        "key": (decision.get("provenance") or {}).get("key"),
+        "against": decision.get("version"),
         **outcome,
     }
     if base:

@@ -131,7 +131,7 @@ def test_the_first_night_has_nothing_to_compare_with(tmp_path, digits_dataset):
 
     reference = str(tmp_path / "registry" / "visionpipe-classifier")
     result = run(ValidateConfig(), digits_dataset, tmp_path / "validation", reference)
-    assert result["compared"] is False and result["decision"] == "pass"
+    assert result["compared"] is False and result["decision"] == "first_night"
     assert "first night" in result["note"]
 
 
@@ -164,12 +164,15 @@ def test_an_accepted_new_class_is_gated_on_the_thresholds(tmp_path, digits_dir, 
 
 
 def test_the_same_data_again_has_nothing_new_and_passes(tmp_path, digits_dir, deployed):
-    """A night with no new image (the same data, another seed): the checks that need new
-    images say so and pass; nothing crashes on the empty group."""
+    """A night with no new image (the same data, another seed): the checks of the new
+    images have nothing that could be wrong and pass, saying so (not skipped: nothing was
+    left unchecked); nothing crashes on the empty group."""
     data = write_night(tmp_path / "data", digits_dir, everything=False)
-    result = validate_night(tmp_path, data, deployed)
+    result = validate_night(tmp_path, data, deployed, on_skipped="stop")
     assert result["counts"]["new"] == 0 and result["decision"] == "pass"
-    verdicts = {c["check"]: (c["verdict"], c["reason"]) for c in result["checks"]}
-    assert verdicts["out_of_distribution"] == ("skipped", "no new images")
-    assert verdicts["label_agreement"] == ("skipped", "no new images")
-    assert verdicts["changed_labels"][0] == "pass" and verdicts["schema"][0] == "pass"
+    assert result["skipped"] == []
+    checks = {c["check"]: c for c in result["checks"]}
+    for name in ("class_drift", "image_stats", "out_of_distribution", "label_agreement"):
+        assert checks[name]["verdict"] == "pass", checks[name]
+        assert checks[name]["detail"]["note"] == "no new images: nothing to check"
+    assert checks["changed_labels"]["verdict"] == "pass" and checks["schema"]["verdict"] == "pass"

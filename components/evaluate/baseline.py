@@ -65,8 +65,8 @@ def find_baseline(reference: str) -> Baseline | None:
         )
     if storage.exists(model_file(reference)):
         return Baseline(reference, f"baseline {reference}", reference, None)
-    if storage.is_empty(reference):
-        return None  # nothing there at all: nothing deployed yet
+    if registry.nothing_published(reference):
+        return None  # nothing there, or only history (a refused first night): nothing yet
     raise UserError(
         f"evaluate.baseline_model {reference!r} is neither a model (no model.keras) nor a "
         "registry reference (no latest.json or manifest.json); pass <registry>/<model_name>, "

@@ -6,6 +6,9 @@
   <registry>/<model_name>/<version>/model/         model.keras (+ metadata.json, config.json)
   <registry>/<model_name>/<version>/dataset/       classes.json, stats.json, splits/*.csv
                                                    (each image's sha256 and split)
+  <registry>/<model_name>/<version>/dataset/reference/  a small stratified sample of the
+                                                   version's images (a prepared dataset:
+                                                   splits/, tfrecords/), validate's reference
   <registry>/<model_name>/<version>/evaluation/    metrics.json, blessing.json
   <registry>/<model_name>/<version>/provenance.json  the data fingerprint and config digest
 
@@ -13,11 +16,17 @@ A reference is `<registry>/<model_name>` (the version latest.json names) or
 `<registry>/<model_name>/<version>`, on a folder or `gs://`. The deployed
 version is what the next run's gate (`evaluate.baseline_model`) re-measures
 and what `prepare.keep_splits` keeps each known image's split from.
+
+A model folder holding only `history.jsonl` (and unfinished version folders) has
+nothing published yet: a refused or interrupted first night, never an error
+(`nothing_published`). Whether a night may run with nothing deployed behind its
+reference is `validate.first_night` (`first_night_refusal`).
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 from dataclasses import dataclass
@@ -33,6 +42,8 @@ MODEL, DATASET, EVALUATION = "model", "dataset", "evaluation"
 # what made the version: the data fingerprint and the digest of the resolved configs
 # (pipelines/runkey.py); an unchanged night is one whose key equals it
 PROVENANCE = "provenance.json"
+REFERENCE_SAMPLE = "reference"  # dataset/reference/: the sample validate compares with
+FIRST_NIGHT = ("auto", "allow", "refuse")  # validate.first_night
 
 
 @dataclass
@@ -156,3 +167,72 @@ def read_history(base: str) -> list[dict]:
                     f"{uri} line {number} is not JSON ({error}); fix or remove it"
                 ) from None
     return rows
+
+
+def nothing_published(reference: str) -> bool:
+    """Nothing published at `reference` yet: no such folder, an empty one, or a model
+    folder holding only history.jsonl and version folders never finished (claimed,
+    without manifest.json): a refused or interrupted first night."""
+    root = str(reference).rstrip("/")
+    if storage.exists(f"{root}/{LATEST}") or storage.exists(f"{root}/{MANIFEST}"):
+        return False
+    unfinished: dict[str, bool] = {}
+    for uri in storage.list_files(root):
+        name = storage.relative(uri, root)
+        if name == HISTORY:
+            continue
+        top = name.split("/", 1)[0]
+        if top not in unfinished:
+            unfinished[top] = (
+                "/" in name
+                and storage.exists(f"{root}/{top}/{CLAIM}")
+                and not storage.exists(f"{root}/{top}/{MANIFEST}")
+            )
+        if not unfinished[top]:
+            return False
+    return True
+
+
+def published_models(registry: str) -> list[str]:
+    """The names under `registry` with a latest.json (a published model), sorted."""
+    root = str(registry).rstrip("/")
+    if not storage.is_remote(root):
+        from pathlib import Path
+
+        folder = Path(root)
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if (p / LATEST).is_file())
+    names = (storage.relative(uri, root).split("/") for uri in storage.list_files(root))
+    return sorted({parts[0] for parts in names if len(parts) == 2 and parts[1] == LATEST})
+
+
+def first_night_refusal(reference: str, policy: str, setting: str) -> str | None:
+    """None when a night may run against `reference` (something is published there, or
+    the first night is allowed); else the one line that refuses it.
+
+    policy (validate.first_night): allow: nothing published is the first night; refuse:
+    it is an error (a scheduled config: the first night is run once with --first-night);
+    auto: the first night only while the registry holds no published model at all (a
+    fresh local registry), an error when it holds others (the name is likely misspelled).
+    """
+    if policy == "allow" or not nothing_published(reference):
+        return None
+    parent, _, name = str(reference).rstrip("/").rpartition("/")
+    others = published_models(parent) if parent else []
+    if policy == "auto" and not others:
+        return None
+    nearest = difflib.get_close_matches(name, others, n=1, cutoff=0.0)
+    held = (
+        f"the nearest name {parent} holds is {nearest[0]!r} ({len(others)} published: "
+        f"{', '.join(others[:5])}{' ...' if len(others) > 5 else ''})"
+        if nearest
+        else f"{parent} holds no published model"
+    )
+    nights = len(read_history(reference)) if storage.exists(f"{reference}/{HISTORY}") else 0
+    tried = f"; its history.jsonl records {nights} nights, none published" if nights else ""
+    return (
+        f"{setting}: nothing is published at {reference}{tried}; {held}. Fix the name "
+        f"(push.registry/push.model_name), or run a new model's first night once with "
+        f"--first-night (validate.first_night=allow; now {policy})"
+    )

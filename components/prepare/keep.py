@@ -34,7 +34,7 @@ def splits_folder(source: str) -> tuple[str | None, str]:
     root = str(source).rstrip("/")
     if storage.exists(f"{root}/splits/train.csv"):
         return root, root
-    if not storage.is_empty(root):
+    if not registry.nothing_published(root):  # a model folder with only history: nothing yet
         raise UserError(
             f"prepare.keep_splits {source!r} is neither a prepared dataset (no "
             "splits/train.csv) nor a registry reference (no latest.json or manifest.json)"

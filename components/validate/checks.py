@@ -1,7 +1,10 @@
 """The checks that need no model: schema, class counts and drift, image statistics, labels.
 
 Each check returns one `Check`: its value, its threshold, its verdict (pass, anomaly,
-skipped with the reason) and one line per anomaly naming the classes or files.
+skipped with the reason) and one line per anomaly naming the classes or files. A check
+that could not decide (too few new images to test, nothing to compare with) is
+skipped, never passed; one with no new images at all has nothing to find and passes,
+saying so (`nothing_new`).
 
 - schema: classes added or removed since the reference.
 - class_counts: a class that lost more than `max_class_drop` of its images.
@@ -59,6 +62,14 @@ def skipped(name: str, threshold: Any, reason: str, **detail: Any) -> Check:
     return Check(name, None, threshold, "skipped", reason=reason, detail=detail)
 
 
+NOTHING_NEW = "no new images: nothing to check"
+
+
+def nothing_new(name: str, threshold: Any, value: Any = 0) -> Check:
+    """A check of the new images on a night with none: nothing can be wrong with them."""
+    return Check(name, value, threshold, detail={"new_images": 0, "note": NOTHING_NEW})
+
+
 def schema(now: list[str], before: list[str], label: str) -> Check:
     added = [c for c in now if c not in before]
     removed = [c for c in before if c not in now]
@@ -98,6 +109,8 @@ def class_drift(
     tally = label_counts(new_labels, names)
     counts = np.array([tally[n] for n in names], dtype=float)
     total = counts.sum()
+    if total == 0:
+        return nothing_new("class_drift", config.max_class_linf)
     if total < config.min_new_images:
         return skipped(
             "class_drift",
@@ -210,6 +223,8 @@ def image_stats(
     from scipy.spatial.distance import jensenshannon
 
     count = len(new["brightness"])
+    if count == 0:
+        return nothing_new("image_stats", config.max_image_stat_js, {})
     if count < config.min_new_images or len(reference["brightness"]) < config.min_new_images:
         return skipped(
             "image_stats",

@@ -30,6 +30,15 @@ class ValidateConfig(StageConfig):
     # push.registry/push.model_name (the pipeline resolves it, components/validate/reference.py)
     reference: str = ""
     on_anomaly: Literal["stop", "warn"] = "stop"
+    # a check that could not run (too few new images to test, no model or sample to ask) is
+    # "skipped", never "pass": warn lets the night go on and says so (console, record,
+    # summary); stop refuses it like an anomaly. k8s/base/run.yaml stops: unattended, a
+    # night nobody checked must not publish (docs/design.md)
+    on_skipped: Literal["warn", "stop"] = "warn"
+    # nothing published at the reference: auto: the first night while the registry holds no
+    # published model (a fresh local registry), refused when it holds others (a misspelled
+    # name); allow: the first night (--first-night); refuse: always an error (scheduled)
+    first_night: Literal["auto", "allow", "refuse"] = "auto"
     # checks whose anomalies are a deliberate change (a new class, a relabelling): recorded
     # as accepted, they do not stop the run
     accept: list[str] = field(default_factory=list)

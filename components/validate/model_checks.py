@@ -2,7 +2,8 @@
 
 Both look at stratified samples (at most `validate.max_images` images each) of four
 groups of today's images: the new ones (in none of the reference's splits) and the
-reference's own train, val and test images that are still here with their labels.
+reference's own train, val and test images (the sample push published with the version,
+or, for a version without one, its images still in today's data with their labels).
 
 - out_of_distribution: an image is far when its mean Euclidean distance to its nearest
   reference train images, in the deployed model's embedding space (scikit-learn's
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from components.validate.checks import Check, skipped
+from components.validate.checks import Check, nothing_new, skipped
 from components.validate.config import ValidateConfig
 
 
@@ -71,16 +72,17 @@ def out_of_distribution(
 
     train, val, test, new = (groups[g] for g in ("train", "val", "test", "new"))
     nothing = np.zeros(len(new.uris), dtype=bool)
+    if not new.uris:
+        return nothing_new("out_of_distribution", config.max_ood_excess, 0.0), nothing
     if len(train.uris) < config.neighbours or len(val.uris) < 20 or len(test.uris) < 20:
         return skipped(
             "out_of_distribution",
             config.max_ood_excess,
-            f"too few of {label}'s images are still in today's data ({len(train.uris)} "
-            f"train, {len(val.uris)} val, {len(test.uris)} test; needs {config.neighbours}, 20, "
-            "20) to know what its usual pictures look like",
+            f"too few of {label}'s own images to compare with ({len(train.uris)} train, "
+            f"{len(val.uris)} val, {len(test.uris)} test; needs {config.neighbours}, 20, 20) "
+            "to know what its usual pictures look like (a version published without its "
+            "reference sample: re-publish it)",
         ), nothing
-    if not new.uris:
-        return skipped("out_of_distribution", config.max_ood_excess, "no new images"), nothing
     thresholds, is_far = far_rule(train, val, config)
     far_test, _ = is_far(test)
     far_new, score = is_far(new)
@@ -136,13 +138,20 @@ def label_agreement(
     test, new = groups["test"], groups["new"]
     keep = ~far
     new_labels = [y for y, k in zip(new.labels, keep, strict=True) if k]
+    if not new.uris:
+        return nothing_new("label_agreement", config.max_label_disagreement, {})
     if not new_labels:
-        return skipped("label_agreement", config.max_label_disagreement, "no new images")
+        return skipped(
+            "label_agreement",
+            config.max_label_disagreement,
+            f"every one of the {len(new.uris)} new images is out of distribution: none left "
+            "to read a label from",
+        )
     if len(test.uris) < 20:
         return skipped(
             "label_agreement",
             config.max_label_disagreement,
-            f"{len(test.uris)} of {label}'s test images are still here: its own confusion is "
+            f"only {len(test.uris)} of {label}'s test images to read: its own confusion is "
             "not known",
         )
     reads_new = [

@@ -32,7 +32,8 @@ def lead(result: dict[str, Any]) -> list[tuple[str, str]]:
             f"Against {result['reference_label']}: {counts['images']} images today, "
             f"{counts['new']} new, {counts['known']} known with the same label, "
             f"{counts['relabelled']} known with another label. {len(result['anomalies'])} "
-            f"anomalies, {len(result['accepted'])} accepted; policy {result['policy']}, "
+            f"anomalies, {len(result['accepted'])} accepted, {len(result['skipped'])} checks "
+            f"skipped; policy {result['policy']}, on skipped {result['on_skipped']}, "
             f"decision: {decision}.",
         )
     ]
@@ -45,13 +46,15 @@ def checks_section(result: dict[str, Any]) -> Section:
             shown(c["value"]),
             shown(c["threshold"]),
             c["verdict"] + (" (accepted)" if c.get("accepted") else ""),
-            c["reason"] or "; ".join(c["classes"]),
+            c["reason"] or (c.get("detail") or {}).get("note") or "; ".join(c["classes"]),
         ]
         for c in result["checks"]
     ]
     return Section(
         "Checks",
-        tables=[Table(["check", "value", "threshold", "verdict", "classes / why skipped"], rows)],
+        tables=[
+            Table(["check", "value", "threshold", "verdict", "classes / note / why skipped"], rows)
+        ],
         empty="No checks ran.",
     )
 
@@ -64,6 +67,17 @@ def anomalies_section(result: dict[str, Any]) -> Section:
         section.say(f"accepted (validate.accept): {line}")
     if not result["anomalies"] and not result["accepted"]:
         section.say("None.")
+    return section
+
+
+def skipped_section(result: dict[str, Any]) -> Section:
+    """Checks that could not run: never counted as passed."""
+    section = Section("Skipped checks")
+    policy = result["on_skipped"]
+    for line in result["skipped"]:
+        section.say(f"skipped (validate.on_skipped={policy}): {line}", "bad")
+    if not result["skipped"]:
+        section.say("None: every check ran.")
     return section
 
 
@@ -86,6 +100,7 @@ def write(folder: Path, result: dict[str, Any], config: ValidateConfig) -> None:
     report = Report("visionpipe data validation", lead=lead(result))
     if result["compared"]:
         report.add(anomalies_section(result))
+        report.add(skipped_section(result))
         report.add(checks_section(result))
         for section in files_sections(result, config.max_listed):
             report.add(section)
@@ -95,6 +110,7 @@ def write(folder: Path, result: dict[str, Any], config: ValidateConfig) -> None:
                 "; ".join(
                     f"{g}: {s['images']} images (at most {s['limit']})" for g, s in sample.items()
                 )
+                + f". The reference images: {result['reference_sample']}."
             )
         )
     write_report(report, folder)

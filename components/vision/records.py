@@ -64,8 +64,45 @@ def load_split_arrays(
     """A split in memory: uint8 images (N, H, W, 3), int labels (N,), uris (N,); only the
     records whose uri is in `keep` when given (a sample: memory bounded by its size).
 
+    With `keep`, records are filtered on their uri before any PNG is decoded: the cost of
+    a sample is its size plus reading the shards' bytes, not decoding the whole split.
     For evaluation and export checks on the test split (small by design), and samples.
     """
+    import tensorflow as tf
+
+    shape = (0, image_size, image_size, 3)
+    if keep is not None and not keep:
+        return np.zeros(shape, np.uint8), np.zeros(0, np.int64), []
+    ds = tf.data.TFRecordDataset(shard_files(dataset_dir, split)).map(
+        parse_raw, num_parallel_calls=tf.data.AUTOTUNE
+    )
+    if keep is not None:
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(sorted(keep)), tf.ones(len(keep), tf.int32)
+            ),
+            default_value=0,
+        )
+        ds = ds.filter(lambda parsed: table.lookup(parsed["uri"]) > 0)
+
+    def decode(parsed):
+        image = tf.ensure_shape(
+            tf.io.decode_png(parsed["image"], channels=3), [image_size, image_size, 3]
+        )
+        return image, parsed["label"], parsed["uri"]
+
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
+    images, labels, uris = [], [], []
+    for image_batch, label_batch, uri_batch in ds.as_numpy_iterator():
+        images.append(image_batch)
+        labels.extend(int(v) for v in label_batch)
+        uris.extend(v.decode() for v in uri_batch)
+    array = np.concatenate(images) if images else np.zeros(shape, np.uint8)
+    return array, np.asarray(labels, dtype=np.int64), uris
+
+
+def parse_raw(serialized):
+    """A serialized Example -> {"image": PNG bytes (not decoded), "label", "uri"}."""
     import tensorflow as tf
 
     spec = {
@@ -73,29 +110,7 @@ def load_split_arrays(
         "label": tf.io.FixedLenFeature([], tf.int64),
         "uri": tf.io.FixedLenFeature([], tf.string),
     }
-
-    def parse(serialized):
-        parsed = tf.io.parse_single_example(serialized, spec)
-        image = tf.ensure_shape(
-            tf.io.decode_png(parsed["image"], channels=3), [image_size, image_size, 3]
-        )
-        return image, parsed["label"], parsed["uri"]
-
-    ds = tf.data.TFRecordDataset(shard_files(dataset_dir, split))
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
-    images, labels, uris = [], [], []
-    for image_batch, label_batch, uri_batch in ds.as_numpy_iterator():
-        names = [v.decode() for v in uri_batch]
-        if keep is not None:
-            chosen = [i for i, name in enumerate(names) if name in keep]
-            image_batch, label_batch = image_batch[chosen], label_batch[chosen]
-            names = [names[i] for i in chosen]
-        images.append(image_batch)
-        labels.extend(int(v) for v in label_batch)
-        uris.extend(names)
-    shape = (0, image_size, image_size, 3)
-    array = np.concatenate(images) if images else np.zeros(shape, np.uint8)
-    return array, np.asarray(labels, dtype=np.int64), uris
+    return tf.io.parse_single_example(serialized, spec)
 
 
 def split_labels(dataset_dir: str | Path, split: str) -> list[tuple[str, str]]:
@@ -109,34 +124,87 @@ def split_labels(dataset_dir: str | Path, split: str) -> list[tuple[str, str]]:
 def stratified_sample(
     dataset_dir: str | Path, split: str, limit: int, seed: int = 0
 ) -> tuple[set[str] | None, int]:
-    """At most `limit` uris of a split, each class in proportion (at least one of each
-    class present); (None, total) when the split is not larger than `limit`."""
+    """At most `limit` uris of a split, each class in proportion (stratified_indices);
+    (None, total) when the split is not larger than `limit`."""
     rows = split_labels(dataset_dir, split)
     if len(rows) <= limit:
         return None, len(rows)
-    rng = np.random.default_rng(seed)
-    by_class: dict[str, list[str]] = {}
-    for uri, label in rows:
-        by_class.setdefault(label, []).append(uri)
-    chosen: set[str] = set()
-    for members in by_class.values():
-        share = max(1, round(limit * len(members) / len(rows)))
-        picks = rng.choice(len(members), size=min(share, len(members)), replace=False)
-        chosen.update(members[i] for i in picks)
-    return chosen, len(rows)
+    labels = np.array([label for _, label in rows])
+    return {rows[i][0] for i in stratified_indices(labels, limit, seed)}, len(rows)
 
 
 def stratified_indices(labels: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
-    """At most `limit` indices, each class in proportion (all of them when fewer)."""
+    """At most `limit` indices (all of them when fewer), sorted, each class in proportion.
+
+    Each class gets the floor of its share, and at least one image while there are no
+    more classes than `limit`; the seats left over (or taken back) go by the largest
+    remainder, ties broken by `seed`. Never more than `limit`.
+    """
+    labels = np.asarray(labels)
     if len(labels) <= limit:
         return np.arange(len(labels))
     rng = np.random.default_rng(seed)
-    chosen = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        share = max(1, round(limit * len(members) / len(labels)))
-        chosen.append(rng.choice(members, size=min(share, len(members)), replace=False))
+    names, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    exact = limit * counts / len(labels)
+    quota = np.floor(exact).astype(int)  # < counts, since limit < len(labels)
+    if len(names) <= limit:
+        quota = np.maximum(quota, 1)
+    tie = rng.random(len(names))
+    while quota.sum() > limit:  # the ones lifted to 1 are paid for by the largest excess
+        quota[np.lexsort((tie, -(quota - exact), quota <= 1))[0]] -= 1
+    for k in np.lexsort((tie, -(exact - quota)))[: limit - int(quota.sum())]:
+        quota[k] += 1
+    chosen = [
+        rng.choice(np.flatnonzero(inverse == k), size=quota[k], replace=False)
+        for k in range(len(names))
+        if quota[k]
+    ]
     return np.sort(np.concatenate(chosen))
+
+
+def write_sample(dataset_dir: str | Path, target: str | Path, limit: int, seed: int = 0) -> Path:
+    """A small prepared dataset at `target`: at most `limit` images of each split of
+    `dataset_dir` (stratified_indices), as the same layout (classes.json, stats.json with
+    image_size, splits/*.csv with the sampled rows and every column, one
+    tfrecords/<split>-00000-of-00001.tfrecord of the records as they were, not
+    re-encoded). What push publishes beside a version's split manifests, so the next
+    night's model checks have the deployed version's own images to compare with."""
+    import csv
+    import json
+    import shutil
+
+    import tensorflow as tf
+
+    source, target = Path(dataset_dir), Path(target)
+    (target / "splits").mkdir(parents=True, exist_ok=True)
+    (target / "tfrecords").mkdir(exist_ok=True)
+    shutil.copyfile(source / "classes.json", target / "classes.json")
+    stats = json.loads((source / "stats.json").read_text())
+    counts = {}
+    for split in ("train", "val", "test"):
+        with open(source / "splits" / f"{split}.csv", newline="") as handle:
+            reader = csv.DictReader(handle)
+            columns, rows = list(reader.fieldnames or []), list(reader)
+        picks = stratified_indices(np.array([r["label"] for r in rows]), limit, seed)
+        wanted = {rows[i]["uri"]: rows[i] for i in picks}
+        by_uri = {}
+        name = f"{split}-00000-of-00001.tfrecord"
+        records = tf.data.TFRecordDataset(shard_files(source, split))
+        records = records.map(lambda s: (s, parse_raw(s)["uri"])).batch(1024)
+        with tf.io.TFRecordWriter(str(target / "tfrecords" / name)) as writer:
+            for batch, uris in records.as_numpy_iterator():
+                for serialized, uri in zip(batch, (u.decode() for u in uris), strict=True):
+                    if uri in wanted and uri not in by_uri:
+                        writer.write(serialized)
+                        by_uri[uri] = wanted[uri]
+        with open(target / "splits" / f"{split}.csv", "w", newline="") as handle:
+            out = csv.DictWriter(handle, fieldnames=columns)
+            out.writeheader()
+            out.writerows(by_uri.values())  # the records' order
+        counts[split] = {"sampled": len(by_uri), "of": len(rows)}
+    sample = {"image_size": stats["image_size"], "sample": {"limit": limit, "splits": counts}}
+    (target / "stats.json").write_text(json.dumps(sample, indent=2))
+    return target
 
 
 class SplitImages:
