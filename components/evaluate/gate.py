@@ -133,9 +133,11 @@ def decide(
     present = np.unique(labels).tolist()
     metrics = {
         "accuracy": float((candidate == labels).mean()),
-        "macro_f1": float(f1_score(labels, candidate, average="macro", labels=present)),
+        "macro_f1": float(
+            f1_score(labels, candidate, average="macro", labels=present, zero_division=0)
+        ),
         "worst_class_recall": float(
-            recall_score(labels, candidate, average=None, labels=present).min()
+            recall_score(labels, candidate, average=None, labels=present, zero_division=0).min()
         ),
     }
     comparison = compare_predictions(labels, candidate, baseline, uris, classes, config)
