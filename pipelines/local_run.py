@@ -80,8 +80,7 @@ def run_pipeline(
         if registry and "://" not in registry and not registry.startswith(str(pipeline_root)):
             configs = {**configs, "push": {**push, "registry": str(pipeline_root / "registry")}}
         data = stage_local_data(data, pipeline_root)
-    # the registry named once: keep_splits, the gate and validate derive from it
-    configs = with_registry(configs)
+    configs = with_registry(configs)  # keep_splits, the gate and validate: push's registry
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # the stage subprocesses import `components` from this checkout / installed package
     init_runner(runner, pipeline_root)

@@ -176,3 +176,81 @@ def test_the_same_data_again_has_nothing_new_and_passes(tmp_path, digits_dir, de
         assert checks[name]["verdict"] == "pass", checks[name]
         assert checks[name]["detail"]["note"] == "no new images: nothing to check"
     assert checks["changed_labels"]["verdict"] == "pass" and checks["schema"]["verdict"] == "pass"
+
+
+def test_a_rolling_bucket_is_still_checked_against_the_published_sample(
+    tmp_path, digits_dir, deployed
+):
+    """Tonight's bucket holds the new images and only 1 in 20 of night 1's: too few of the
+    deployed version's own images for the model checks before (test images < 20). They
+    run on the sample the version published. The classes all shrank by design (a rolling
+    bucket), which class_counts names: accepted here, it is not what is tested."""
+    data = write_night(tmp_path / "data", digits_dir)
+    old = [p for p in sorted(data.rglob("*.png")) if night_one(p.name)]
+    for n, path in enumerate(old):
+        if n % 20:
+            path.unlink()
+    result = validate_night(tmp_path, data, deployed, accept=["class_counts"], on_skipped="stop")
+    assert result["counts"]["known"] < 100 and result["counts"]["new"] > 300
+    assert result["reference_sample"] == "published"
+    assert result["sample"]["test"]["images"] >= 200  # the sample, not today's few
+    verdicts = {c["check"]: c["verdict"] for c in result["checks"]}
+    assert verdicts["out_of_distribution"] == verdicts["label_agreement"] == "pass", verdicts
+    assert verdicts["image_stats"] == "pass" and result["skipped"] == []
+    assert result["decision"] == "pass"
+
+
+def test_a_skipped_check_is_named_and_never_passes(tmp_path, digits_dir, deployed):
+    """Ten new images are too few to test class shares or image statistics: those checks
+    are skipped with their reason, named in the record, the console and the report, and
+    the night is not "pass"; with on_skipped=stop it is refused like an anomaly."""
+    from components.validate.core import run
+
+    data = write_night(tmp_path / "data", digits_dir)
+    new = [p for p in sorted(data.rglob("*.png")) if not night_one(p.name)]
+    for path in new[10:]:
+        path.unlink()
+    result = validate_night(tmp_path, data, deployed)
+    assert result["counts"]["new"] == 10
+    assert result["decision"] == "warn" and result["anomalies"] == []
+    names = [line.split(":", 1)[0] for line in result["skipped"]]
+    assert names == ["class_drift", "image_stats"]
+    assert "fewer than validate.min_new_images=30" in result["skipped"][0]
+    saved = json.loads((tmp_path / "validation" / "anomalies.json").read_text())
+    assert saved["skipped"] == result["skipped"] and saved["on_skipped"] == "warn"
+    report = (tmp_path / "validation" / "report.md").read_text()
+    assert "## Skipped checks" in report and "2 checks skipped" in report
+    assert "skipped (validate.on_skipped=warn): class_drift" in report
+    with pytest.raises(UserError) as caught:
+        run(
+            ValidateConfig(on_skipped="stop"),
+            tmp_path / "dataset",
+            tmp_path / "stopped",
+            deployed,
+        )
+    line = str(caught.value)
+    assert "2 checks skipped (validate.on_skipped=stop)" in line and "\n" not in line
+    assert "skipped class_drift:" in line and "validate.on_skipped=warn" in line
+    assert json.loads((tmp_path / "stopped" / "anomalies.json").read_text())["decision"] == "stop"
+
+
+def test_nothing_published_is_the_first_night_only_as_configured(tmp_path, digits_dataset):
+    """A registry whose only model is another name: auto and refuse stop with the nearest
+    name; allow is the first night; a model folder with only history.jsonl (a refused
+    first night) is nothing deployed yet, not an unreadable reference."""
+    from components.infra import registry
+    from components.validate.core import run
+
+    base = tmp_path / "registry"
+    (base / "visionpipe-classifier").mkdir(parents=True)
+    (base / "visionpipe-classifier" / "latest.json").write_text("{}")
+    wrong = str(base / "visionpipe-classifer")
+    for policy in ("auto", "refuse"):
+        with pytest.raises(UserError, match="nearest name .* is 'visionpipe-classifier'"):
+            run(ValidateConfig(first_night=policy), digits_dataset, tmp_path / "v", wrong)
+    allowed = run(ValidateConfig(first_night="allow"), digits_dataset, tmp_path / "v", wrong)
+    assert allowed["decision"] == "first_night"
+    refused_first = tmp_path / "fresh" / "visionpipe-classifier"
+    registry.append_history(str(refused_first), {"blessed": False})
+    found = run(ValidateConfig(), digits_dataset, tmp_path / "v2", str(refused_first))
+    assert found["decision"] == "first_night" and "first night" in found["note"]
