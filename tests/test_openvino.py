@@ -46,6 +46,106 @@ def test_openvino_files_pass_parity_and_openvino_loads_them_as_they_are(exported
 
 
 @pytest.mark.slow
+def test_the_int8_ir_is_chosen_on_val_and_verified_on_test(exported, digits_dataset):
+    """The two int8 IRs (NNCF, QDQ) are compared on the val split; the test split only
+    verifies the one kept (its accuracy there is parity's, not the choice's)."""
+    import csv
+
+    parity = json.loads((exported / "parity.json").read_text())
+    with open(digits_dataset / "splits" / "val.csv", newline="") as handle:
+        val = sum(1 for _ in csv.DictReader(handle))
+    choice = parity["openvino_int8"]
+    assert choice["chosen_on"] == f"val ({val} images)" and val != parity["keras"]["count"]
+    assert all("val_accuracy" in m and "accuracy" not in m for m in choice["candidates"].values())
+    best = max(m["val_accuracy"] for m in choice["candidates"].values())
+    assert choice["candidates"][choice["kept"]]["val_accuracy"] >= best - 1 / val - 1e-9
+
+
+@pytest.mark.slow
+def test_every_ir_carries_and_runs_at_the_precision_it_was_verified_at(exported):
+    """Each IR says in its rt_info that it was verified at f32, parity.json records the
+    precision OpenVINO really compiled it at, and `visionpipe predict`'s loader applies it.
+    On a CPU with bf16 units (this one has AVX512_BF16) a plain compile would pick bf16:
+    that is what the pinned hint prevents."""
+    import openvino as ov
+
+    from components.vision import runtimes
+
+    parity = json.loads((exported / "parity.json").read_text())
+    bench = json.loads((exported / "benchmark.json").read_text())
+    core = ov.Core()
+    for name, file in (("openvino", "model.xml"), ("openvino_int8", "model_int8.xml")):
+        model = core.read_model(str(exported / file))
+        assert model.get_rt_info(["model_info", "inference_precision"]).astype(str) == "f32"
+        assert parity[name]["inference_precision"] == "f32"
+        assert bench[name]["runtime"] == "openvino CPU f32"
+        predictor = runtimes.openvino_predictor(str(exported / file))
+        assert predictor.inference_precision == "f32"
+    if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        plain = core.compile_model(core.read_model(str(exported / "model.xml")), "CPU")
+        assert plain.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "bf16"
+
+
+@pytest.mark.slow
+def test_benchmark_states_the_threads_each_runtime_computed_with(exported):
+    """benchmark.json's threads come from each runtime: LiteRT, ONNX Runtime and OpenVINO
+    are given the process's CPUs; TensorFlow reports its own. LiteRT left at its default
+    computes on one thread (XNNPACK makes no worker), which the old report called 2: a
+    2-thread interpreter does start a worker, counted in /proc."""
+    import os
+
+    from components.infra.resources import cpu_limit
+    from components.vision import runtimes
+
+    bench = json.loads((exported / "benchmark.json").read_text())
+    for name in ("tflite", "tflite_int8", "onnx", "onnx_int8", "openvino", "openvino_int8"):
+        assert bench[name]["threads"] == int(cpu_limit()), name
+    assert bench["keras"]["threads"] == runtimes.tensorflow_threads()
+
+    def live_threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    image = np.zeros((1, 32, 32, 3), np.float32)
+    before = live_threads()
+    default = runtimes.tflite_predictor(str(exported / "model.tflite"))
+    default(image)
+    assert default.threads == 1 and live_threads() == before
+    pooled = runtimes.tflite_predictor(str(exported / "model.tflite"), threads=2)
+    pooled(image)
+    assert pooled.threads == 2 and live_threads() == before + 1
+
+
+def test_auto_prefers_the_float_file_unless_int8_is_faster_beyond_the_spread():
+    """The measured case: model_int8.onnx 0.01 ms faster than model.onnx, inside both
+    files' interquartile ranges, was served; now model.onnx is."""
+    parity = {name: {"passed": True} for name in ("keras", "onnx", "onnx_int8")}
+
+    def bench(float_ms, float_iqr, int8_ms, int8_iqr):
+        return {
+            "keras": {"median_ms": 1.0},
+            "onnx": {"median_ms": float_ms, "p25_ms": float_ms - float_iqr / 2,
+                     "p75_ms": float_ms + float_iqr / 2},
+            "onnx_int8": {"median_ms": int8_ms, "p25_ms": int8_ms - int8_iqr / 2,
+                          "p75_ms": int8_ms + int8_iqr / 2},
+        }  # fmt: skip
+
+    runtime, int8, why = targets.auto_serving(bench(0.15, 0.02, 0.14, 0.02), parity)
+    assert (runtime, int8) == ("triton", False) and "is not faster than model.onnx" in why
+    # twice as fast, spreads small: the quantized file earns its accuracy risk
+    assert targets.auto_serving(bench(0.30, 0.02, 0.15, 0.02), parity)[:2] == ("triton", True)
+    # 20% faster but the latencies scatter more than that: not beyond the spread
+    assert targets.auto_serving(bench(0.30, 0.08, 0.24, 0.08), parity)[:2] == ("triton", False)
+    # beyond tight spreads but under 10% of the float median: not worth the int8 file
+    assert targets.auto_serving(bench(1.00, 0.01, 0.95, 0.01), parity)[:2] == ("triton", False)
+    # an older benchmark.json without p25/p75: p90 - median stands in for the spread
+    old = {
+        "onnx": {"median_ms": 0.2, "p90_ms": 0.3},
+        "onnx_int8": {"median_ms": 0.15, "p90_ms": 0.2},
+    }
+    assert targets.auto_serving(old, parity)[:2] == ("triton", False)
+
+
+@pytest.mark.slow
 def test_parity_records_the_transposes_left_in_the_onnx_graph(exported):
     parity = json.loads((exported / "parity.json").read_text())
     graph = onnx.load(str(exported / "model.onnx"))
@@ -140,6 +240,8 @@ def test_push_serves_openvino_and_auto_picks_the_fastest(tmp_path, exported):
     model = service["spec"]["predictor"]["model"]
     assert model["modelFormat"]["name"] == "openvino_ir" and model["runtime"] == "kserve-ovms"
     assert model["storageUri"] == f"{result['uri']}/serving/openvino"
+    # OVMS serves the IR at the precision it was verified at, not bf16 on AMX nodes
+    assert model["args"] == ['--plugin_config={"INFERENCE_PRECISION_HINT":"f32"}']
     assert validate(service, remote=False) == []
 
     bench = json.loads((export / "benchmark.json").read_text())

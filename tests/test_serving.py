@@ -46,6 +46,29 @@ def test_the_schema_check_catches_what_the_api_server_would_refuse():
     assert serving.validate(local, remote=False) == []
 
 
+def test_the_ovms_service_runs_an_ir_at_the_precision_written_in_it(tmp_path):
+    """OVMS's plugin_config (a documented model option, appended by KServe to the
+    kserve-ovms runtime's args) carries the IR's rt_info model_info/inference_precision;
+    no other runtime gets arguments. A tiny real IR written by OpenVINO stands for one."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    image = ops.parameter([1, 4], np.float32, name="image")
+    model = ov.Model([ops.relu(image)], [image], "tiny")
+    model.set_rt_info("bf16", ["model_info", "inference_precision"])
+    ov.save_model(model, str(tmp_path / "model.xml"))
+    config = PushConfig(serving="openvino")
+    written = serving.service_for(config, "gs://b/m/v1", "v1", tmp_path / "model.xml")
+    args = written["spec"]["predictor"]["model"]["args"]
+    assert args == ['--plugin_config={"INFERENCE_PRECISION_HINT":"bf16"}']
+    assert serving.validate(written) == []
+    # an IR that says nothing, or no file at hand (k8s checks): f32, what export verifies at
+    assert service(serving="openvino")["spec"]["predictor"]["model"]["args"] == [
+        '--plugin_config={"INFERENCE_PRECISION_HINT":"f32"}'
+    ]
+    assert "args" not in service(serving="triton")["spec"]["predictor"]["model"]
+
+
 def test_service_names_are_dns_labels():
     assert serving.service_name("visionpipe-classifier") == "visionpipe-classifier"
     assert serving.service_name("My_Model.v2") == "my-model-v2"
