@@ -15,6 +15,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# the suite reports where its time went (whole pipelines, trainings, wall time vs budget)
+pytest_plugins = ["tests.suite_cost"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
