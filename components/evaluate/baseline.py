@@ -179,11 +179,7 @@ def compare(
     base_probs = predict(model, rows["test"])
     parts = test_parts(found, dataset, uris, classes, labels)
     unseen = ~parts["seen"]
-    known = int(parts["known"].sum())
-    gate_part = (
-        "unseen" if found.splits is None else "known" if known >= min_known_images else "both"
-    )
-    chosen = parts["known"] if gate_part == "known" else unseen & ~parts["relabelled"]
+    gate_part, chosen, too_few = gate_images(found, parts, min_known_images, few_known_images)
     result = {
         "model": found.label,
         "reference": reference,
@@ -195,13 +191,8 @@ def compare(
         "relabelled_since_baseline": int(parts["relabelled"].sum()),
         "split_known": found.splits is not None,
         "parts": {},
+        **too_few,
     }
-    if gate_part == "both":
-        result["too_few_known"] = {
-            "known": known,
-            "min_known_images": min_known_images,
-            "policy": few_known_images,
-        }
     for name, mask in (("known", parts["known"]), ("new", parts["new"] & unseen)):
         if mask.any():
             result["parts"][name] = both_models(mask, probs, base_probs, labels, metric_fn)
@@ -218,6 +209,27 @@ def compare(
         )
     )
     return result
+
+
+def gate_images(found, parts, min_known_images: int, few_known_images: str):
+    """(the part the gate decides on, its mask, the too-few-known record or {}): the
+    known images when there are `min_known_images`, else known and new together."""
+    unseen = ~parts["seen"]
+    known = int(parts["known"].sum())
+    gate_part = (
+        "unseen" if found.splits is None else "known" if known >= min_known_images else "both"
+    )
+    chosen = parts["known"] if gate_part == "known" else unseen & ~parts["relabelled"]
+    too_few = {}
+    if gate_part == "both":
+        too_few = {
+            "too_few_known": {
+                "known": known,
+                "min_known_images": min_known_images,
+                "policy": few_known_images,
+            }
+        }
+    return gate_part, chosen, too_few
 
 
 def both_models(mask, probs, base_probs, labels, metric_fn) -> dict:
