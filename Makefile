@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
+SERVE := .venv-serve
+SERVE_STAMP := $(SERVE)/.installed
 OUTPUT ?= runs
 ARGS ?=
 PYTEST_ARGS ?=
@@ -57,6 +59,20 @@ $(TOOLS_STAMP): tools-constraints.txt | $(STAMP)
 	$(UV_TOOLS) zizmor checkov
 	@touch $(TOOLS_STAMP)
 
+# visionpipe serve in a venv of its own: kserve 0.21 pins pandas<3 and psutil<6, the training
+# stack has pandas 3 (mlflow) and psutil 7. KServe, the ONNX Runtime/OpenVINO runtimes and
+# the project itself without its dependencies (serve imports only components/infra, vision, serve).
+UV_SERVE = SSL_CERT_FILE=$${SSL_CERT_FILE:-$$(test -f /etc/ssl/certs/ca-certificates.crt && echo /etc/ssl/certs/ca-certificates.crt)} \
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(SERVE)/bin/python
+$(SERVE_STAMP): serve-requirements.txt serve-constraints.txt pyproject.toml | $(STAMP)
+	@test -x $(SERVE)/bin/python || $(PYTHON) -m venv $(SERVE)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV_SERVE) -c serve-constraints.txt -r serve-requirements.txt
+	$(UV_SERVE) --no-deps -e .
+	@touch $(SERVE_STAMP)
+
+serve-venv: $(SERVE_STAMP) ## the serving venv (.venv-serve) that `visionpipe serve` runs in (done by test too)
+
 run: $(STAMP) ## the whole pipeline on builtin:digits, locally (ARGS="--data DIR ..." to change)
 	$(BIN)/visionpipe run --output $(OUTPUT) $(ARGS)
 
@@ -84,7 +100,7 @@ format: $(DEV_STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix components pipelines tests benchmarks
 	$(BIN)/ruff format components pipelines tests benchmarks
 
-test: $(DEV_STAMP) ## lint, k8s-check, then every test (unit, integration, e2e; slow ones included)
+test: $(DEV_STAMP) $(SERVE_STAMP) ## lint, k8s-check, then every test (unit, integration, e2e; slow ones included)
 	$(MAKE) --no-print-directory lint
 	@if command -v kubectl >/dev/null; then $(MAKE) --no-print-directory k8s-check; \
 	else echo "test: kubectl not installed; k8s-check skipped (tests/test_k8s.py says so too)"; fi
@@ -100,7 +116,7 @@ k8s-check: $(DEV_STAMP) $(TOOLS_STAMP) ## render every k8s/ overlay, validate it
 			--skip-download || exit 1; \
 	done
 
-test-fast: $(DEV_STAMP) ## the tests not marked slow
+test-fast: $(DEV_STAMP) $(SERVE_STAMP) ## the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # $(call build_image,FLAVOR,NAME): docker/Dockerfile tagged <version> and <git revision>
@@ -136,15 +152,16 @@ base-image: ## an offline Debian bookworm base for `make image BASE_IMAGE=vision
 tflite-schema: ## regenerate components/export/schema/metadata_schema_generated.py with flatc
 	cd components/export/schema && flatc --python --gen-object-api --gen-onefile metadata_schema.fbs
 
-system-deps: ## optional, Debian/Ubuntu as root: Chromium (report rendering test), flatc (schema test), graphviz (model.png)
+system-deps: ## optional, Debian/Ubuntu as root: Chromium and its driver (report and serve page tests), flatc (schema test), graphviz (model.png)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	@command -v chromedriver >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium-driver)
 	@command -v flatc >/dev/null || (apt-get update -qq && apt-get install -y -qq flatbuffers-compiler)
 	@command -v dot >/dev/null || (apt-get update -qq && apt-get install -y -qq graphviz)
 
 clean: ## remove run outputs and build files (keeps .venv)
 	rm -rf $(OUTPUT) build .pytest_cache
 
-distclean: clean ## also remove .venv and .venv-tools
-	rm -rf $(VENV) $(TOOLS)
+distclean: clean ## also remove .venv, .venv-tools and .venv-serve
+	rm -rf $(VENV) $(TOOLS) $(SERVE)
 
-.PHONY: dev tflite-schema image images push-images base-image k8s-check help venv run prepare train evaluate export compile lint format test test-fast system-deps clean distclean
+.PHONY: dev serve-venv tflite-schema image images push-images base-image k8s-check help venv run prepare train evaluate export compile lint format test test-fast system-deps clean distclean

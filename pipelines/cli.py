@@ -10,6 +10,7 @@
   visionpipe schedule  --host URL --cron "0 0 3 * * *" [--experiment E] [--data SRC] [--config FILE]
   visionpipe predict   --model FILE IMAGE... [--top-k K] [--json] [--meta NAME=VALUE ...] [--metadata FILE]
   visionpipe explain   --model DIR|FILE --output DIR IMAGE... [--layer NAME] [--meta ...] [--metadata FILE]
+  visionpipe serve     REGISTRY/MODEL[/VERSION] | EXPORT_DIR [--host H] [--port P] [--log LOCATION]
 
 Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 anything else.
 """
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_command(commands)
     add_explain_command(commands)
     add_history_command(commands)
+    commands.add_parser(  # parsed by components/serve/cli.py, in the serving venv (see main)
+        "serve", help="serve a published version over HTTP (KServe v1/v2; `serve --help`)"
+    )
     return parser
 
 
@@ -491,6 +495,11 @@ def command_submit(args: argparse.Namespace) -> int:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # its own parser and venv (kserve pins pandas<3)
+        from components.serve.cli import launch
+
+        return launch(argv[1:])
     args = build_parser().parse_args(argv)
     quiet_tensorflow()
     if args.command == "run":

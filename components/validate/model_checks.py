@@ -27,6 +27,7 @@ import numpy as np
 
 from components.validate.checks import Check, nothing_new, skipped
 from components.validate.config import ValidateConfig
+from components.vision.monitoring import distances  # shared with visionpipe serve
 
 
 @dataclass
@@ -37,17 +38,6 @@ class Seen:
     labels: list[str]  # class names, as today's manifests give them
     probs: np.ndarray  # (N, K) over the reference's classes
     embeddings: np.ndarray  # (N, D) float32
-
-
-def distances(pool: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
-    """Mean Euclidean distance of each query row to its k nearest pool rows."""
-    from sklearn.neighbors import NearestNeighbors
-
-    if len(query) == 0:
-        return np.zeros(0)
-    index = NearestNeighbors(n_neighbors=min(k, len(pool)), metric="euclidean").fit(pool)
-    found, _ = index.kneighbors(query)
-    return found.mean(axis=1)
 
 
 def far_rule(train: Seen, val: Seen, config: ValidateConfig):

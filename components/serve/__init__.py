@@ -1,0 +1,1 @@
+"""`visionpipe serve`: the verified server file over HTTP (KServe's model server)."""

@@ -1,0 +1,145 @@
+"""The serve prediction log and request decoding, in-process (no server: the writer and
+the decoder are plain Python that the server calls)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.infra import storage
+from components.serve.inputs import BadInput, Limits, decode_images, encode_metadata
+from components.serve.predlog import LogSettings, PredictionLog
+
+
+def png(width: int, height: int, seed: int = 0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def result(label: str = "3") -> dict:
+    return {
+        "top": [{"label": label, "probability": 0.9}],
+        "ood_score": 1.5,
+        "out_of_distribution": False,
+        "projection": [0.0] * 32,
+    }
+
+
+def wait_for(log: PredictionLog, key: str, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while log.counts[key] < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_each_request_image_is_one_record_in_a_daily_shard(tmp_path):
+    decoded = decode_images([png(20, 10, n) for n in range(3)], 8, Limits())
+    log = PredictionLog(LogSettings(str(tmp_path / "log"), flush_seconds=0.05), "m", "v1")
+    log.offer(decoded, [result(), result("5"), result()])
+    log.close()
+    shards = list((tmp_path / "log").rglob("*.jsonl"))
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert {s.parent.name for s in shards} == {f"date={day}"}
+    records = [json.loads(line) for s in shards for line in s.read_text().splitlines()]
+    assert [r["sha256"] for r in records] == decoded.sha256
+    assert records[1]["top"][0]["label"] == "5" and records[0]["width"] == 20
+
+
+def test_the_daily_cap_and_the_sampling_rate_drop_records_and_count_them(tmp_path):
+    decoded = decode_images([png(9, 9)], 8, Limits())
+    capped = PredictionLog(LogSettings(str(tmp_path / "a"), daily_cap=4), "m", "v1")
+    for _ in range(10):
+        capped.offer(decoded, [result()])
+    capped.close()
+    assert (capped.counts["written"], capped.counts["capped"]) == (4, 6)
+    silent = PredictionLog(LogSettings(str(tmp_path / "b"), sample_rate=0.0), "m", "v1")
+    for _ in range(5):
+        silent.offer(decoded, [result()])
+    silent.close()
+    assert silent.counts["sampled_out"] == 5 and not (tmp_path / "b").exists()
+
+
+def test_the_cap_starts_again_on_a_new_day(tmp_path):
+    days = iter([datetime(2026, 1, 1, 23, tzinfo=UTC)] * 2 + [datetime(2026, 1, 2, 1, tzinfo=UTC)])
+    log = PredictionLog(
+        LogSettings(str(tmp_path), daily_cap=1), "m", "v1", clock=lambda: next(days)
+    )
+    decoded = decode_images([png(9, 9)], 8, Limits())
+    for _ in range(3):
+        log.offer(decoded, [result()])
+    log.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["date=2026-01-01", "date=2026-01-02"]
+    assert log.counts["capped"] == 1
+
+
+def test_a_failing_store_loses_the_shard_never_the_caller(tmp_path, capsys):
+    """The log location is a file: every write fails; offer() still returns at once."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    log = PredictionLog(LogSettings(str(blocker), flush_seconds=0.05), "m", "v1")
+    decoded = decode_images([png(9, 9)], 8, Limits())
+    log.offer(decoded, [result()])
+    log.offer(decoded, [result()])
+    wait_for(log, "failed_records", 2)
+    log.close()
+    assert log.counts["failed_records"] == 2 and log.counts["written"] == 0
+    assert "prediction log:" in capsys.readouterr().err
+
+
+def test_records_reach_an_object_store(object_store):
+    location = f"{object_store}/predictions"
+    log = PredictionLog(LogSettings(location, flush_seconds=0.05), "m", "v1")
+    log.offer(decode_images([png(9, 9)], 8, Limits()), [result()])
+    log.close()
+    shards = list(storage.list_files(location))
+    assert len(shards) == 1 and "/date=" in shards[0]
+    assert json.loads(storage.read_bytes(shards[0]))["model"] == "m"
+
+
+def test_bad_bytes_are_refused_with_a_reason():
+    for blob, reason in [
+        (png(20, 20)[:100], "corrupt_or_truncated_image"),
+        (b"hi", "not_an_image"),
+    ]:
+        with pytest.raises(BadInput) as refused:
+            decode_images([blob], 8, Limits())
+        assert refused.value.reason == reason
+
+
+def test_the_pixel_limit_is_read_from_the_header():
+    with pytest.raises(BadInput, match="too large: 200x100 = 20000 pixels > max_pixels 10000"):
+        decode_images([png(200, 100)], 8, Limits(max_pixels=10_000))
+
+
+def test_a_metadata_model_needs_its_fields():
+    from components.vision.metadata import MetadataEncoder
+
+    encoder = MetadataEncoder.fit(
+        [{"age": "3", "site": "a"}, {"age": "5", "site": "b"}], ["age", "site"]
+    )
+    with pytest.raises(BadInput, match="missing metadata field"):
+        encode_metadata(encoder, [{"age": "4"}], 1)
+    with pytest.raises(BadInput, match="also takes metadata fields age, site"):
+        encode_metadata(encoder, None, 1)
+    rows = encode_metadata(encoder, {"age": "4", "site": "b"}, 2)
+    assert rows.shape == (2, encoder.size)
+
+
+def test_a_decoded_image_matches_what_predict_reads(tmp_path):
+    """The server decodes as prepare/predict do (images.load_for_model), bit for bit."""
+    from components.vision.images import load_for_model
+
+    blob = png(50, 30, 3)
+    (tmp_path / "a.png").write_bytes(blob)
+    decoded = decode_images([blob], 16, Limits())
+    assert np.array_equal(decoded.images[0], load_for_model(str(tmp_path / "a.png"), 16))
+    assert decoded.sizes == [(50, 30)]
+    assert Path(tmp_path / "a.png").stat().st_size == len(blob)
