@@ -90,14 +90,16 @@ def served_dir(tmp_path_factory, exported, digits_dataset) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def server(served_dir, tmp_path_factory):
+def start_server(args: list[str], tmp_path_factory):
+    """`visionpipe serve ARGS` on a free loopback port, logging predictions to a temporary
+    folder; yields {"url", "infer", "logs"} once /v2/health/ready answers, then stops it."""
     port = free_port()
     logs = tmp_path_factory.mktemp("predictions") / "log"
     stderr = logs.parent / "server.log"
+    name = args[args.index("--name") + 1]
     process = subprocess.Popen(
-        [VISIONPIPE, "serve", str(served_dir), "--port", str(port), "--name", "digits",
-         "--top-k", "3", "--log", str(logs), "--log-flush-seconds", "0.2", "--max-body-mb", "4"],
+        [VISIONPIPE, "serve", *args, "--port", str(port), "--log", str(logs),
+         "--log-flush-seconds", "0.2"],
         stdout=subprocess.DEVNULL, stderr=stderr.open("wb"),  # a file: a pipe would fill up
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -111,9 +113,15 @@ def server(served_dir, tmp_path_factory):
     else:
         process.kill()
         pytest.fail(f"the server did not start: {stderr.read_text()[-2000:]}")
-    yield {"url": url, "infer": f"{url}/v2/models/digits/infer", "logs": logs}
+    yield {"url": url, "infer": f"{url}/v2/models/{name}/infer", "logs": logs}
     process.terminate()
     process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def server(served_dir, tmp_path_factory):
+    args = [str(served_dir), "--name", "digits", "--top-k", "3", "--max-body-mb", "4"]
+    yield from start_server(args, tmp_path_factory)
 
 
 def test_health_and_metadata_speak_v2(server):

@@ -332,10 +332,33 @@ def add_generated(session: Session, scratch: Path, provenance: dict[str, Any] | 
         prefix = f"{registry.DATASET}/{registry.REFERENCE_SAMPLE}"
         files = sorted(f for f in sample.rglob("*") if f.is_file())
         session.add([(f, f"{prefix}/{f.relative_to(sample).as_posix()}") for f in files])
+        session.add(monitor_reference(session.export_dir, sample, scratch))
     if provenance:
         path = scratch / registry.PROVENANCE
         path.write_text(json.dumps(provenance, indent=2, sort_keys=True))
         session.add([(path, registry.PROVENANCE)])
+
+
+def monitor_reference(export_dir: Path, sample: Path, scratch: Path) -> list[tuple[Path, str]]:
+    """monitor_reference.json: the file `visionpipe serve` runs, profiled on the version's
+    own sample (components/vision/monitoring.py): its OOD rule and what served traffic is
+    compared with. None for a metadata model or an export without a servable file."""
+    from components.vision import monitoring
+
+    benchmark, parity = (
+        read_json(export_dir / n) if (export_dir / n).exists() else {}
+        for n in ("benchmark.json", "parity.json")
+    )
+    chosen = monitoring.served_format(benchmark, parity) if benchmark else None
+    if chosen is None:
+        return []
+    from components.vision.targets import FILES
+
+    profile = monitoring.dataset_profile(export_dir / FILES[chosen], sample)
+    if profile is None:
+        progress.log(STAGE, f"no {monitoring.PROFILE_FILE}: a metadata model is not profiled")
+        return []
+    return [(monitoring.write_profile(profile, scratch), monitoring.PROFILE_FILE)]
 
 
 def write_manifest(session: Session, blessing, provenance) -> dict[str, Any]:
