@@ -64,3 +64,22 @@ def test_gradcam_quadrants_script_runs_at_tiny_size():
     out = gradcam_quadrants.main(["--seeds", "1", "--epochs", "1", "--kinds", "position"])
     (row,) = out["results"]
     assert row["test_images"] > 0 and 0 <= row["share"] <= 1 and "position" in out["mean_share"]
+
+
+@pytest.mark.slow
+def test_real_nights_script_runs_at_tiny_size(tmp_path):
+    """real_nights.py on the digits: one clean night and one corrupted night against a
+    deployed small_cnn of width 4 trained 1 epoch (the checks and the gate need a real
+    model, not a good one). Heavy noise on the new images moves their brightness and
+    contrast far beyond the threshold whatever the model, so the catch is asserted."""
+    from benchmarks import real_nights
+
+    (summary,) = real_nights.main(
+        ["--datasets", "digits", "--nights", "1", "--bad", "1", "--kinds", "corrupted",
+         "--new", "60", "--epochs", "1", "--width", "4", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert summary["clean_nights"] == 1 and summary["refused_by_validate"] in (0, 1)
+    assert len(summary["clean_gate_lost_gained"]) == 1
+    assert summary["refused_by_the_gate"] == len(summary["gate_causes"])
+    assert summary["caught"]["corrupted"]["validate_caught"] == 1
+    assert "image_stats" in summary["caught"]["corrupted"]["checks"][0]
