@@ -11,6 +11,7 @@
   visionpipe predict   --model FILE IMAGE... [--top-k K] [--json] [--meta NAME=VALUE ...] [--metadata FILE]
   visionpipe explain   --model DIR|FILE --output DIR IMAGE... [--layer NAME] [--meta ...] [--metadata FILE]
   visionpipe serve     REGISTRY/MODEL[/VERSION] | EXPORT_DIR [--host H] [--port P] [--log LOCATION]
+  visionpipe collect   --log LOCATION [--model REGISTRY/MODEL] [--host H] [--port P]
 
 Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 anything else.
 """
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(  # parsed by components/serve/cli.py, in the serving venv (see main)
         "serve", help="serve a published version over HTTP (KServe v1/v2; `serve --help`)"
     )
+    commands.add_parser("collect", help="write prediction records from KServe's payload logger")
     return parser
 
 
@@ -496,10 +498,10 @@ def command_submit(args: argparse.Namespace) -> int:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["serve"]:  # its own parser and venv (kserve pins pandas<3)
+    if argv[:1] in (["serve"], ["collect"]):  # own parsers and venv (kserve pins pandas<3)
         from components.serve.cli import launch
 
-        return launch(argv[1:])
+        return launch(argv[1:], argv[0])
     args = build_parser().parse_args(argv)
     quiet_tensorflow()
     if args.command == "run":

@@ -91,14 +91,17 @@ def served_dir(tmp_path_factory, exported, digits_dataset) -> Path:
 
 
 def start_server(args: list[str], tmp_path_factory):
-    """`visionpipe serve ARGS` on a free loopback port, logging predictions to a temporary
-    folder; yields {"url", "infer", "logs"} once /v2/health/ready answers, then stops it."""
+    """`visionpipe serve ARGS` (or `visionpipe collect ARGS...` when args[0] is collect) on
+    a free loopback port, logging predictions to a temporary folder; yields {"url",
+    "infer", "logs"} once it answers, then stops it."""
     port = free_port()
     logs = tmp_path_factory.mktemp("predictions") / "log"
     stderr = logs.parent / "server.log"
-    name = args[args.index("--name") + 1]
+    command = args if args[0] == "collect" else ["serve", *args]
+    name = args[args.index("--name") + 1] if "--name" in args else ""
+    ready = "/stats" if args[0] == "collect" else "/v2/health/ready"
     process = subprocess.Popen(
-        [VISIONPIPE, "serve", *args, "--port", str(port), "--log", str(logs),
+        [VISIONPIPE, *command, "--port", str(port), "--log", str(logs),
          "--log-flush-seconds", "0.2"],
         stdout=subprocess.DEVNULL, stderr=stderr.open("wb"),  # a file: a pipe would fill up
     )  # fmt: skip
@@ -106,7 +109,7 @@ def start_server(args: list[str], tmp_path_factory):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            if call(f"{url}/v2/health/ready", timeout=2)[0] == 200:
+            if call(url + ready, timeout=2)[0] == 200:
                 break
         except OSError:
             time.sleep(0.3)
@@ -345,3 +348,24 @@ def test_the_page_shows_top_k_and_version_in_a_real_browser(server, test_images,
         assert "version export" in browser.find_element(By.ID, "status").text
     finally:
         browser.quit()
+
+
+def test_the_embedding_predictor_answers_as_the_verified_runtime_does(exported, test_images):
+    """Every servable format: the probabilities of the file with its embedding output added
+    are the runtime's own (the graph is unchanged), and ONNX and OpenVINO read the same
+    penultimate embedding width."""
+    from components.vision import monitoring, runtimes, targets
+
+    images = test_images[0][:16].astype(np.float32)
+    widths = {}
+    for fmt in monitoring.SERVABLE:
+        path = exported / targets.FILES[fmt]
+        plain = (
+            runtimes.onnx_predictor(path)
+            if path.suffix == ".onnx"
+            else runtimes.openvino_predictor(path)
+        )
+        probs, embeddings = monitoring.embedding_predictor(path)(images)
+        assert np.abs(probs - plain(images)).max() < 1e-5, fmt
+        widths[fmt] = embeddings.shape
+    assert len(set(widths.values())) == 1, widths

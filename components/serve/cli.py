@@ -49,10 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
-def launch(argv: list[str]) -> int:
-    """Run the server in an interpreter that has kserve; one line and exit 2 if none."""
+def launch(argv: list[str], verb: str = "serve") -> int:
+    """Run `serve` or `collect` in an interpreter that has kserve; one line, exit 2 if none."""
     if importlib.util.find_spec("kserve") is not None:
-        return main(argv)
+        return collect_main(argv) if verb == "collect" else main(argv)
     python = os.environ.get(SERVE_PYTHON_ENV) or str(ROOT / ".venv-serve" / "bin" / "python")
     if not Path(python).is_file():
         print(
@@ -65,7 +65,8 @@ def launch(argv: list[str]) -> int:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    os.execve(python, [python, "-m", "components.serve", *argv], env)  # fmt: skip
+    verbs = ["collect"] if verb == "collect" else []
+    os.execve(python, [python, "-m", "components.serve", *verbs, *argv], env)  # fmt: skip
     return 0  # not reached
 
 
@@ -103,4 +104,56 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if log is not None:
             log.close()
+    return 0
+
+
+def build_collect_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visionpipe collect",
+        description="receive KServe payload-logger CloudEvents and write prediction records",
+    )
+    parser.add_argument(
+        "--log", metavar="LOCATION", required=True, help="a folder, gs://, s3://, minio://"
+    )
+    parser.add_argument("--model", metavar="SOURCE", help="the deployed version: labels, OOD score")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--log-sample-rate", type=float, default=1.0)
+    parser.add_argument("--log-daily-cap", type=int, default=100_000)
+    parser.add_argument("--log-flush-seconds", type=float, default=2.0)
+    return parser  # fmt: skip
+
+
+@exit_on_user_error
+def collect_main(argv: list[str] | None = None) -> int:
+    args = build_collect_parser().parse_args(argv)
+    import uvicorn
+
+    from components.infra import storage
+    from components.serve.collect import Collector, app
+    from components.serve.predlog import LogSettings, PredictionLog
+
+    served = None
+    if args.model:
+        from components.serve.model import open_served
+
+        served = open_served(args.model)
+    settings = LogSettings(
+        storage.check_location(args.log, "--log"),
+        sample_rate=args.log_sample_rate,
+        daily_cap=args.log_daily_cap,
+        flush_seconds=args.log_flush_seconds,
+    )
+    try:
+        settings.validate()
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    name = served.name if served else "model"
+    log = PredictionLog(settings, name, served.version if served else "")
+    print(f"collecting on http://{args.host}:{args.port}/ into {args.log}", file=sys.stderr)
+    try:
+        uvicorn.run(app(Collector(log, served, args.top_k)), host=args.host, port=args.port)
+    finally:
+        log.close()
     return 0
