@@ -5,8 +5,8 @@
 
 For each concurrency C, C client threads (one keep-alive connection each) send
 `--requests` v2 infer requests of one PNG (real digits, at the model's size) to a local
-server, without and then with prediction logging (a local folder, every request
-logged); the same work in-process (decode + `core.answer` on the same file, C threads)
+server without prediction logging and to one with it (a local folder, every request
+logged), both running, in three alternating rounds; the same work in-process (decode + `core.answer` on the same file, C threads)
 is the baseline whose ratio shows the server's overhead. Each run stops at
 `--max-seconds`. p50/p99 are over the requests answered; every request must be a 200.
 Prints one JSON object. The clients share the machine's CPUs with the server: on a
@@ -86,10 +86,12 @@ def summary(latencies: list[float], elapsed: float, failed: int) -> dict:
     }
 
 
-def run_load(work, concurrency: int, requests: int, max_seconds: float) -> dict:
-    """`work(n)` -> True (answered) from `concurrency` threads, `requests` calls in all."""
+def run_load(work, concurrency: int, requests: int, max_seconds: float, latencies=None) -> dict:
+    """`work(n)` -> True (answered) from `concurrency` threads, `requests` calls in all
+    (each latency also appended to `latencies` when given)."""
     stop = time.monotonic() + max_seconds
-    latencies, failed = [], 0
+    latencies = [] if latencies is None else latencies
+    failed = 0
 
     def client(index: int):
         nonlocal failed
@@ -133,6 +135,29 @@ def in_process_work(served, blobs: list[bytes]):
     return work
 
 
+def alternate(servers: dict, bodies: list[bytes], level: int, args, rounds: int = 3) -> dict:
+    """Each server `rounds` times in turn, `--requests / rounds` requests a round; the
+    rounds' latencies pooled and their times summed."""
+    pooled = {label: {"latencies": [], "elapsed": 0.0, "failed": 0} for label in servers}
+    for _ in range(rounds):
+        for label, (_, port) in servers.items():
+            latencies: list[float] = []
+            begun = time.perf_counter()
+            found = run_load(
+                http_work(port, bodies),
+                level,
+                args.requests // rounds,
+                args.max_seconds / rounds,
+                latencies,
+            )
+            pooled[label]["elapsed"] += time.perf_counter() - begun
+            pooled[label]["latencies"] += latencies
+            pooled[label]["failed"] += found["failed"]
+    return {
+        label: summary(p["latencies"], p["elapsed"], p["failed"]) for label, p in pooled.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--export", required=True, help="an export folder (or REGISTRY/MODEL)")
@@ -160,15 +185,15 @@ def main(argv: list[str] | None = None) -> dict:
             "in_process": run_load(work, level, args.requests, args.max_seconds)
         }
     with tempfile.TemporaryDirectory() as logs:
-        for label, log in (("server", None), ("server_logging", logs)):
-            process, port = start(args.export, log)
-            try:
-                for level in levels:
-                    found = run_load(
-                        http_work(port, bodies), level, args.requests, args.max_seconds
-                    )
+        # both servers up at once, measured in alternating rounds: a shared machine's noise
+        # falls on both alike
+        servers = {"server": start(args.export, None), "server_logging": start(args.export, logs)}
+        try:
+            for level in levels:
+                for label, found in alternate(servers, bodies, level, args).items():
                     result["levels"][level][label] = found
-            finally:
+        finally:
+            for process, _ in servers.values():
                 process.terminate()
                 process.wait(60)
         result["log_records"] = sum(
