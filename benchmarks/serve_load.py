@@ -1,7 +1,7 @@
 """`visionpipe serve` under load, on loopback: latency and throughput of raw-bytes requests.
 
     .venv/bin/python benchmarks/serve_load.py --export EXPORT_DIR
-        [--concurrency 1,8,32] [--requests 400] [--max-seconds 60] [--images 64]
+        [--concurrency 1,8,32] [--requests 400] [--max-seconds 60] [--images 64] [--soak SECONDS]
 
 For each concurrency C, C client threads (one keep-alive connection each) send
 `--requests` v2 infer requests of one PNG (real digits, at the model's size) to a local
@@ -9,7 +9,10 @@ server without prediction logging and to one with it (a local folder, every requ
 logged), both running, in three alternating rounds; the same work in-process (decode + `core.answer` on the same file, C threads)
 is the baseline whose ratio shows the server's overhead. Each run stops at
 `--max-seconds`. p50/p99 are over the requests answered; every request must be a 200.
-Prints one JSON object. The clients share the machine's CPUs with the server: on a
+With `--soak SECONDS`, instead: the largest concurrency's clients for that long, every
+fourth request a bad one (text, a truncated PNG, a 50-megapixel PNG, a wrong shape),
+counting good requests that failed and bad ones not refused with a 4xx, and sampling
+the server's resident memory each second. Prints one JSON object. The clients share the machine's CPUs with the server: on a
 small machine the numbers include the clients' cost.
 """
 
@@ -26,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -158,6 +162,87 @@ def alternate(servers: dict, bodies: list[bytes], level: int, args, rounds: int 
     }
 
 
+def rss_mb(pid: int) -> float:
+    """The server's resident memory, from /proc (the launcher execs it: same pid)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bad_bodies(blobs: list[bytes]) -> list[bytes]:
+    """Requests that must be refused: text, a truncated PNG, a 50-megapixel PNG, a tensor
+    of the wrong shape."""
+    from PIL import Image
+
+    huge = io.BytesIO()
+    Image.new("L", (10_000, 5_000)).save(huge, format="PNG")
+
+    def body(data: bytes) -> bytes:
+        item = {"name": "image", "shape": [1], "datatype": "BYTES",
+                "data": [base64.b64encode(data).decode()]}  # fmt: skip
+        return json.dumps({"inputs": [item]}).encode()
+
+    shape = {"name": "pixels", "shape": [1, 3], "datatype": "FP32", "data": [0, 0, 0]}
+    return [
+        body(b"not an image\n"),
+        body(blobs[0][: len(blobs[0]) // 2]),
+        body(huge.getvalue()),
+        json.dumps({"inputs": [shape]}).encode(),
+    ]
+
+
+def soak(export: str, blobs: list[bytes], bodies: list[bytes], seconds: float, level: int):
+    """`level` clients for `seconds`, every fourth request a bad one: good requests that
+    failed (must be 0), bad ones not refused with a 4xx (must be 0), and the server's RSS
+    sampled each second (flat: the last minute's within a few MB of the first's)."""
+    process, port = start(export, None)
+    bad = bad_bodies(blobs)
+    stop = time.monotonic() + seconds
+    counts = {"good": 0, "good_failed": 0, "bad": 0, "bad_not_4xx": 0}
+    memory = []
+    lock = threading.Lock()
+
+    def client(index: int):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        n = index
+        while time.monotonic() < stop:
+            is_bad = n % 4 == 3
+            body = bad[n % len(bad)] if is_bad else bodies[n % len(bodies)]
+            connection.request("POST", "/v2/models/m/infer", body,
+                               {"content-type": "application/json"})  # fmt: skip
+            response = connection.getresponse()
+            response.read()
+            with lock:
+                if is_bad:
+                    counts["bad"] += 1
+                    counts["bad_not_4xx"] += not 400 <= response.status < 500
+                else:
+                    counts["good"] += 1
+                    counts["good_failed"] += response.status != 200
+            n += level
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(level + 1) as pool:
+            clients = [pool.submit(client, i) for i in range(level)]
+            while time.monotonic() < stop:
+                memory.append(round(rss_mb(process.pid), 1))
+                time.sleep(1)
+            for done in clients:
+                done.result()
+    finally:
+        process.terminate()
+        process.wait(60)
+    minute = max(1, min(60, len(memory) // 3))
+    return {
+        **counts,
+        "seconds": seconds,
+        "rss_mb_first_minute_max": max(memory[:minute]),
+        "rss_mb_last_minute_max": max(memory[-minute:]),
+        "rss_mb_max": max(memory),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--export", required=True, help="an export folder (or REGISTRY/MODEL)")
@@ -165,6 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--max-seconds", type=float, default=60)
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--soak", type=float, default=0, help="seconds of good+bad load instead")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
     from components.serve.model import open_served
@@ -179,6 +265,10 @@ def main(argv: list[str] | None = None) -> dict:
         ).encode()
         for b in blobs
     ]  # fmt: skip
+    if args.soak:
+        found = soak(args.export, blobs, bodies, args.soak, max(levels))
+        print(json.dumps(found, indent=1))
+        return found
     result = {"file": served.file.name, "cpus": len(os.sched_getaffinity(0)), "levels": {}}
     for level in levels:
         result["levels"][level] = {

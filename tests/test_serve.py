@@ -369,3 +369,25 @@ def test_the_embedding_predictor_answers_as_the_verified_runtime_does(exported, 
         assert np.abs(probs - plain(images)).max() < 1e-5, fmt
         widths[fmt] = embeddings.shape
     assert len(set(widths.values())) == 1, widths
+
+
+@pytest.mark.slow
+def test_the_load_benchmark_runs_at_tiny_size(served_dir):
+    """benchmarks/serve_load.py end to end at a few requests (numbers mean nothing here;
+    docs/benchmarks.md holds the real ones): every request answered, one log record each,
+    and the soak mode's bad requests all refused with a 4xx."""
+    from benchmarks import serve_load
+
+    found = serve_load.main(
+        ["--export", str(served_dir), "--concurrency", "1,2", "--requests", "6", "--images", "4"]
+    )
+    for level in (1, 2):
+        assert {
+            found["levels"][level][k]["failed"] for k in ("in_process", "server", "server_logging")
+        } == {0}
+    assert found["log_records"] == 12
+    soaked = serve_load.main(
+        ["--export", str(served_dir), "--soak", "3", "--concurrency", "2", "--images", "4"]
+    )
+    assert soaked["good"] > 0 and soaked["good_failed"] == 0
+    assert soaked["bad"] > 0 and soaked["bad_not_4xx"] == 0
