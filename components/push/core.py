@@ -354,7 +354,11 @@ def monitor_reference(export_dir: Path, sample: Path, scratch: Path) -> list[tup
         return []
     from components.vision.targets import FILES
 
-    profile = monitoring.dataset_profile(export_dir / FILES[chosen], sample)
+    try:
+        profile = monitoring.dataset_profile(export_dir / FILES[chosen], sample)
+    except ValueError as error:  # a graph whose classifier head is not a MatMul/Gemm
+        progress.log(STAGE, f"no {monitoring.PROFILE_FILE} ({error}): serve gives no OOD score")
+        return []
     if profile is None:
         progress.log(STAGE, f"no {monitoring.PROFILE_FILE}: a metadata model is not profiled")
         return []
