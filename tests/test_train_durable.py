@@ -36,6 +36,28 @@ def synced_epochs(state_uri):
     return len(list(csv.DictReader(io.StringIO(text))))
 
 
+class TimedLines:
+    """A child's output read as it comes, each line with the time it arrived."""
+
+    def __init__(self, stream):
+        import threading
+
+        self.lines: list[tuple[float, str]] = []
+        self._reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream):
+        for line in stream:
+            self.lines.append((time.time(), line))
+
+    def seen(self, needle: str) -> float | None:
+        return next((when for when, line in self.lines if needle in line), None)
+
+    def text(self) -> str:
+        self._reader.join(timeout=5)
+        return "".join(line for _, line in self.lines)
+
+
 def fresh_env(root, name):
     """An empty HOME, TMPDIR and cwd: nothing from an earlier attempt is on this 'disk'."""
     base = root / name
@@ -119,19 +141,26 @@ def test_sigterm_mid_epoch_saves_within_the_grace_period_and_resumes(
         "--set", "early_stopping_patience=4", "--set", "checkpoint_every=0",
     ]  # fmt: skip
     env, cwd = fresh_env(tmp_path, "first")
+    env["PYTHONUNBUFFERED"] = "1"  # each line as it is written: the test times epoch 2 by it
     first = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd, text=True
     )
+    lines = TimedLines(first.stdout)
     deadline = time.time() + 400
-    while synced_epochs(f"{output}.state") < 1:
-        assert first.poll() is None, first.stdout.read().decode()[-3000:]
+    while synced_epochs(f"{output}.state") < 1 or lines.seen("Epoch 2/4") is None:
+        assert first.poll() is None, (first.returncode, lines.text()[-3000:])
         assert time.time() < deadline, "the first epoch did not reach the bucket in time"
         time.sleep(0.1)
-    time.sleep(1.5)  # into epoch 2 (315 steps of 4 images; a loaded machine starts it slowly)
+    # Keras has announced epoch 2 (315 steps of 4 images, about a second on a quiet
+    # machine): 0.3 s later it is mid-epoch however slowly a loaded machine started it (a
+    # fixed 1.5 s after the sync landed on batch 0 under load, and a third of epoch 1's
+    # time, which includes the upload, ran into epoch 3)
+    time.sleep(max(lines.seen("Epoch 2/4") + 0.3 - time.time(), 0.05))
     signalled = time.time()
     first.send_signal(signal.SIGTERM)
-    output_text = first.communicate(timeout=60)[0].decode()
+    first.wait(timeout=60)
     elapsed = time.time() - signalled
+    output_text = lines.text()
     print(f"exited {elapsed:.2f} s after SIGTERM")
     assert elapsed < 30, output_text[-2000:]
     assert first.returncode == 143, output_text[-3000:]
