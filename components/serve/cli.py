@@ -75,26 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from components.serve.inputs import Limits
     from components.serve.model import open_served
-    from components.serve.predlog import LogSettings, PredictionLog
+    from components.serve.predlog import PredictionLog
 
     if args.top_k < 1 or args.max_pixels < 1 or args.max_images < 1 or args.max_body_mb <= 0:
         raise UserError("--top-k, --max-pixels, --max-images and --max-body-mb must be > 0")
     served = open_served(args.source, args.name)
     log = None
     if args.log:
-        from components.infra import storage
-
-        settings = LogSettings(
-            storage.check_location(args.log, "--log"),
-            sample_rate=args.log_sample_rate,
-            daily_cap=args.log_daily_cap,
-            flush_seconds=args.log_flush_seconds,
-        )
-        try:
-            settings.validate()
-        except ValueError as error:
-            raise UserError(str(error)) from None
-        log = PredictionLog(settings, served.name, served.version)
+        log = PredictionLog(log_settings(args), served.name, served.version)
     limits = Limits(args.max_pixels, args.max_images, int(args.max_body_mb * 2**20))
     sys.argv = sys.argv[:1]  # kserve parses sys.argv when imported: it must not see ours
     from components.serve.server import VisionModel, start
@@ -105,6 +93,24 @@ def main(argv: list[str] | None = None) -> int:
         if log is not None:
             log.close()
     return 0
+
+
+def log_settings(args: argparse.Namespace):
+    """The prediction log's settings from --log and --log-*, checked (one line if not)."""
+    from components.infra import storage
+    from components.serve.predlog import LogSettings
+
+    settings = LogSettings(
+        storage.check_location(args.log, "--log"),
+        sample_rate=args.log_sample_rate,
+        daily_cap=args.log_daily_cap,
+        flush_seconds=args.log_flush_seconds,
+    )
+    try:
+        settings.validate()
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return settings
 
 
 def build_collect_parser() -> argparse.ArgumentParser:
@@ -130,27 +136,16 @@ def collect_main(argv: list[str] | None = None) -> int:
     args = build_collect_parser().parse_args(argv)
     import uvicorn
 
-    from components.infra import storage
     from components.serve.collect import Collector, app
-    from components.serve.predlog import LogSettings, PredictionLog
+    from components.serve.predlog import PredictionLog
 
     served = None
     if args.model:
         from components.serve.model import open_served
 
         served = open_served(args.model)
-    settings = LogSettings(
-        storage.check_location(args.log, "--log"),
-        sample_rate=args.log_sample_rate,
-        daily_cap=args.log_daily_cap,
-        flush_seconds=args.log_flush_seconds,
-    )
-    try:
-        settings.validate()
-    except ValueError as error:
-        raise UserError(str(error)) from None
     name = served.name if served else "model"
-    log = PredictionLog(settings, name, served.version if served else "")
+    log = PredictionLog(log_settings(args), name, served.version if served else "")
     print(f"collecting on http://{args.host}:{args.port}/ into {args.log}", file=sys.stderr)
     try:
         uvicorn.run(app(Collector(log, served, args.top_k)), host=args.host, port=args.port)
