@@ -32,18 +32,21 @@ help: ## list the targets
 # `tensorflow`, which would install a second TensorFlow over tensorflow-cpu: no deps.
 UV_VERSION := 0.13.8
 DEV_STAMP := $(VENV)/.installed-dev
-UV = SSL_CERT_FILE=$${SSL_CERT_FILE:-$$(test -f /etc/ssl/certs/ca-certificates.crt && echo /etc/ssl/certs/ca-certificates.crt)} \
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -c constraints.txt
-UV_TOOLS = SSL_CERT_FILE=$${SSL_CERT_FILE:-$$(test -f /etc/ssl/certs/ca-certificates.crt && echo /etc/ssl/certs/ca-certificates.crt)} \
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(TOOLS)/bin/python -c tools-constraints.txt
-$(STAMP): pyproject.toml constraints.txt
+# $(call uv_install,PYTHON) ARGS: uv installs into PYTHON's venv (the host's CA bundle for TLS)
+uv_install = SSL_CERT_FILE=$${SSL_CERT_FILE:-$$(test -f /etc/ssl/certs/ca-certificates.crt && echo /etc/ssl/certs/ca-certificates.crt)} \
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(1)
+UV = $(call uv_install,$(BIN)/python) -c constraints.txt
+UV_TOOLS = $(call uv_install,$(TOOLS)/bin/python) -c tools-constraints.txt
+# uv itself, pinned, in .venv (every install below goes through it)
+$(BIN)/uv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/uv
 	$(UV) -e .
 	@touch $(STAMP)
 
-$(DEV_STAMP): $(STAMP)
-	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+$(DEV_STAMP): $(STAMP) | $(BIN)/uv
 	$(UV) -e ".[dev]"
 	$(UV) --no-deps tf-keras
 	@touch $(DEV_STAMP)
@@ -53,20 +56,17 @@ venv: $(STAMP) ## create .venv and install the pinned project to run it (done by
 dev: $(DEV_STAMP) ## add the test-only clients and servers, linters and benchmark extras (done by test too)
 
 # zizmor and checkov in a venv of their own (checkov's pins conflict with the project's)
-$(TOOLS_STAMP): tools-constraints.txt | $(STAMP)
+$(TOOLS_STAMP): tools-constraints.txt | $(BIN)/uv
 	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
-	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV_TOOLS) zizmor checkov
 	@touch $(TOOLS_STAMP)
 
 # visionpipe serve in a venv of its own: kserve 0.21 pins pandas<3 and psutil<6, the training
 # stack has pandas 3 (mlflow) and psutil 7. KServe, the ONNX Runtime/OpenVINO runtimes and
 # the project itself without its dependencies (serve imports only components/infra, vision, serve).
-UV_SERVE = SSL_CERT_FILE=$${SSL_CERT_FILE:-$$(test -f /etc/ssl/certs/ca-certificates.crt && echo /etc/ssl/certs/ca-certificates.crt)} \
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(SERVE)/bin/python
-$(SERVE_STAMP): serve-requirements.txt serve-constraints.txt pyproject.toml | $(STAMP)
+UV_SERVE = $(call uv_install,$(SERVE)/bin/python)
+$(SERVE_STAMP): serve-requirements.txt serve-constraints.txt pyproject.toml | $(BIN)/uv
 	@test -x $(SERVE)/bin/python || $(PYTHON) -m venv $(SERVE)
-	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV_SERVE) -c serve-constraints.txt -r serve-requirements.txt
 	$(UV_SERVE) --no-deps -e .
 	@touch $(SERVE_STAMP)
