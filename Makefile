@@ -136,6 +136,16 @@ image: ## build the CPU stage image (BASE_IMAGE=..., CA_BUNDLE=path behind a TLS
 images: image ## build the CPU and the GPU (CUDA) training images, tagged <version> and <git revision>
 	$(call build_image,gpu,$(GPU_IMAGE))
 
+SERVE_IMAGE ?= visionpipe/visionpipe-serve
+.PHONY: serve-image
+serve-image: ## build the serving image (visionpipe serve for push.serving: visionpipe), tagged <version> and <git revision>
+	@rm -f docker/ca/ca.crt
+	$(if $(CA_BUNDLE),cp $(CA_BUNDLE) docker/ca/ca.crt)
+	docker build -f docker/Dockerfile.serve --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		--build-arg VERSION=$(VERSION) --build-arg GIT_REVISION=$(GIT_REVISION) \
+		-t $(SERVE_IMAGE):$(VERSION) -t $(SERVE_IMAGE):$(GIT_REVISION) . ; \
+		status=$$?; rm -f docker/ca/ca.crt; exit $$status
+
 # the pushed images' digests, printed as the prod overlay's images: entries to paste
 digest = $$(docker inspect --format '{{index .RepoDigests 0}}' $(1):$(VERSION))
 push-images: images ## push both images (IMAGE=<registry>/visionpipe-cpu ...); print (and write build/image-pins.txt) their digests for k8s/overlays/prod

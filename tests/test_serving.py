@@ -169,3 +169,108 @@ def test_a_missing_serving_file_is_refused_before_a_version_is_claimed(tmp_path)
     with pytest.raises(UserError, match="push.serving=triton needs model.onnx"):
         run(PushConfig(registry=str(registry)), export, evaluation)
     assert not registry.exists() or not any(registry.rglob(".claimed"))
+
+
+def container(written: dict) -> dict:
+    (found,) = written["spec"]["predictor"]["containers"]
+    return found
+
+
+def test_the_visionpipe_service_runs_serve_from_the_serving_image():
+    """push.serving: visionpipe is a KServe custom predictor: `visionpipe serve` on the
+    storage initializer's copy of the version's serving folder, v2 health probes on 8080,
+    the stage images' hardening, and the CRD schema (remote storage checked too)."""
+    import components
+
+    written = service(serving="visionpipe", serving_cpu="2", serving_memory="1Gi")
+    assert serving.validate(written) == []
+    predictor = written["spec"]["predictor"]
+    assert "model" not in predictor and "logger" not in predictor
+    found = container(written)
+    assert found["name"] == "kserve-container"  # what KServe's storage initializer looks for
+    assert found["image"] == f"visionpipe/visionpipe-serve:{components.__version__}"
+    assert found["command"] == ["visionpipe", "serve"]
+    args = found["args"]
+    assert args[0] == "/mnt/models" and "--log" not in args
+    assert args[args.index("--port") + 1] == "8080" and args[args.index("--host") + 1] == "0.0.0.0"
+    assert args[args.index("--version") + 1] == "v1"
+    assert args[args.index("--name") + 1] == "visionpipe-classifier"
+    env = {e["name"]: e["value"] for e in found["env"]}
+    assert env["STORAGE_URI"] == "gs://bucket/models/m/v1/serving/visionpipe"
+    assert found["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
+    assert found["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
+    assert found["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+    assert found["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}
+    security = found["securityContext"]
+    assert security["runAsNonRoot"] is True and security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert security["allowPrivilegeEscalation"] is False
+    named = service(serving="visionpipe", serving_image="team/serve@sha256:" + "a" * 64)
+    assert container(named)["image"] == "team/serve@sha256:" + "a" * 64
+
+
+def test_the_visionpipe_service_s_mistakes_are_caught_by_the_schema():
+    broken = service(serving="visionpipe")
+    found = container(broken)
+    found["readinesProbe"] = found.pop("readinessProbe")  # a typo: an unknown field
+    found["ports"][0]["containerPort"] = "8080"
+    problems = serving.validate(broken)
+    assert any("'readinesProbe' was unexpected" in p for p in problems)
+    assert any("containerPort" in p and "integer" in p for p in problems)
+    local = service(serving="visionpipe")
+    container(local)["env"][0]["value"] = "/home/me/registry/m/v1/serving/visionpipe"
+    assert any("not a location KServe can read" in p for p in serving.validate(local))
+
+
+def test_serving_log_adds_kserve_s_payload_logger_pointed_at_collect():
+    """Triton, TF Serving and OVMS do not log: with push.serving_log their service gets
+    spec.predictor.logger (mode all) posting to `visionpipe collect`; a visionpipe service
+    logs itself (--log, its format and --log-images as set)."""
+    for runtime in ("triton", "tensorflow", "openvino"):
+        written = service(serving=runtime, serving_log="gs://b/predictions")
+        assert serving.validate(written) == []
+        assert written["spec"]["predictor"]["logger"] == {
+            "mode": "all",
+            "url": "http://visionpipe-collect:8081/",
+        }
+        notes = written["metadata"]["annotations"]
+        assert notes["visionpipe/prediction-log"] == "gs://b/predictions"
+        assert "logger" not in service(serving=runtime)["spec"]["predictor"]
+    url = "http://collect.monitoring.svc.cluster.local:8081/"
+    own = service(serving="triton", serving_log="s3://b/p", serving_log_url=url)
+    assert own["spec"]["predictor"]["logger"]["url"] == url
+    own["spec"]["predictor"]["logger"]["mode"] = "everything"  # the CRD's enum refuses it
+    assert any("logger.mode" in p for p in serving.validate(own))
+    itself = service(
+        serving="visionpipe",
+        serving_log="gs://b/predictions",
+        serving_log_format="parquet",
+        serving_log_images=True,
+    )
+    assert serving.validate(itself) == [] and "logger" not in itself["spec"]["predictor"]
+    args = container(itself)["args"]
+    assert args[args.index("--log") + 1] == "gs://b/predictions"
+    assert args[args.index("--log-format") + 1] == "parquet" and "--log-images" in args
+
+
+def test_config_refuses_a_visionpipe_service_it_cannot_run():
+    with pytest.raises(UserError, match="serving_gpus"):
+        PushConfig.from_dict({"serving": "visionpipe", "serving_gpus": 1})
+    with pytest.raises(UserError, match="serving_log_format"):
+        PushConfig.from_dict({"serving_log_format": "csv"})
+    with pytest.raises(UserError, match="serving_log_url"):
+        PushConfig.from_dict({"serving_log": "gs://b/p", "serving_log_url": "collect:8081"})
+    with pytest.raises(UserError, match="serving_log"):
+        PushConfig.from_dict({"serving_log": "ftp://host/logs"})
+
+
+def test_push_copies_what_serve_reads_beside_its_file():
+    """push.serving: visionpipe copies serve's BESIDE files (and push adds the profile):
+    the two lists, kept in two packages that may not import each other, agree."""
+    from components.serve import model
+    from components.vision import monitoring
+
+    assert set(serving.SERVE_BESIDE) == set(model.BESIDE) | set(model.EXTRA) - {
+        monitoring.PROFILE_FILE
+    }

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from components.infra.config import StageConfig
 
-# components/push/serving.py writes the first three; auto: the fastest verified server file
-RUNTIMES = ("triton", "tensorflow", "openvino", "auto", "none")
+# components/push/serving.py writes the first four; auto: the fastest verified server file
+RUNTIMES = ("triton", "tensorflow", "openvino", "visionpipe", "auto", "none")
+LOG_FORMATS = ("jsonl", "parquet")
 
 
 @dataclass
@@ -21,8 +22,19 @@ class PushConfig(StageConfig):
     version: str = ""  # empty: UTC time plus the first 8 hex digits of the ONNX file's hash
     # the KServe InferenceService written beside each version (inferenceservice.yaml):
     # triton (model.onnx in a Triton model repository) | tensorflow (the SavedModel under
-    # TF Serving) | none
+    # TF Serving) | openvino (OVMS) | visionpipe (`visionpipe serve` from serving_image on
+    # the fastest verified ONNX/OpenVINO file) | auto | none
     serving: str = "triton"
+    # visionpipe: the serving image (`make serve-image`); empty: visionpipe/visionpipe-serve
+    # tagged with this version (kustomize or this key names the registry's copy)
+    serving_image: str = ""
+    # prediction logs of the deployed service (a folder, gs://, s3://, minio://); empty: none.
+    # visionpipe: the server writes them itself; triton/tensorflow/openvino: KServe's payload
+    # logger posts to serving_log_url, where `visionpipe collect --log <this>` writes them
+    serving_log: str = ""
+    serving_log_url: str = ""  # empty: http://visionpipe-collect:8081/ (docs/cluster.md)
+    serving_log_images: bool = False  # visionpipe: also keep each request image (privacy!)
+    serving_log_format: str = "jsonl"  # visionpipe: jsonl | parquet shards
     # triton: serve model_int8.onnx; openvino: model_int8.xml (faster on server CPUs)
     serving_int8: bool = False
     serving_gpus: int = 0  # nvidia.com/gpu per predictor pod
@@ -52,6 +64,7 @@ class PushConfig(StageConfig):
         )
         self.check(self.serving in RUNTIMES, "serving", f"expected one of {', '.join(RUNTIMES)}")
         self.check(self.serving_gpus >= 0, "serving_gpus", "expected >= 0")
+        self.check_serve_log()
         quantity = r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?"
         self.check(
             re.fullmatch(quantity, self.serving_cpu) is not None,
@@ -83,4 +96,30 @@ class PushConfig(StageConfig):
             1 <= self.serving_min_replicas <= self.serving_max_replicas,
             "serving_min_replicas",
             "expected 1 <= serving_min_replicas <= serving_max_replicas",
+        )
+
+    def check_serve_log(self) -> None:
+        """The keys of push.serving: visionpipe and of the prediction log."""
+        import re
+
+        self.check_locations("serving_log")
+        self.check(
+            self.serving_log_format in LOG_FORMATS,
+            "serving_log_format",
+            f"expected one of {', '.join(LOG_FORMATS)}",
+        )
+        self.check(
+            not self.serving_log_url or re.match(r"https?://[^/\s]+", self.serving_log_url),
+            "serving_log_url",
+            "expected an http(s):// URL of `visionpipe collect` (or empty for the default)",
+        )
+        self.check(
+            not (self.serving == "visionpipe" and self.serving_gpus),
+            "serving_gpus",
+            "push.serving=visionpipe runs ONNX Runtime/OpenVINO on CPU: set serving_gpus 0",
+        )
+        self.check(
+            not self.serving_image or re.fullmatch(r"[^\s:@/][^\s]*", self.serving_image),
+            "serving_image",
+            "expected an image reference such as visionpipe/visionpipe-serve:0.1.0",
         )

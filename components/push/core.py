@@ -124,6 +124,8 @@ def resolve_auto(config: PushConfig, export_dir: Path) -> PushConfig:
 
 def serving_source(config: PushConfig, export_dir: Path) -> str:
     """The export file the serving runtime gets; refused before anything is claimed."""
+    if config.serving == "visionpipe":
+        return visionpipe_source(export_dir)
     if config.serving == "tensorflow":
         if not (export_dir / "saved_model" / "saved_model.pb").is_file():
             raise UserError(
@@ -148,6 +150,26 @@ def serving_source(config: PushConfig, export_dir: Path) -> str:
             "or set push.serving to tensorflow or none"
         )
     return name
+
+
+def visionpipe_source(export_dir: Path) -> str:
+    """The file `visionpipe serve` runs: the fastest verified ONNX/OpenVINO file
+    (monitoring.served_format, serve's own choice)."""
+    from components.vision import monitoring
+    from components.vision.targets import FILES
+
+    benchmark, parity = (
+        read_json(export_dir / n) if (export_dir / n).is_file() else {}
+        for n in ("benchmark.json", "parity.json")
+    )
+    chosen = monitoring.served_format(benchmark, parity) if benchmark else None
+    if chosen is None:
+        raise UserError(
+            f"push.serving=visionpipe needs a verified ONNX or OpenVINO file measured in "
+            f"{export_dir}/benchmark.json; add onnx or openvino to export.formats, or set "
+            "push.serving to triton, tensorflow or none"
+        )
+    return FILES[chosen]
 
 
 def serving_files(
@@ -332,7 +354,11 @@ def add_generated(session: Session, scratch: Path, provenance: dict[str, Any] | 
         prefix = f"{registry.DATASET}/{registry.REFERENCE_SAMPLE}"
         files = sorted(f for f in sample.rglob("*") if f.is_file())
         session.add([(f, f"{prefix}/{f.relative_to(sample).as_posix()}") for f in files])
-        session.add(monitor_reference(session.export_dir, sample, scratch))
+        profile = monitor_reference(session.export_dir, sample, scratch)
+        session.add(profile)
+        if session.config.serving == "visionpipe":  # the OOD rule beside the served file
+            folder = serving.RUNTIME["visionpipe"].folder
+            session.add([(path, f"{folder}/{name}") for path, name in profile])
     if provenance:
         path = scratch / registry.PROVENANCE
         path.write_text(json.dumps(provenance, indent=2, sort_keys=True))

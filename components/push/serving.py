@@ -13,6 +13,14 @@ there, so the URI must name a folder in the runtime's own layout:
   openvino    <version>/serving/openvino/1/model.xml, model.bin
               (an OpenVINO Model Server repository; `kserve-ovms`, model format
               `openvino_ir`, open inference protocol v2: POST /v2/models/<name>/infer)
+  visionpipe  <version>/serving/visionpipe/<the served file>, benchmark.json, ...
+              (`visionpipe serve` from the serving image as a KServe custom predictor:
+              container `kserve-container`, STORAGE_URI for the storage initializer, v1
+              and v2 REST on 8080, raw image bytes, its own prediction log and OOD score)
+
+With `push.serving_log` set, a Triton/TF Serving/OVMS service gets KServe's payload logger
+(`spec.predictor.logger`, mode all) pointed at `visionpipe collect`
+(`push.serving_log_url`); a visionpipe service logs itself (`--log`).
 
 An OpenVINO IR is served at the inference precision it was verified at (rt_info
 model_info/inference_precision, f32 as export writes it): the service passes OVMS
@@ -58,7 +66,24 @@ RUNTIME = {
     "tensorflow": Runtime("tensorflow", "kserve-tensorflow-serving", "v1", "serving/tensorflow"),
     # OpenVINO Model Server: a model repository of numbered versions, each model.xml + .bin
     "openvino": Runtime("openvino_ir", "kserve-ovms", "v2", "serving/openvino"),
+    # visionpipe serve as a custom predictor (a container, no ServingRuntime)
+    "visionpipe": Runtime("", "", "v2", "serving/visionpipe"),
 }
+# what `visionpipe serve` reads beside the served file (components/serve/model.py: BESIDE
+# and EXTRA; tests/test_serving.py checks the two lists agree): push copies those present
+SERVE_BESIDE = (
+    "benchmark.json",
+    "parity.json",
+    "config.json",
+    "labels.txt",
+    "classes.json",
+    "metadata.json",
+)
+PORT = 8080  # KServe's custom predictor port
+MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI
+# the Service in front of `visionpipe collect` (docs/cluster.md), in the InferenceService's
+# namespace, on collect's default port
+COLLECT_URL = "http://visionpipe-collect:8081/"
 
 
 def service_name(model_name: str) -> str:
@@ -133,6 +158,8 @@ def layout(
             (model.with_suffix(".bin"), f"{folder}/1/model.bin"),
             (export_dir / "labels.txt", f"{folder}/labels.txt"),
         ]
+    if runtime == "visionpipe":
+        return visionpipe_layout(export_dir, onnx_file, folder)
     saved_model = export_dir / "saved_model"
     if not (saved_model / "saved_model.pb").is_file():
         raise FileNotFoundError(f"no saved_model/ in the export folder {export_dir}")
@@ -141,6 +168,17 @@ def layout(
         for path in sorted(saved_model.rglob("*"))
         if path.is_file()
     ]
+
+
+def visionpipe_layout(export_dir: Path, served: str, folder: str) -> list[tuple[Path, str]]:
+    """The served file (an IR with its .bin) and what serve reads beside it; push adds
+    monitor_reference.json, the OOD rule, once it has profiled the file."""
+    model = export_dir / served
+    if not model.is_file():
+        raise FileNotFoundError(f"{served} is not in the export folder {export_dir}")
+    files = [model] + ([model.with_suffix(".bin")] if served.endswith(".xml") else [])
+    files += [export_dir / n for n in SERVE_BESIDE if (export_dir / n).is_file()]
+    return [(path, f"{folder}/{path.name}") for path in files]
 
 
 VERIFIED_PRECISION = "f32"  # what export verifies every IR at (export/convert.py)
@@ -167,6 +205,18 @@ def runtime_args(runtime: str, model_file: Path | None = None) -> list[str]:
     return [f"--plugin_config={json.dumps(plugin, separators=(',', ':'))}"]
 
 
+def resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, dict[str, Any]]:
+    """Requests equal to limits (Guaranteed QoS), with nvidia.com/gpu when asked."""
+    out: dict[str, dict[str, Any]] = {
+        "requests": {"cpu": cpu, "memory": memory},
+        "limits": {"cpu": cpu, "memory": memory},
+    }
+    if gpus:
+        out["requests"]["nvidia.com/gpu"] = str(gpus)
+        out["limits"]["nvidia.com/gpu"] = str(gpus)
+    return out
+
+
 def inference_service(
     *,
     name: str,
@@ -182,34 +232,36 @@ def inference_service(
     max_replicas: int = 1,
     service_account: str = "",
     args: list[str] | None = None,
+    image: str = "",
+    logger: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The InferenceService object for one published version. `service_account`: the
     predictor's, whose Secret holds the bucket's credentials (KServe's s3:// convention);
-    `args`: appended to the serving runtime's container arguments (runtime_args)."""
-    spec = RUNTIME[runtime]
-    resources: dict[str, dict[str, Any]] = {
-        "requests": {"cpu": cpu, "memory": memory},
-        "limits": {"cpu": cpu, "memory": memory},
-    }
-    if gpus:
-        resources["requests"]["nvidia.com/gpu"] = str(gpus)
-        resources["limits"]["nvidia.com/gpu"] = str(gpus)
-    model: dict[str, Any] = {
-        "modelFormat": {"name": spec.model_format},
-        "runtime": spec.runtime,
-        "protocolVersion": spec.protocol,
-        "storageUri": storage_uri,
-        "resources": resources,
-    }
-    if runtime_version:
-        model["runtimeVersion"] = runtime_version
-    if args:
-        model["args"] = list(args)
-    predictor: dict[str, Any] = {
-        "minReplicas": min_replicas,
-        "maxReplicas": max_replicas,
-        "model": model,
-    }
+    `args`: appended to the serving runtime's container arguments (runtime_args), or for
+    visionpipe the server's own (`image` runs it); `logger`: KServe's payload logger."""
+    predictor: dict[str, Any] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
+    if runtime == "visionpipe":
+        predictor["containers"] = [
+            serve_container(image, storage_uri, list(args or []), resources(cpu, memory, gpus))
+        ]
+        predictor["volumes"] = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    else:
+        spec = RUNTIME[runtime]
+        model: dict[str, Any] = {
+            "modelFormat": {"name": spec.model_format},
+            "runtime": spec.runtime,
+            "protocolVersion": spec.protocol,
+            "storageUri": storage_uri,
+            "resources": resources(cpu, memory, gpus),
+        }
+        if runtime_version:
+            model["runtimeVersion"] = runtime_version
+        if args:
+            model["args"] = list(args)
+        predictor["model"] = model
+    if logger:
+        predictor["logger"] = dict(logger)
     if service_account:
         predictor["serviceAccountName"] = service_account
     return {
@@ -225,9 +277,56 @@ def inference_service(
             "annotations": {
                 "visionpipe/model-name": model_name,
                 "visionpipe/version": version,
+                **(annotations or {}),
             },
         },
         "spec": {"predictor": predictor},
+    }
+
+
+# the stage images' hardening (k8s/base/cronjob.yaml), on the container: Knative takes
+# these container fields without a feature flag; the image's user is 10001:10001
+CONTAINER_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "privileged": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def serve_container(image: str, storage_uri: str, args: list[str], limits) -> dict[str, Any]:
+    """`visionpipe serve` as KServe's custom predictor container: KServe's storage
+    initializer copies STORAGE_URI to /mnt/models before it starts (the container must be
+    named kserve-container for that), the probes are the v2 health endpoints."""
+
+    def probe(path: str, delay: int, period: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": PORT},
+            "initialDelaySeconds": delay,
+            "periodSeconds": period,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        }
+
+    return {
+        "name": "kserve-container",
+        "image": image,
+        "command": ["visionpipe", "serve"],
+        "args": [MODEL_DIR, "--host", "0.0.0.0", "--port", str(PORT), *args],
+        "env": [
+            {"name": "STORAGE_URI", "value": storage_uri},
+            {"name": "HOME", "value": "/tmp"},  # the root filesystem is read-only
+        ],
+        "ports": [{"containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": probe("/v2/health/ready", 5, 10),
+        "livenessProbe": probe("/v2/health/live", 30, 30),
+        "resources": limits,
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
 
 
@@ -243,8 +342,13 @@ def service_for(
 ) -> dict[str, Any]:
     """The InferenceService a push with `config` (a PushConfig) writes for `target`;
     `model_file`: the exported file it serves (an IR's rt_info names its precision)."""
+    name = service_name(config.model_name)
+    if config.serving == "visionpipe":
+        args = ["--name", name, "--version", version, *serve_log_args(config)]
+    else:
+        args = runtime_args(config.serving, model_file)
     return inference_service(
-        name=service_name(config.model_name),
+        name=name,
         runtime=config.serving,
         storage_uri=kserve_uri(f"{target}/{RUNTIME[config.serving].folder}"),
         service_account=config.serving_service_account,
@@ -256,8 +360,36 @@ def service_for(
         runtime_version=config.serving_runtime_version,
         min_replicas=config.serving_min_replicas,
         max_replicas=config.serving_max_replicas,
-        args=runtime_args(config.serving, model_file),
+        args=args,
+        image=serving_image(config),
+        logger=payload_logger(config),
+        annotations={"visionpipe/prediction-log": config.serving_log}
+        if config.serving_log
+        else None,
     )
+
+
+def serving_image(config) -> str:
+    """push.serving_image, or the serving image `make serve-image` tags for this version."""
+    import components
+
+    return config.serving_image or f"visionpipe/visionpipe-serve:{components.__version__}"
+
+
+def serve_log_args(config) -> list[str]:
+    """A visionpipe service's own prediction log (`visionpipe serve --log ...`)."""
+    if not config.serving_log:
+        return []
+    args = ["--log", config.serving_log, "--log-format", config.serving_log_format]
+    return args + (["--log-images"] if config.serving_log_images else [])
+
+
+def payload_logger(config) -> dict[str, str] | None:
+    """KServe's payload logger for a Triton/TF Serving/OVMS service with push.serving_log:
+    every request and response as a CloudEvent to `visionpipe collect`."""
+    if not config.serving_log or config.serving == "visionpipe":
+        return None
+    return {"mode": "all", "url": config.serving_log_url or COLLECT_URL}
 
 
 def _label_value(value: str) -> str:
@@ -295,10 +427,20 @@ def validate(service: Any, where: str = "InferenceService", remote: bool = True)
         problems.append(f"{where}: metadata.name {name!r} is not an RFC 1035 label")
     problems += schemas.problems(_schema(), service, where)
     predictor = (service.get("spec") or {}).get("predictor") or {}
-    uri = (predictor.get("model") or {}).get("storageUri", "")
+    uri = (predictor.get("model") or {}).get("storageUri", "") or storage_env(predictor)
     if remote and uri and not re.match(r"(gs|s3|pvc|https?|hdfs|webhdfs|oci|hf)://", uri):
         problems.append(
             f"{where}: storageUri {uri!r} is not a location KServe can read (gs://, s3://, "
             "pvc://, https://...); publish to a bucket, or copy the version there"
         )
     return problems
+
+
+def storage_env(predictor: dict[str, Any]) -> str:
+    """A custom predictor's STORAGE_URI (the kserve-container's environment), or ""."""
+    for container in predictor.get("containers") or []:
+        if isinstance(container, dict) and container.get("name") == "kserve-container":
+            for env in container.get("env") or []:
+                if isinstance(env, dict) and env.get("name") == "STORAGE_URI":
+                    return str(env.get("value", ""))
+    return ""

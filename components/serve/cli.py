@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--name", help="the model name in URLs (default: the published name)")
+    parser.add_argument(
+        "--version", help="the version answers report (default: the published version's)"
+    )
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument(
         "--max-pixels", type=int, default=MAX_PIXELS, help="per image, from its header"
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.top_k < 1 or args.max_pixels < 1 or args.max_images < 1 or args.max_body_mb <= 0:
         raise UserError("--top-k, --max-pixels, --max-images and --max-body-mb must be > 0")
     served = open_served(args.source, args.name)
+    if args.version:  # a KServe pod serves /mnt/models, a copy that has no version name
+        served.version = args.version
     log = None
     if args.log:
         log = PredictionLog(log_settings(args), served.name, served.version)
