@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from components.infra.cli import add_config_arguments, quiet_tensorflow
+from components.infra.cli import add_config_arguments, quiet_tensorflow, skip_final_collection
 from components.infra.config import load_config_file, parse_overrides, split_sections
 from components.infra.errors import UserError, exit_on_user_error
 from pipelines.stages import STAGES, cli_module, config_class
@@ -504,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         return launch(argv[1:], argv[0])
     args = build_parser().parse_args(argv)
     quiet_tensorflow()
+    skip_final_collection()
     if args.command == "run":
         return command_run(args)
     if args.command in STAGE_CLIS:
