@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from PIL import Image
 
 from components.infra import storage
 from components.serve.inputs import BadInput, Limits, decode_images, encode_metadata
-from components.serve.predlog import LogSettings, PredictionLog
+from components.serve.predlog import LogSettings, PredictionLog, read_records
 
 
 def png(width: int, height: int, seed: int = 0) -> bytes:
@@ -95,13 +96,30 @@ def test_a_failing_store_loses_the_shard_never_the_caller(tmp_path, capsys):
 
 
 def test_records_reach_an_object_store(object_store):
-    location = f"{object_store}/predictions"
+    location = f"{object_store}/predictions-{uuid.uuid4().hex}"  # s3 and minio share a bucket
     log = PredictionLog(LogSettings(location, flush_seconds=0.05), "m", "v1")
     log.offer(decode_images([png(9, 9)], 8, Limits()), [result()])
     log.close()
     shards = list(storage.list_files(location))
     assert len(shards) == 1 and "/date=" in shards[0]
     assert json.loads(storage.read_bytes(shards[0]))["model"] == "m"
+
+
+def test_parquet_shards_and_images_reach_an_object_store(object_store):
+    """The image is created exclusively in the bucket (a second server's copy of the same
+    picture is left alone), beside a Parquet shard."""
+    location = f"{object_store}/predictions-{uuid.uuid4().hex}"  # s3 and minio share a bucket
+    blob = png(9, 9, 4)
+    settings = LogSettings(location, flush_seconds=0.05, log_format="parquet", log_images=True)
+    for _ in range(2):  # two server processes, one picture
+        log = PredictionLog(settings, "m", "v1")
+        log.offer(decode_images([blob], 8, Limits()), [result()])
+        log.close()
+    files = list(storage.list_files(location))
+    images = [f for f in files if f.endswith(".png")]
+    assert len(images) == 1 and storage.read_bytes(images[0]) == blob
+    assert sum(f.endswith(".parquet") for f in files) == 2
+    assert [r["image"] for r in read_records(location)] == [images[0].rsplit("/", 1)[1]] * 2
 
 
 def test_bad_bytes_are_refused_with_a_reason():
@@ -143,3 +161,61 @@ def test_a_decoded_image_matches_what_predict_reads(tmp_path):
     assert np.array_equal(decoded.images[0], load_for_model(str(tmp_path / "a.png"), 16))
     assert decoded.sizes == [(50, 30)]
     assert Path(tmp_path / "a.png").stat().st_size == len(blob)
+
+
+def test_with_log_images_n_requests_leave_n_records_and_their_images_once(tmp_path):
+    """Six requests, one picture sent twice: six records, five image files in the day's
+    folder named by (and hashing to) their sha256, each named by its records; the repeat
+    is not written again. Without log_images: records only."""
+    import hashlib
+
+    blobs = [png(12 + n, 10, n) for n in range(5)] + [png(12, 10, 0)]
+    on = PredictionLog(
+        LogSettings(str(tmp_path / "on"), flush_seconds=0.05, log_images=True), "m", "v1"
+    )
+    off = PredictionLog(LogSettings(str(tmp_path / "off"), flush_seconds=0.05), "m", "v1")
+    for blob in blobs:
+        for log in (on, off):
+            log.offer(decode_images([blob], 8, Limits()), [result()])
+    on.close()
+    off.close()
+    records = read_records(str(tmp_path / "on"))
+    assert len(records) == 6 and len(read_records(str(tmp_path / "off"))) == 6
+    images = [p for p in (tmp_path / "on").rglob("*.png")]
+    assert len(images) == 5 and (on.counts["images_written"], on.counts["images_present"]) == (5, 1)
+    for image in images:
+        assert image.name == hashlib.sha256(image.read_bytes()).hexdigest() + ".png"
+        assert image.parent == next((tmp_path / "on").rglob("*.jsonl")).parent
+    assert {r["image"] for r in records} == {p.name for p in images}
+    assert all(r["image"] == r["sha256"] + ".png" for r in records)
+    assert not [p for p in (tmp_path / "off").rglob("*") if p.suffix != ".jsonl" and p.is_file()]
+    assert all(r["image"] is None for r in read_records(str(tmp_path / "off")))
+
+
+def test_parquet_shards_hold_the_records_jsonl_shards_hold(tmp_path):
+    """The same requests into a JSONL log and a Parquet log read back as the same records
+    (every field, nulls included: a record without OOD score or projection, as collect
+    writes without --model); each Parquet flush is a file of its own."""
+    clock = lambda: datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)  # noqa: E731
+    logs = {
+        fmt: PredictionLog(
+            LogSettings(str(tmp_path / fmt), flush_seconds=0.05, log_format=fmt),
+            "m",
+            "v1",
+            clock=clock,
+        )
+        for fmt in ("jsonl", "parquet")
+    }
+    unscored = {"top": result()["top"], "ood_score": None, "out_of_distribution": None,
+                "projection": None}  # fmt: skip
+    for log in logs.values():
+        log.offer(decode_images([png(9, 7, 1), png(5, 5, 2)], 8, Limits()), [result(), result("7")])
+        wait_for(log, "written", 2)  # the first flush is its own shard
+        log.offer(decode_images([png(6, 6, 3)], 8, Limits()), [unscored])
+        log.close()
+    jsonl, parquet = (read_records(str(tmp_path / fmt)) for fmt in ("jsonl", "parquet"))
+    assert len(jsonl) == 3 and parquet == jsonl
+    assert list(parquet[0]) == list(jsonl[0])  # the same fields, in the same order
+    assert parquet[2]["ood_score"] is None and parquet[1]["top"][0]["label"] == "7"
+    shards = sorted((tmp_path / "parquet").rglob("*.parquet"))
+    assert len(shards) == 2 and {s.parent.name for s in shards} == {"date=2026-03-04"}

@@ -23,7 +23,12 @@ def published(tmp_path_factory, exported, evaluation, trained_model, digits_data
 
     registry = tmp_path_factory.mktemp("registry")
     config = PushConfig(
-        serving="visionpipe", registry=str(registry), version="v3", serving_log="gs://b/p"
+        serving="visionpipe",
+        registry=str(registry),
+        version="v3",
+        serving_log="gs://b/p",
+        serving_log_format="parquet",
+        serving_log_images=True,
     )
     run(config, exported, evaluation, model=trained_model, dataset=digits_dataset)
     return registry / "visionpipe-classifier" / "v3"
@@ -31,13 +36,15 @@ def published(tmp_path_factory, exported, evaluation, trained_model, digits_data
 
 @pytest.fixture(scope="module")
 def pod(published, tmp_path_factory):
-    """`visionpipe serve` with the service's own arguments, the model folder in place of
-    /mnt/models, loopback in place of 0.0.0.0, and a local log in place of the bucket."""
+    """`visionpipe serve` with the service's own arguments (--log-format parquet,
+    --log-images), the model folder in place of /mnt/models, loopback in place of
+    0.0.0.0, and a local log in place of the bucket."""
     service = yaml.safe_load((published / "inferenceservice.yaml").read_text())
     (container,) = service["spec"]["predictor"]["containers"]
     args = list(container["args"])
     args[0] = str(published / "serving" / "visionpipe")
-    for flag in ("--host", "--port", "--log", "--log-format"):  # start_server sets these
+    assert args[args.index("--log-format") + 1] == "parquet" and "--log-images" in args
+    for flag in ("--host", "--port", "--log"):  # start_server sets these
         at = args.index(flag)
         del args[at : at + 2]
     yield from start_server(args, tmp_path_factory)
@@ -63,3 +70,39 @@ def test_the_published_folder_serves_the_version_with_its_ood_rule(published, po
     assert len(outputs["ood_score"]["data"]) == 4  # the profile push copied beside the file
     served = folder / answer["parameters"]["file"]
     assert served.read_bytes() == (published / served.name).read_bytes()
+
+
+@pytest.mark.slow
+def test_the_service_s_log_keeps_parquet_records_and_the_images(pod):
+    """N requests of new pictures: N records in Parquet shards, with every field, and the
+    N image files beside them, named by their sha256. The writer flushes every 0.2 s:
+    waited for, up to 60 s."""
+    import hashlib
+    import time
+
+    import numpy as np
+
+    from components.serve.predlog import read_records
+
+    rng = np.random.default_rng(11)
+    blobs = [png(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)) for _ in range(4)]
+    for blob in blobs:
+        assert call(pod["infer"], infer_body([blob]))[0] == 200
+    wanted = {hashlib.sha256(b).hexdigest(): b for b in blobs}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        mine = [r for r in read_records(str(pod["logs"])) if r["sha256"] in wanted]
+        if len(mine) >= len(wanted):
+            break
+        time.sleep(0.2)
+    assert len(mine) == 4 and not list(pod["logs"].rglob("*.jsonl"))
+    for found in mine:
+        assert (found["model"], found["version"], found["width"]) == (
+            "visionpipe-classifier",
+            "v3",
+            24,
+        )
+        assert len(found["projection"]) == 32 and isinstance(found["ood_score"], float)
+        image = next(pod["logs"].rglob(found["image"]))
+        assert image.read_bytes() == wanted[found["sha256"]]
+        assert image.parent == next(pod["logs"].rglob("*.parquet")).parent

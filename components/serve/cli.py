@@ -49,7 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-daily-cap", type=int, default=100_000, help="records per day")
     parser.add_argument("--log-flush-seconds", type=float, default=2.0)
+    add_log_format_arguments(parser)
     return parser  # fmt: skip
+
+
+def add_log_format_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("jsonl", "parquet"),
+        default="jsonl",
+        help="prediction log shards: JSON lines or Parquet (one file per flush)",
+    )
+    parser.add_argument(
+        "--log-images", action="store_true",
+        help="also store each request image, once, under its sha256 beside the records "
+        "(off by default: the images are what users sent; see docs/cli.md on privacy)",
+    )  # fmt: skip
 
 
 def launch(argv: list[str], verb: str = "serve") -> int:
@@ -110,6 +125,8 @@ def log_settings(args: argparse.Namespace):
         sample_rate=args.log_sample_rate,
         daily_cap=args.log_daily_cap,
         flush_seconds=args.log_flush_seconds,
+        log_format=args.log_format,
+        log_images=args.log_images,
     )
     try:
         settings.validate()
@@ -133,6 +150,7 @@ def build_collect_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-sample-rate", type=float, default=1.0)
     parser.add_argument("--log-daily-cap", type=int, default=100_000)
     parser.add_argument("--log-flush-seconds", type=float, default=2.0)
+    add_log_format_arguments(parser)
     return parser  # fmt: skip
 
 

@@ -143,7 +143,7 @@ class Collector:
         results = [
             {"top": top, **extra[i]} for i, top in enumerate(tops)
         ]  # fmt: skip
-        decoded = Decoded(np.zeros((0,)), hashes, sizes)
+        decoded = Decoded(np.zeros((0,)), hashes, sizes, blobs)
         self.log.name, self.log.version = model or self.log.name, version or self.log.version
         self.log.offer(decoded, results)
         self.counts["records"] += len(results)

@@ -46,6 +46,7 @@ class Decoded:
     images: np.ndarray  # (B, S, S, 3) uint8
     sha256: list[str | None]  # of each image's bytes (None for a tensor)
     sizes: list[tuple[int, int]]  # (width, height) as sent
+    blobs: list[bytes] | None = None  # the image files as sent (None for a tensor)
 
 
 def from_base64(text, where: str) -> bytes:
@@ -80,7 +81,7 @@ def decode_images(blobs: list[bytes], size: int, limits: Limits) -> Decoded:
         sizes.append(image.size)
         hashes.append(hashlib.sha256(blob).hexdigest())
         arrays.append(np.asarray(resize_square(image, size), dtype=np.uint8))
-    return Decoded(np.stack(arrays), hashes, sizes)
+    return Decoded(np.stack(arrays), hashes, sizes, list(blobs))
 
 
 def decode_tensor(data, shape: list[int], datatype: str, size: int, limits: Limits) -> Decoded:
