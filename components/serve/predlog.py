@@ -49,6 +49,9 @@ class LogSettings:
     queue_size: int = 10_000  # records waiting for the writer; beyond it they are dropped
     log_format: str = "jsonl"  # jsonl | parquet
     log_images: bool = False  # also store each request image file beside its record
+    # image bytes waiting for the writer at most: beyond it a record goes without its image
+    # (counted images_dropped), so a slow bucket cannot hold 10,000 32 MB bodies in memory
+    image_queue_bytes: int = 256 * 2**20
 
     def validate(self) -> None:
         if not 0.0 <= self.sample_rate <= 1.0:
@@ -152,7 +155,8 @@ def record(name: str, version: str, sha256, size, result: dict, now: datetime) -
 class PredictionLog:
     """The writer thread and its counters (`counts`: logged, written, sampled_out,
     capped, queue_full, failed_records, failed_shards; with log_images images_written,
-    images_present (already stored), failed_images)."""
+    images_present (already stored), images_dropped (over image_queue_bytes),
+    failed_images)."""
 
     def __init__(self, settings: LogSettings, name: str, version: str, clock=None):
         settings.validate()
@@ -164,6 +168,7 @@ class PredictionLog:
         self.shards = 0
         self.run_id = uuid.uuid4().hex[:8]
         self.stored: set[tuple[str, str]] = set()  # (day folder, image) written or found
+        self.image_bytes = 0  # of the images on the queue
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.run, name="prediction-log", daemon=True)
@@ -188,14 +193,31 @@ class PredictionLog:
                     continue
                 self.today += 1
             item = record(self.name, self.version, sha, size, result, now)
-            blob = blobs[n] if blobs is not None and sha else None
+            blob = self.hold(blobs[n] if blobs is not None and sha else None)
             if blob:
                 item["image"] = image_name(sha, blob)
             try:
                 self.queue.put_nowait((item, blob))
                 self.counts["logged"] += 1
             except queue.Full:
+                self.release(blob)
                 self.counts["queue_full"] += 1
+
+    def hold(self, blob: bytes | None) -> bytes | None:
+        """`blob` if the queued images' budget has room for it, else None (counted)."""
+        if not blob:
+            return None
+        with self.lock:
+            if self.image_bytes + len(blob) > self.settings.image_queue_bytes:
+                self.counts["images_dropped"] += 1
+                return None
+            self.image_bytes += len(blob)
+        return blob
+
+    def release(self, blob: bytes | None) -> None:
+        if blob:
+            with self.lock:
+                self.image_bytes -= len(blob)
 
     def run(self) -> None:
         while not (self.stopping.is_set() and self.queue.empty()):
@@ -239,6 +261,7 @@ class PredictionLog:
         for item, blob in pairs:
             if not blob or not item.get("image"):
                 continue
+            self.release(blob)
             key = (folder, item["image"])
             if key in self.stored:
                 self.counts["images_present"] += 1
