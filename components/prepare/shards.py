@@ -43,9 +43,8 @@ def write_split(
     """Write `rows` (uri, label_index, sha256) as `{split}-NNNNN-of-MMMMM.tfrecord` files:
     shard k holds rows k*shard_size .. (k+1)*shard_size-1, so a subset of shards (`only`,
     what one fan-out task writes) holds exactly what the whole split writes there."""
-    import tensorflow as tf
-
     from components.vision.records import make_example
+    from components.vision.tfrecord import RecordWriter
 
     folder.mkdir(parents=True, exist_ok=True)
     n_shards = shard_count(len(rows), shard_size)
@@ -65,9 +64,7 @@ def write_split(
             if k != current:
                 if writer is not None:
                     writer.close()
-                writer = tf.io.TFRecordWriter(
-                    str(folder / f"{split}-{k:05d}-of-{n_shards:05d}.tfrecord")
-                )
+                writer = RecordWriter(folder / f"{split}-{k:05d}-of-{n_shards:05d}.tfrecord")
                 current = k
             writer.write(make_example(png, row["label_index"], row["sha256"], row["uri"]))
         if writer is not None:

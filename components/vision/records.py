@@ -15,15 +15,9 @@ import numpy as np
 
 
 def make_example(png: bytes, label: int, sha256: str, uri: str) -> bytes:
-    import tensorflow as tf
+    from components.vision.tfrecord import encode_example
 
-    feature = {
-        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-        "sha256": tf.train.Feature(bytes_list=tf.train.BytesList(value=[sha256.encode()])),
-        "uri": tf.train.Feature(bytes_list=tf.train.BytesList(value=[uri.encode()])),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    return encode_example({"image": png, "label": int(label), "sha256": sha256, "uri": uri})
 
 
 def shard_files(dataset_dir: str | Path, split: str) -> list[str]:
@@ -173,7 +167,7 @@ def write_sample(dataset_dir: str | Path, target: str | Path, limit: int, seed: 
     import json
     import shutil
 
-    import tensorflow as tf
+    from components.vision.tfrecord import RecordWriter, decode_example, read_records
 
     source, target = Path(dataset_dir), Path(target)
     (target / "splits").mkdir(parents=True, exist_ok=True)
@@ -189,11 +183,10 @@ def write_sample(dataset_dir: str | Path, target: str | Path, limit: int, seed: 
         wanted = {rows[i]["uri"]: rows[i] for i in picks}
         by_uri = {}
         name = f"{split}-00000-of-00001.tfrecord"
-        records = tf.data.TFRecordDataset(shard_files(source, split))
-        records = records.map(lambda s: (s, parse_raw(s)["uri"])).batch(1024)
-        with tf.io.TFRecordWriter(str(target / "tfrecords" / name)) as writer:
-            for batch, uris in records.as_numpy_iterator():
-                for serialized, uri in zip(batch, (u.decode() for u in uris), strict=True):
+        with RecordWriter(target / "tfrecords" / name) as writer:
+            for shard in shard_files(source, split):
+                for serialized in read_records(shard):
+                    uri = decode_example(serialized)["uri"][0].decode()
                     if uri in wanted and uri not in by_uri:
                         writer.write(serialized)
                         by_uri[uri] = wanted[uri]
