@@ -26,7 +26,9 @@ RESPONSE = "org.kubeflow.serving.inference.response"
 
 @pytest.fixture(scope="module")
 def collector(served_dir, tmp_path_factory):  # noqa: F811
-    yield from start_server(["collect", "--model", str(served_dir)], tmp_path_factory)
+    yield from start_server(
+        ["collect", "--model", str(served_dir), "--log-images"], tmp_path_factory
+    )
 
 
 def send_binary(url: str, event_id: str, kind: str, body: dict) -> tuple[int, dict]:
@@ -119,3 +121,7 @@ def test_replayed_kserve_events_leave_one_record_per_image(collector, served_dir
     assert second["top"][0]["label"] == labels[1] and second["version"] == "1"
     assert all(isinstance(r["ood_score"], float) and len(r["projection"]) == 32 for r in found)
     assert by_hash[hashlib.sha256(blobs[4]).hexdigest()]["top"][0]["label"] == labels[2]
+    # --log-images: the three image files the logged requests carried, none for tensors
+    stored = {p.name: p.read_bytes() for p in collector["logs"].rglob("*.png")}
+    assert stored == {hashlib.sha256(b).hexdigest() + ".png": b for b in (blobs[0], *blobs[3:])}
+    assert second["image"] is None and first["image"] in stored
