@@ -136,6 +136,12 @@ def test_whole_pipeline_runs_in_the_image_with_docker_runner(cpu_image, tmp_path
     assert set(summary["timings_s"]) == stages
     for key in ("tflite", "onnx", "report", "published"):
         assert summary["artifacts"][key] and Path(summary["artifacts"][key]).exists(), key
+    # every format, the optional ones included, converts and verifies in the image (the
+    # other whole runs export only the contract's three)
+    parity = json.loads((tmp_path / "runs" / "in-docker" / "export" / "parity.json").read_text())
+    from components.export.config import FORMATS
+
+    assert set(FORMATS) <= set(parity), sorted(parity)
     # graphviz is in the image: preflight drew the model
     model = tmp_path / "runs" / "in-docker" / "model"
     assert json.loads((model / "preflight.json").read_text())["model"]["plot"] == "model.png"

@@ -139,6 +139,8 @@ def test_run_on_a_user_folder_exports_verified_models(tmp_path):
         "train.epochs=10",
         "--set",
         "train.batch_size=16",
+        "--set",  # the contract's formats; the optional ones are proven in test_docker_run
+        "export.formats=saved_model,tflite,onnx",
         tracked=True,
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -246,6 +246,7 @@ def test_prepare_and_a_whole_run_from_s3_publish_a_verified_version(tmp_path, s3
     done = subprocess.run(
         [VISIONPIPE, "run", "--data", photos, "--output", str(tmp_path / "runs")]
         + ["--preset", "smoke", "--run-id", "s3", "--set", "train.epochs=6"]
+        + ["--set", "export.formats=saved_model,tflite,onnx"]  # the contract: the bucket path
         + ["--set", "evaluate.min_accuracy=0", "--set", f"push.registry={registry}"],
         capture_output=True,
         text=True,
