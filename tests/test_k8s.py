@@ -35,6 +35,10 @@ def test_prod_overlay_content():
         "RoleBinding",
         "ConfigMap",
         "CronJob",
+        # k8s/components/collect (tests/test_k8s_collect.py)
+        "Deployment",
+        "Service",
+        "NetworkPolicy",
     }
     assert objects["Namespace"]["metadata"]["name"] == "visionpipe-prod"
     assert all(
@@ -52,7 +56,7 @@ def test_prod_overlay_content():
     container = pod["containers"][0]
     kustomization = yaml.safe_load(Path("k8s/overlays/prod/kustomization.yaml").read_text())
     pinned = {
-        i["name"]: f"{i['newName']}@{i['digest']}" for i in kustomization["images"]
+        i["name"]: f"{i.get('newName', i['name'])}@{i['digest']}" for i in kustomization["images"]
     }  # the one place: overlays/prod's images:, by digest
     assert container["image"] == pinned["visionpipe/visionpipe-cpu"]
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -180,14 +184,26 @@ def test_the_printed_digests_pasted_into_prod_set_every_image(tmp_path):
 def test_the_cronjob_pod_passes_pod_security_restricted(overlay):
     """What Pod Security "restricted" admits (and checkov, in `make k8s-check`, checks):
     the namespace enforces it, and the pod meets it as the image runs it."""
-    import re
-
     objects = {o["kind"]: o for o in k8s_check.render(overlay)}
     labels = objects["Namespace"]["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     pod = objects["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    dockerfile = (Path(__file__).parent.parent / "docker" / "Dockerfile").read_text()
-    uid, gid = map(int, re.search(r"^USER (\d+):(\d+)$", dockerfile, re.M).groups())
+    container = restricted_container(pod, "Dockerfile")
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    token = volumes[mounts["/var/run/secrets/kubeflow/pipelines"]]["projected"]["sources"][0]
+    assert token["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
+    assert {"name": "HOME", "value": "/tmp"} in container["env"]
+
+
+def restricted_container(pod: dict, dockerfile: str) -> dict:
+    """The pod's one container, after checking what Pod Security "restricted" asks of the
+    pod and of it, as the image (docker/<dockerfile>'s numeric USER) runs; no API token,
+    a read-only root filesystem with an emptyDir at /tmp."""
+    import re
+
+    text = (Path(__file__).parent.parent / "docker" / dockerfile).read_text()
+    uid, gid = map(int, re.search(r"^USER (\d+):(\d+)$", text, re.M).groups())
     assert uid >= 10000
     context = pod["securityContext"]
     assert context["runAsNonRoot"] is True and context["seccompProfile"]["type"] == "RuntimeDefault"
@@ -196,11 +212,13 @@ def test_the_cronjob_pod_passes_pod_security_restricted(overlay):
     (container,) = pod["containers"]
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
-    assert security["allowPrivilegeEscalation"] is False
+    assert security["allowPrivilegeEscalation"] is False and security["privileged"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
+    assert security["seccompProfile"]["type"] == "RuntimeDefault"
+    assert (security["runAsUser"], security["runAsGroup"]) == (uid, gid)
+    limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+    assert {"cpu", "memory"} <= set(limits) & set(requests)
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
-    token = volumes[mounts["/var/run/secrets/kubeflow/pipelines"]]["projected"]["sources"][0]
-    assert token["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
-    assert {"name": "HOME", "value": "/tmp"} in container["env"]
+    return container

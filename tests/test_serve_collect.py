@@ -125,3 +125,38 @@ def test_replayed_kserve_events_leave_one_record_per_image(collector, served_dir
     stored = {p.name: p.read_bytes() for p in collector["logs"].rglob("*.png")}
     assert stored == {hashlib.sha256(b).hexdigest() + ".png": b for b in (blobs[0], *blobs[3:])}
     assert second["image"] is None and first["image"] in stored
+
+
+def test_healthz_answers_while_the_receiver_can_log(collector):
+    """The probe k8s/components/collect gives the Deployment (readiness and liveness)."""
+    assert call(collector["url"] + "/healthz") == (200, {"live": True})
+
+
+def test_healthz_fails_once_the_log_writer_has_stopped(tmp_path):
+    """The same app in the serving venv, driven by Starlette's TestClient (no port, no
+    model: the probe looks at the writer thread only); the writer is stopped for real."""
+    import subprocess
+
+    from tests.test_serve import ROOT
+
+    script = (
+        "import json, sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from components.serve.collect import Collector, app\n"
+        "from components.serve.predlog import LogSettings, PredictionLog\n"
+        "log = PredictionLog(LogSettings(sys.argv[1]), 'model', '')\n"
+        "client = TestClient(app(Collector(log)))\n"
+        "before = client.get('/healthz')\n"
+        "log.close()\n"
+        "after = client.get('/healthz')\n"
+        "print(json.dumps([before.status_code, before.json(), after.status_code, after.json()]))\n"
+    )
+    done = subprocess.run(
+        [str(SERVE_PYTHON), "-c", script, str(tmp_path / "log")],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, body_before, after, body_after = json.loads(done.stdout.splitlines()[-1])
+    assert (before, body_before) == (200, {"live": True})
+    assert after == 503 and "writer thread has stopped" in body_after["error"]

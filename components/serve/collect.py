@@ -172,7 +172,8 @@ class Collector:
 
 
 def app(collector: Collector):
-    """A FastAPI app: POST / takes one CloudEvent (KServe's logger posts to the URL as is)."""
+    """A FastAPI app: POST / takes one CloudEvent (KServe's logger posts to the URL as is);
+    GET /healthz is the pod's probe, GET /stats the counters."""
     from cloudevents.exceptions import GenericException
     from cloudevents.http import from_http
     from fastapi import FastAPI, Request
@@ -192,6 +193,16 @@ def app(collector: Collector):
             return JSONResponse({"error": f"not a CloudEvent: {error}"}, status_code=400)
         made = collector.receive(event)
         return JSONResponse({"records": made})
+
+    @api.get("/healthz")
+    async def healthz():
+        """Liveness and readiness (k8s/components/collect): 503 once the log writer is gone."""
+        if not collector.log.thread.is_alive():
+            return JSONResponse(
+                {"live": False, "error": "the prediction-log writer thread has stopped"},
+                status_code=503,
+            )
+        return {"live": True}
 
     @api.get("/stats")
     async def stats():
