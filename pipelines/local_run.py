@@ -92,7 +92,9 @@ def run_pipeline(
     )
     # DockerRunner's containers see only the pipeline root: the embedded store lives there
     configs = with_embedded_tracking(
-        configs, pipeline_root if runner == "docker" else Path(output).resolve()
+        configs,
+        pipeline_root if runner == "docker" else Path(output).resolve(),
+        pipeline_root / "tracking-spool.jsonl",  # where DockerRunner's containers see it
     )
     status_file = run_dir / TRACKING_STATUS_FILE
     status_file.unlink(missing_ok=True)
@@ -134,13 +136,18 @@ def run_pipeline(
 TRACKING_STATUS_FILE = "tracking.jsonl"  # what tracking failed at, one line per failure
 
 
-def with_embedded_tracking(configs: dict[str, dict[str, Any]], output: Path) -> dict:
+def with_embedded_tracking(configs: dict[str, dict[str, Any]], output: Path, spool: Path) -> dict:
     """Without tracking.uri or $MLFLOW_TRACKING_URI, runs go to an embedded MLflow store
-    (SQLite) under the output folder, so every `visionpipe run` leaves history to browse."""
+    (SQLite) under the output folder, so every `visionpipe run` leaves history to browse.
+    Its stage tasks spool their tracking calls to `spool` and this process replays them
+    at the end (tracking_summary): one MLflow import and store opening instead of one per
+    task, about 20 s of a run (docs/benchmarks.md). Nobody watches an embedded store live;
+    a server given by tracking.uri or the variable is logged to by each task as it runs."""
     tracking = dict(configs.get("tracking") or {})
     if not tracking.get("uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
         output.mkdir(parents=True, exist_ok=True)
         tracking["uri"] = f"sqlite:///{output / 'mlflow.db'}"
+        tracking["spool"] = str(spool)
     return {**configs, "tracking": tracking}
 
 
@@ -149,6 +156,7 @@ def tracking_summary(decision: dict, status_file: Path, error) -> dict[str, Any]
     (`decision`: the changes task's, which names the pipeline's MLflow run)."""
     from components.infra import tracking
 
+    decision = tracking.replay(decision)  # the stage tasks' spooled calls, if any
     found = dict(decision.get("tracking") or {})
     if error is not None:  # a stage failed: the pipeline's run is closed as FAILED here
         tracking.close_pipeline_run(decision, "run", status="FAILED")

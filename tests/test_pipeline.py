@@ -191,6 +191,8 @@ def test_run_on_a_user_folder_exports_verified_models(tmp_path):
     assert summary["tracking"]["uri"] == store and summary["tracking"]["failed"] == []
     assert f"mlflow ui --backend-store-uri {store}" in done.stdout
     check_tracked(MlflowClient(store), summary, latest["uri"].rsplit("/", 1)[0], epochs="10")
+    # the stage tasks spooled their calls and the run replayed them (one MLflow import)
+    assert (run_dir / "kfp" / "tracking-spool.jsonl.replayed").is_file()
 
     # the next run is gated against what that run deployed, on the same registry
     registry = tmp_path / "runs" / "registry"

@@ -336,3 +336,62 @@ def test_a_bug_in_our_logging_code_is_raised_not_taken_for_a_dead_server(tmp_pat
     found = open_pipeline_run(TrackingConfig(uri=dead), "fingerprint", {})
     assert "opening a run" in found["failed"] and "run_id" not in found
     assert len((tmp_path / "tracking.jsonl").read_text().splitlines()) == 1
+
+
+def test_spooled_calls_reach_the_store_only_when_replayed_and_only_once(tmp_path):
+    """visionpipe run's embedded store: the stage tasks append their calls to a spool and
+    the run replays them (one MLflow import instead of one per task). Nothing reaches the
+    store before the replay; after it the nested run, its curves and artifact, the parent's
+    headline metric, tags and status are there as direct logging leaves them; a second
+    replay adds nothing."""
+    import numpy as np
+    from mlflow import MlflowClient
+
+    from components.infra.tracking import (
+        StageLog,
+        TrackingConfig,
+        close_pipeline_run,
+        log_stage,
+        open_pipeline_run,
+        replay,
+        tag_pipeline_run,
+    )
+
+    uri, spool = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "spool.jsonl"
+    found = open_pipeline_run(TrackingConfig(uri=uri, spool=str(spool)), "fp-1", {})
+    assert found["spool"] == str(spool)
+    decision = {"tracking": found}
+    report = tmp_path / "report.html"
+    report.write_text("<p>report</p>")
+    entry = StageLog(
+        params={"epochs": 2},
+        metrics={"val_accuracy": [(0, 0.5), (1, np.float32(0.75))], "accuracy": 0.9},
+        tags={"verdict": "pass"},
+        artifacts=[report],
+        parent_metrics=("accuracy",),
+    )
+    assert log_stage(decision, "train", entry) == ""
+    tag_pipeline_run(decision, "push", {"outcome": "published"})
+    close_pipeline_run(decision, "push")
+    assert len(spool.read_text().splitlines()) == 3
+    client = MlflowClient(uri)
+    run = client.get_run(found["run_id"])
+    assert run.info.status == "RUNNING" and "outcome" not in run.data.tags
+    nested = f"tags.mlflow.parentRunId = '{found['run_id']}'"
+    assert client.search_runs([found["experiment_id"]], nested) == []
+
+    direct = replay(decision)
+    assert "spool" not in direct["tracking"] and not spool.exists()
+    assert (tmp_path / "spool.jsonl.replayed").is_file()
+    run = client.get_run(found["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "published"
+    assert run.data.metrics["accuracy"] == 0.9 and run.data.params["train.epochs"] == "2"
+    (train,) = client.search_runs([found["experiment_id"]], nested)
+    assert train.info.run_name == "train" and train.data.tags["verdict"] == "pass"
+    curve = client.get_metric_history(train.info.run_id, "val_accuracy")
+    assert [(m.step, m.value) for m in curve] == [(0, 0.5), (1, 0.75)]
+    assert [a.path for a in client.list_artifacts(train.info.run_id, "train")] == [
+        "train/report.html"
+    ]
+    replay(decision)  # the spool is gone: nothing is made twice
+    assert len(client.search_runs([found["experiment_id"]], nested)) == 1

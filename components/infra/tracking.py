@@ -32,7 +32,7 @@ import os
 import re
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,9 @@ class TrackingConfig(StageConfig):
     uri: str = ""
     experiment: str = "visionpipe"
     registered_model: str = ""  # the MLflow registered model; "" = push.model_name
+    # set by `visionpipe run` for its embedded store: the stage tasks append their calls to
+    # this file and the run replays them into the store at the end (spooled(), replay())
+    spool: str = ""
 
     def validate(self) -> None:
         self.check(bool(self.experiment.strip()), "experiment", "a non-empty name")
@@ -242,6 +245,8 @@ def open_pipeline_run(
                 or push.get("model_name", "visionpipe-classifier"),
             )
             progress.log("changes", f"tracking: MLflow run {run.info.run_id} at {uri}")
+            if config.spool:
+                found["spool"] = config.spool
     if tracker.failed:
         return {"uri": uri, "failed": tracker.failed}
     return found
@@ -288,6 +293,8 @@ class StageLog:
 def log_stage(decision: dict | None, stage: str, entry: StageLog) -> str:
     """Log `entry` as a nested run of the pipeline's run; "" when tracking is off or failed
     (returns the nested run's id otherwise)."""
+    if spooled(decision, stage, "log_stage", stage=stage, entry=asdict(entry)):
+        return ""
     nested = ""
     with pipeline_client(decision, stage, f"logging the {stage} stage") as found:
         if found is None:
@@ -341,6 +348,8 @@ def log_batches(client, run_id: str, metrics: list, params: list) -> None:
 
 
 def close_pipeline_run(decision: dict | None, stage: str, status: str = "FINISHED") -> None:
+    if spooled(decision, stage, "close_pipeline_run", stage=stage, status=status):
+        return
     with pipeline_client(decision, stage, "closing the pipeline run") as found:
         if found is not None:
             client, tracking = found
@@ -348,6 +357,8 @@ def close_pipeline_run(decision: dict | None, stage: str, status: str = "FINISHE
 
 
 def tag_pipeline_run(decision: dict | None, stage: str, tags: dict[str, Any]) -> None:
+    if spooled(decision, stage, "tag_pipeline_run", stage=stage, tags=tags):
+        return
     with pipeline_client(decision, stage, "tagging the pipeline run") as found:
         if found is not None:
             from mlflow.entities import RunTag
@@ -364,6 +375,10 @@ def register_version(
     """Register a published version in the MLflow Model Registry; move `champion` to it
     when latest.json moved. The version's source is its folder in our registry."""
     if not published.get("pushed"):
+        return
+    if spooled(
+        decision, "push", "register_version", published=published, metrics_path=metrics_path
+    ):
         return
     with pipeline_client(decision, "push", f"registering {published['version']}") as found:
         if found is None:
@@ -432,3 +447,62 @@ def history_metrics(path: Path) -> dict[str, list[tuple[int, float]]]:
                 with contextlib.suppress(ValueError):
                     series.setdefault(key, []).append((epoch, float(value)))
     return series
+
+
+def spooled(decision: dict | None, where: str, call: str, **arguments: Any) -> bool:
+    """With a spool (visionpipe run's embedded store), append this call to it instead of
+    making it: one process, the run's own, then opens MLflow once (replay) where each
+    stage task would import MLflow and open the store, seconds each. False (make the call
+    now) without one, or when the spool cannot be written (said, never lost)."""
+    tracking = (decision or {}).get("tracking") or {}
+    spool = tracking.get("spool")
+    if not spool or not tracking.get("run_id"):
+        return False
+    line = json.dumps({"call": call, "arguments": arguments}, default=_plain)
+    try:
+        with open(spool, "a") as handle:
+            handle.write(line + "\n")
+    except OSError as error:
+        progress.log(where, f"warning: cannot append to the tracking spool ({error}); logging now")
+        return False
+    return True
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what a stage log holds besides JSON's own: numpy scalars, paths."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def replay(decision: dict | None) -> dict:
+    """Make the spooled calls, in their order, against the store, and return the decision
+    without its spool (the caller's own calls then go to the store). A tracking failure
+    is handled as each call's own (said once per stage, recorded); the spool is renamed
+    `.replayed`, so nothing is made twice."""
+    tracking = dict((decision or {}).get("tracking") or {})
+    spool = tracking.pop("spool", None)
+    direct = {**(decision or {}), "tracking": tracking}
+    if not spool or not os.path.isfile(spool):
+        return direct
+    calls = {
+        "log_stage": log_stage,
+        "tag_pipeline_run": tag_pipeline_run,
+        "close_pipeline_run": close_pipeline_run,
+        "register_version": register_version,
+    }
+    with open(spool) as handle:
+        entries = [json.loads(line) for line in handle if line.strip()]
+    for entry in entries:
+        arguments = entry["arguments"]
+        if entry["call"] == "log_stage":
+            logged = arguments["entry"]
+            arguments["entry"] = StageLog(
+                params=logged["params"],
+                metrics=logged["metrics"],
+                tags=logged["tags"],
+                artifacts=[Path(p) for p in logged["artifacts"]],
+                parent_metrics=tuple(logged["parent_metrics"]),
+                parent_tags=tuple(logged["parent_tags"]),
+            )
+        calls[entry["call"]](direct, **arguments)
+    os.replace(spool, f"{spool}.replayed")
+    return direct
