@@ -91,11 +91,8 @@ def run_pipeline(
         r"custom or non-Python base image).*",
     )
     # DockerRunner's containers see only the pipeline root: the embedded store lives there
-    configs = with_embedded_tracking(
-        configs,
-        pipeline_root if runner == "docker" else Path(output).resolve(),
-        pipeline_root / "tracking-spool.jsonl",  # where DockerRunner's containers see it
-    )
+    store = pipeline_root if runner == "docker" else Path(output).resolve()
+    configs = with_embedded_tracking(configs, store, pipeline_root / "tracking-spool.jsonl")
     status_file = run_dir / TRACKING_STATUS_FILE
     status_file.unlink(missing_ok=True)
     os.environ[STATUS_ENV] = str(status_file)  # the stage subprocesses inherit it
