@@ -139,9 +139,11 @@ def gradient_flags(norms: dict[str, float]) -> list[str]:
 
 
 def overfit_one_batch(s, x, y) -> tuple[dict[str, Any], dict[str, float]]:
-    """`preflight_steps` optimizer steps on one batch; the loss of the first step and of
-    the last ones, and the per-layer gradient norms of the first step. Weights are
-    restored."""
+    """Optimizer steps on one batch until the mean loss of the last five steps is
+    `preflight_min_loss_drop` below the first step's (passed), or `preflight_steps` steps
+    (failed when it never got there); the losses, and the per-layer gradient norms of the
+    first step. A model that learns stops within tens of steps: every training pays
+    for the check only what it takes. Weights are restored."""
     import keras
     import tensorflow as tf
 
@@ -172,22 +174,29 @@ def overfit_one_batch(s, x, y) -> tuple[dict[str, Any], dict[str, float]]:
         )
         return loss, gradients
 
+    # training-mode losses of the steps themselves: BatchNorm's moving statistics, which
+    # lag behind in so few steps, do not blur the answer
+    def dropped(losses: list[float]) -> float:
+        after = float(np.mean(losses[-min(5, len(losses)) :]))
+        return (losses[0] - after) / losses[0] if losses[0] > 0 else 0.0
+
     losses = []
     try:
         loss, first = step()
         losses.append(float(loss))
         norms = per_layer_norms(model, first)
-        for _ in range(config.preflight_steps - 1):
+        while len(losses) < config.preflight_steps:
             losses.append(float(step()[0]))
+            if len(losses) > 5 and dropped(losses) >= config.preflight_min_loss_drop:
+                break
     finally:
         model.set_weights(saved)
-    # training-mode losses of the steps themselves: BatchNorm's moving statistics, which
-    # lag behind in so few steps, do not blur the answer
     before = losses[0]
     after = float(np.mean(losses[-min(5, len(losses)) :]))
-    drop = (before - after) / before if before > 0 else 0.0
+    drop = dropped(losses)
     record = {
-        "steps": config.preflight_steps,
+        "steps": len(losses),
+        "max_steps": config.preflight_steps,
         "batch_size": int(y.shape[0]),
         "learning_rate": config.learning_rate,
         "loss_before": round(before, 5),
