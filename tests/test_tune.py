@@ -13,26 +13,36 @@ from pipelines.cluster import ClusterSettings
 from pipelines.tune.config import TuneConfig
 from tests.conftest import VISIONPIPE
 
+# trials of one epoch of width 8 on 16 px images (prepared in-process: 90 images need no
+# decode pool); the one-batch preflight check (test_preflight.py's) and weight histograms
+# are left out except where a test is about them. What is tested is the search around the
+# trials (its records, its resume, its scores), which a trial this small exercises fully.
 TINY = ["--set", "train.epochs=1", "--set", "train.width=8"]
+TINY += ["--set", "prepare.image_size=16", "--set", "prepare.workers=1"]
+QUICK = ["--set", "train.preflight=off", "--set", "train.tensorboard_histograms=false"]
 
 
-def tune(output, *extra, data="builtin:digits"):
-    return subprocess.run(
-        [VISIONPIPE, "tune", "--data", str(data), "--output", str(output), *TINY, *extra],
-        capture_output=True,
-        text=True,
-    )
+def tiny_images(folder):
+    """Three digits, 30 images each, written at 16 px."""
+    from tests.conftest import write_digit_images
+
+    return write_digit_images(folder, per_class=30, size=16, formats=("png",))
+
+
+def tune(output, capsys, *extra, data):
+    """`visionpipe tune` in this process (its own command line is test_trials_can_be_...'s
+    subprocess): the exit code and what it wrote on stderr."""
+    code = main(["tune", "--data", str(data), "--output", str(output), *TINY, *QUICK, *extra])
+    return code, capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_a_search_leaves_a_best_config_that_run_accepts_and_resumes(tmp_path):
-    from tests.conftest import write_digit_images
-
-    data = write_digit_images(tmp_path / "digits", per_class=30, formats=("png",))
+def test_a_search_leaves_a_best_config_that_run_accepts_and_resumes(tmp_path, capsys):
+    data = tiny_images(tmp_path / "digits")
     out = tmp_path / "tune"
-    first = tune(out, "--trials", "2", data=data)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "trial 0:" in first.stderr and "trial 1:" in first.stderr
+    code, err = tune(out, capsys, "--trials", "2", data=data)
+    assert code == 0, err[-3000:]
+    assert "trial 0:" in err and "trial 1:" in err
     rows = (out / "trials.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("trial,learning_rate")
     assert (out / "trials.png").stat().st_size > 0
@@ -42,20 +52,24 @@ def test_a_search_leaves_a_best_config_that_run_accepts_and_resumes(tmp_path):
     configs = run_configs(str(out / "best.yaml"), [])  # what `visionpipe run --config` does
     assert configs["train"]["epochs"] == 1
     # KerasTuner's state: the same command with a bigger budget runs only the new trial
-    again = tune(out, "--trials", "3", data=data)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "trial 2:" in again.stderr and "trial 0:" not in again.stderr
-    assert "using the dataset prepared earlier" in again.stderr
+    code, err = tune(out, capsys, "--trials", "3", data=data)
+    assert code == 0, err[-3000:]
+    assert "trial 2:" in err and "trial 0:" not in err
+    assert "using the dataset prepared earlier" in err
     assert len((out / "trials.csv").read_text().splitlines()) == 4
 
 
 @pytest.mark.slow
 def test_trials_that_cannot_learn_score_nothing_and_say_so(tmp_path, capsys):
+    """The preflight check is what refuses the trial, so it stays on; a learning rate of
+    1e-9 cannot lower any batch's loss, so the tiny digits show it as well as all of them."""
     config = tmp_path / "space.yaml"
     config.write_text(yaml.safe_dump({"tune": {"space": {"learning_rate": [1e-9]}}}))
+    data = tiny_images(tmp_path / "digits")
     code = main(
-        ["tune", "--output", str(tmp_path / "t"), "--config", str(config), "--trials", "1", *TINY]
-    )
+        ["tune", "--data", str(data), "--output", str(tmp_path / "t"), "--config", str(config),
+         "--trials", "1", *TINY]
+    )  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err
     assert "no trial completed" in err and "Traceback" not in err
@@ -164,13 +178,11 @@ def test_trials_can_be_scored_by_cross_validation(tmp_path):
     one val split); trials.csv says so and the score is that mean."""
     import json
 
-    from tests.conftest import write_digit_images
-
-    data = write_digit_images(tmp_path / "digits", per_class=30, formats=("png",))
+    data = tiny_images(tmp_path / "digits")
     out = tmp_path / "tune"
     done = subprocess.run(
-        [VISIONPIPE, "tune", "--data", str(data), "--output", str(out), *TINY, "--trials", "1",
-         "--set", "tune.cross_validate=2", "--set", "train.preflight=off"],
+        [VISIONPIPE, "tune", "--data", str(data), "--output", str(out), *TINY, *QUICK,
+         "--trials", "1", "--set", "tune.cross_validate=2"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
