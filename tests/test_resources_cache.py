@@ -41,6 +41,7 @@ def test_auto_goes_to_disk_under_a_tiny_budget_and_trains_identically(
     from components.train.config import TrainConfig
     from components.train.core import run
 
+    # two epochs, not one: the first fills the cache, only the second reads it back
     config = dict(epochs=2, width=8, preflight="off", deterministic="on")
     run(TrainConfig(cache="memory", **config), digits_dataset, tmp_path / "memory")
     monkeypatch.setattr(resources, "memory_limit", lambda: (1 << 20, "a test budget of 1 MiB"))
