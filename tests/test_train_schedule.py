@@ -15,6 +15,7 @@ import tensorflow as tf
 from components.infra.errors import UserError
 from components.train.config import TrainConfig
 from components.vision import augment
+from tests.tiny import QUICK, tiny_digits
 
 
 def test_cosine_schedule_warms_up_linearly_then_decays():
@@ -171,14 +172,25 @@ def test_resnet_mini_is_residual_and_ends_in_our_head():
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def digits32(tmp_path_factory):
+    """Three digits, 60 images each, at 32 px: the smallest input MobileNetV3Small takes."""
+    return tiny_digits(tmp_path_factory.mktemp("digits32"), per_class=60, size=32)
+
+
 @pytest.mark.slow
 def test_two_stage_run_freezes_then_unfreezes_with_batchnorm_frozen(
-    tmp_path, digits_dataset, monkeypatch
+    tmp_path, digits32, monkeypatch
 ):
     """A backbone with learned weights (a file this test writes, as ImageNet weights cannot
     be downloaded here) trains its head first, then the top layers; BatchNorm statistics
     from the weights file come through both stages unchanged. A run that dies as stage 2
-    starts resumes there: stage 1 is not trained again (one history row each)."""
+    starts resumes there: stage 1 is not trained again (one history row each).
+
+    Three classes of 42 train images at 32 px (a tenth of the digits' steps through
+    MobileNetV3Small): the checks are on which weights each stage moves and on the resume,
+    and stage 2 still has to lower val loss to be kept (asserted), which a head that saw
+    three steps leaves it every chance to."""
     from components.train.core import run
 
     backbone = keras.applications.MobileNetV3Small(
@@ -190,8 +202,8 @@ def test_two_stage_run_freezes_then_unfreezes_with_batchnorm_frozen(
     from components.train.swa import refresh_batchnorm
     from components.vision.records import load_split_arrays
 
-    pixels = load_split_arrays(digits_dataset, "train", 32)[0][:256].astype("float32")
-    refresh_batchnorm(backbone, (pixels[i : i + 64] for i in range(0, 256, 64)))
+    pixels = load_split_arrays(digits32, "train", 32)[0].astype("float32")
+    refresh_batchnorm(backbone, (pixels[i : i + 64] for i in range(0, len(pixels), 64)))
     weights = tmp_path / "backbone.weights.h5"
     backbone.save_weights(weights)
     config = TrainConfig(
@@ -204,9 +216,9 @@ def test_two_stage_run_freezes_then_unfreezes_with_batchnorm_frozen(
         fine_tune_learning_rate_factor=1.0,
         fine_tune_layers=20,
         augmentation="none",
-        # random weights stand in for ImageNet's: a linear head on random 32 px features
-        # learns too slowly for the one-batch check, which says so and trains on (warn)
-        preflight="warn",
+        # the one-batch check is test_preflight.py's; here it would only run twice
+        preflight="off",
+        tensorboard_histograms=False,
     )
     # first attempt dies as stage 2 starts (the on-disk state a kill there leaves)
     from components.train import models
@@ -220,11 +232,11 @@ def test_two_stage_run_freezes_then_unfreezes_with_batchnorm_frozen(
 
     monkeypatch.setattr(models, "set_backbone_trainable", dies_in_stage_2)
     with pytest.raises(KeyboardInterrupt):
-        run(config, digits_dataset, tmp_path / "model")
+        run(config, digits32, tmp_path / "model")
     assert (tmp_path / ".model.partial" / "stage1.json").exists()
     monkeypatch.setattr(models, "set_backbone_trainable", real)
-    metrics = run(config, digits_dataset, tmp_path / "model")  # resumes at stage 2
-    head_only = 576 * 10 + 10  # the Dense head on MobileNetV3Small's 576 features
+    metrics = run(config, digits32, tmp_path / "model")  # resumes at stage 2
+    head_only = 576 * 3 + 3  # the Dense head on MobileNetV3Small's 576 features, 3 classes
     assert metrics["trainable_weights"]["stage1"] == head_only
     assert head_only < metrics["trainable_weights"]["stage2"] < 0.5 * backbone.count_params()
     assert metrics["epochs_run"] == 3 and metrics["fine_tune"]["start_epoch"] == 2
@@ -259,7 +271,8 @@ def test_two_stage_run_freezes_then_unfreezes_with_batchnorm_frozen(
 
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path, digits_dataset):
-    """Two logical CPU devices must be declared before TensorFlow starts: a fresh process."""
+    """Two logical CPU devices must be declared before TensorFlow starts: a fresh process.
+    On the ten digits (chance is 0.1), so two epochs clearing 0.2 says it learned."""
     script = textwrap.dedent(
         f"""
         import json, tensorflow as tf
@@ -270,7 +283,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, digits_dataset):
         from components.train.config import TrainConfig
         from components.train.core import run
         metrics = run(
-            TrainConfig(epochs=2, width=8, distribute="mirrored", early_stopping_patience=2),
+            TrainConfig(epochs=2, distribute="mirrored", early_stopping_patience=2, **{QUICK!r}),
             {str(digits_dataset)!r},
             {str(tmp_path / "model")!r},
         )
@@ -286,12 +299,15 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, digits_dataset):
 
 
 @pytest.mark.slow
-def test_same_seed_same_weights_on_cpu(tmp_path, digits_dataset):
+def test_same_seed_same_weights_on_cpu(tmp_path_factory, tmp_path):
+    """Two runs of the tiny digits with the same seed, augmentation on: bit-for-bit
+    equality is a property of every step, so 63 images show it as well as 1,257."""
     from components.train.core import run
 
-    config = TrainConfig(epochs=1, width=4, augmentation="safe")
-    first = run(config, digits_dataset, tmp_path / "a")
-    second = run(config, digits_dataset, tmp_path / "b")
+    dataset = tiny_digits(tmp_path_factory.mktemp("seeded"))
+    config = TrainConfig(epochs=1, augmentation="safe", **{**QUICK, "width": 4})
+    first = run(config, dataset, tmp_path / "a")
+    second = run(config, dataset, tmp_path / "b")
     assert first["deterministic"] is True
     assert first["val_loss"] == second["val_loss"]
     a = keras.saving.load_model(tmp_path / "a" / "model.keras", compile=False)
@@ -336,6 +352,8 @@ def test_distilled_student_reaches_the_teacher(tmp_path, digits_dataset, trained
         teacher=str(trained_model),
         distillation_temperature=2.0,
         distillation_alpha=0.5,
+        preflight="off",  # test_preflight.py's; it is no part of what distillation reaches
+        tensorboard_histograms=False,
     )
     metrics = run(config, digits_dataset, tmp_path / "student")
     assert metrics["teacher_val_accuracy"] == pytest.approx(teacher["val_accuracy"], abs=1e-4)
