@@ -65,11 +65,11 @@ def test_flip_is_flagged_on_a_flip_sensitive_task(tmp_path):
     assert "Probably not label-preserving here: horizontal_flip" in html
 
 
-def test_digits_are_not_flagged_for_the_safe_preset(digits_dataset, trained_model, tmp_path):
-    from components.evaluate.core import run
-
-    result = run(EvaluateConfig(), digits_dataset, trained_model, tmp_path / "evaluation")
-    transforms = result["metrics"]["robustness"]["transforms"]
+def test_digits_are_not_flagged_for_the_safe_preset(evaluation):
+    """Reads the session's evaluation of `trained_model` (robustness does not depend on
+    the thresholds it was evaluated with): no second evaluate of the same model."""
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    transforms = metrics["robustness"]["transforms"]
     assert {"horizontal_flip"} < set(transforms)  # flip plus the three safe-preset layers
     safe = [name for name in transforms if name != "horizontal_flip"]
     assert len(safe) == 3 and not any(transforms[name]["flagged"] for name in safe)
@@ -111,25 +111,17 @@ def test_gate_refuses_a_model_worse_than_its_baseline(tmp_path, digits_dataset, 
     assert same["blessing"]["blessed"] is True
 
 
-def test_every_misclassified_image_has_nearest_training_images(
-    tmp_path, digits_dataset, trained_model
-):
-    from components.evaluate.core import run
-
-    run(EvaluateConfig(neighbours=2), digits_dataset, trained_model, tmp_path / "ev")
-    errors = json.loads((tmp_path / "ev" / "errors_nearest.json").read_text())
-    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert len(errors) == round(metrics["count"] * (1 - metrics["accuracy"]))
-    assert all(len(e["nearest_train"]) == 2 for e in errors)
-    assert all(-1.0 <= n["similarity"] <= 1.0001 for e in errors for n in e["nearest_train"])
-
-
-def test_slices_by_a_metadata_column(tmp_path, digits_dataset, trained_model):
+@pytest.fixture(scope="module")
+def camera_evaluation(tmp_path_factory, digits_dataset, trained_model):
+    """`trained_model` evaluated once with neighbours=2 on a copy of the digits whose test
+    manifest has a `camera` column: what the nearest-neighbour and the slice tests read
+    (neither setting touches what the other checks)."""
     import csv
 
     from components.evaluate.core import run
 
-    dataset = tmp_path / "dataset"
+    root = tmp_path_factory.mktemp("camera")
+    dataset = root / "dataset"
     shutil.copytree(digits_dataset, dataset)
     with open(dataset / "splits" / "test.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -139,7 +131,21 @@ def test_slices_by_a_metadata_column(tmp_path, digits_dataset, trained_model):
         writer = csv.DictWriter(handle, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    result = run(EvaluateConfig(), dataset, trained_model, tmp_path / "ev")
+    result = run(EvaluateConfig(neighbours=2), dataset, trained_model, root / "ev")
+    return root / "ev", result
+
+
+def test_every_misclassified_image_has_nearest_training_images(camera_evaluation):
+    ev, _ = camera_evaluation
+    errors = json.loads((ev / "errors_nearest.json").read_text())
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert len(errors) == round(metrics["count"] * (1 - metrics["accuracy"]))
+    assert all(len(e["nearest_train"]) == 2 for e in errors)
+    assert all(-1.0 <= n["similarity"] <= 1.0001 for e in errors for n in e["nearest_train"])
+
+
+def test_slices_by_a_metadata_column(camera_evaluation):
+    _, result = camera_evaluation
     slices = result["metrics"]["slices"]["camera"]
     assert {s["value"] for s in slices} == {"phone", "scanner"}
     assert sum(s["count"] for s in slices) == 270
