@@ -113,15 +113,18 @@ def test_precision_policy_selection():
 
 
 @pytest.mark.slow
-def test_training_under_mixed_bfloat16_on_cpu(tmp_path, digits_dataset):
+def test_training_under_mixed_bfloat16_on_cpu(tmp_path):
+    """One epoch on the tiny digits: the checks are on the layers' dtypes, the saved
+    record and the restored policy, which any fit under the policy sets."""
     import keras
 
     from components.train.config import TrainConfig
     from components.train.core import run
+    from tests.tiny import QUICK, tiny_digits
 
     run(
-        TrainConfig(epochs=1, width=4, precision="mixed_bfloat16"),
-        digits_dataset,
+        TrainConfig(epochs=1, precision="mixed_bfloat16", **{**QUICK, "width": 4}),
+        tiny_digits(tmp_path / "tiny"),
         tmp_path / "model",
     )
     model = keras.models.load_model(tmp_path / "model" / "model.keras", compile=False)
@@ -159,29 +162,23 @@ def test_every_known_model_builds():
 
 
 @pytest.mark.slow
-def test_train_cv_reports_every_fold_with_a_mean_and_a_spread(tmp_path):
+def test_train_cv_reports_every_fold_with_a_mean_and_a_spread(tmp_path, capsys):
     """`visionpipe train --cv 3` on a dataset prepared without prepare.kfold: three folds of
-    train+val (each image held out once), their mean and spread, then the model itself."""
+    train+val (each image held out once), their mean and spread, then the model itself.
+    The command runs in this process (a train process's exit is test_train_resume.py's);
+    four digits of 30 images at 16 px, as the checks count images and folds, not accuracy."""
     import csv
     import json
-    import subprocess
 
-    from components.prepare.config import PrepareConfig
-    from components.prepare.core import run as prepare
-    from tests.conftest import VISIONPIPE, write_digit_images
+    from pipelines.cli import main
+    from tests.tiny import quick_args, tiny_digits
 
-    source = write_digit_images(tmp_path / "digits", classes=(0, 1, 7, 9), per_class=30)
-    digits_dataset = tmp_path / "dataset"
-    prepare(PrepareConfig(image_size=24), source, digits_dataset)
-
+    digits_dataset = tiny_digits(tmp_path / "tiny", classes=(0, 1, 7, 9))
     out = tmp_path / "model"
-    done = subprocess.run(
-        [VISIONPIPE, "train", "--dataset", str(digits_dataset), "--output", str(out), "--cv", "3"]
-        + ["--set", "epochs=2", "--set", "width=4", "--set", "preflight=off"],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    args = ["train", "--dataset", str(digits_dataset), "--output", str(out), "--cv", "3"]
+    code = main(args + quick_args(epochs=2, width=4))
+    done = capsys.readouterr()
+    assert code == 0, done.err[-3000:]
     report = json.loads((out / "cross_validation.json").read_text())
     assert report["folds"] == 3 and len(report["per_fold"]) == 3
     pool = sum(
@@ -196,4 +193,4 @@ def test_train_cv_reports_every_fold_with_a_mean_and_a_spread(tmp_path):
     assert metrics["cross_validation"]["mean"] == report["mean"]
     assert (out / "model.keras").is_file()  # the model itself, trained after the folds
     assert json.loads((out / "config.json").read_text())["config"]["cross_validate"] == 3
-    assert "cross-validation over 3 folds" in done.stderr + done.stdout
+    assert "cross-validation over 3 folds" in done.err + done.out
