@@ -13,15 +13,33 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ensemble(tmp_path_factory, digits_dataset):
+def few_digits(tmp_path_factory):
+    """Three digits, 24 images each, at 24 px (prepared in-process: no decode pool)."""
+    from components.prepare.config import PrepareConfig
+    from components.prepare.core import run as prepare
+    from tests.conftest import write_digit_images
+
+    root = tmp_path_factory.mktemp("few_digits")
+    source = write_digit_images(root / "digits", per_class=24, size=24, formats=("png",))
+    prepare(PrepareConfig(image_size=24, workers=1), str(source), root / "dataset")
+    return root / "dataset"
+
+
+FAST = {"epochs": 1, "batch_size": 16, "preflight": "off", "tensorboard_histograms": False}
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory, few_digits):
+    """Two members of two epochs on the few digits: what is checked is how members are
+    averaged, reported and exported, which holds for any two trained members."""
     from components.train.core import run
 
     out = tmp_path_factory.mktemp("ensemble") / "model"
-    metrics = run(TrainConfig(epochs=2, width=8, ensemble=2), digits_dataset, out)
-    return out, metrics
+    config = TrainConfig(width=8, ensemble=2, **{**FAST, "epochs": 2})
+    return out, run(config, few_digits, out)
 
 
-def test_the_model_is_the_average_of_its_members(ensemble, digits_dataset):
+def test_the_model_is_the_average_of_its_members(ensemble, few_digits):
     from components.vision.models import ensemble_members, load_model
     from components.vision.records import load_split_arrays
 
@@ -29,7 +47,7 @@ def test_the_model_is_the_average_of_its_members(ensemble, digits_dataset):
     model = load_model(folder)
     members = ensemble_members(model)
     assert [m.name for m in members] == ["member_0", "member_1"]
-    images = load_split_arrays(digits_dataset, "test", 32)[0][:32].astype(np.float32)
+    images = load_split_arrays(few_digits, "test", 24)[0].astype(np.float32)
     expected = np.mean([m.predict(images, verbose=0) for m in members], axis=0)
     np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-6)
     # members differ (their own seeds), each is a complete model folder
@@ -43,7 +61,7 @@ def test_the_model_is_the_average_of_its_members(ensemble, digits_dataset):
 
 
 def test_evaluate_reports_each_member_and_export_verifies_the_average(
-    tmp_path, ensemble, digits_dataset
+    tmp_path, ensemble, few_digits
 ):
     from components.evaluate.config import EvaluateConfig
     from components.evaluate.core import run as evaluate
@@ -51,7 +69,7 @@ def test_evaluate_reports_each_member_and_export_verifies_the_average(
     from components.export.core import run as export
 
     folder, _ = ensemble
-    result = evaluate(EvaluateConfig(min_accuracy=0.0), digits_dataset, folder, tmp_path / "e")
+    result = evaluate(EvaluateConfig(min_accuracy=0.0), few_digits, folder, tmp_path / "e")
     report = result["metrics"]["ensemble"]
     assert [m["member"] for m in report["members"]] == ["member_0", "member_1"]
     assert report["average"]["accuracy"] == result["metrics"]["accuracy"]
@@ -61,7 +79,7 @@ def test_evaluate_reports_each_member_and_export_verifies_the_average(
     assert "## Ensemble members" in (tmp_path / "e" / "report.md").read_text()
     exported = export(
         ExportConfig(formats=["tflite", "onnx"], benchmark_runs=2),
-        digits_dataset,
+        few_digits,
         folder,
         tmp_path / "x",
         tmp_path / "e",
@@ -75,9 +93,9 @@ def test_kfold_members_leave_out_their_fold(tmp_path):
     from components.train.ensemble import kfold_members
     from tests.conftest import write_digit_images
 
-    source = write_digit_images(tmp_path / "digits", per_class=30, size=32)
+    source = write_digit_images(tmp_path / "digits", per_class=30, size=16, formats=("png",))
     dataset = tmp_path / "dataset"
-    prepare(PrepareConfig(kfold=2), str(source), dataset)
+    prepare(PrepareConfig(kfold=2, workers=1), str(source), dataset)
     folds = kfold_members(dataset, 2)
     for train, val in folds:
         assert not set(train) & set(val)
@@ -87,28 +105,11 @@ def test_kfold_members_leave_out_their_fold(tmp_path):
     from components.train.core import run
 
     metrics = run(
-        TrainConfig(
-            epochs=1, width=8, ensemble=2, ensemble_from="kfold", batch_size=16, preflight="warn"
-        ),
+        TrainConfig(width=8, ensemble=2, ensemble_from="kfold", **FAST),
         dataset,
         tmp_path / "model",
     )
     assert metrics["ensemble"]["from"] == "kfold" and len(metrics["ensemble"]["members"]) == 2
-
-
-@pytest.fixture(scope="module")
-def few_digits(tmp_path_factory):
-    from components.prepare.config import PrepareConfig
-    from components.prepare.core import run as prepare
-    from tests.conftest import write_digit_images
-
-    root = tmp_path_factory.mktemp("few_digits")
-    source = write_digit_images(root / "digits", per_class=24, size=24, formats=("png",))
-    prepare(PrepareConfig(image_size=24), str(source), root / "dataset")
-    return root / "dataset"
-
-
-FAST = {"epochs": 1, "batch_size": 16, "preflight": "off", "tensorboard_histograms": False}
 
 
 def dies_at_member(index, calls):

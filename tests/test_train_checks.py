@@ -19,13 +19,14 @@ FAST = {"width": 4, "preflight": "off", "tensorboard_histograms": False}
 
 @pytest.fixture(scope="module")
 def small_digits(tmp_path_factory):
-    """Four classes of the real digits, 50 images each, prepared at 24 px."""
+    """Four classes of the real digits, 50 images each, prepared at 24 px (in-process: a
+    decode pool for 200 images costs more than the decoding it spreads)."""
     from components.prepare.config import PrepareConfig
     from components.prepare.core import run
 
     root = tmp_path_factory.mktemp("small_digits")
     write_digit_images(root / "images", classes=(1, 3, 5, 8), per_class=50, formats=("png",))
-    run(PrepareConfig(image_size=24), root / "images", root / "dataset")
+    run(PrepareConfig(image_size=24, workers=1), root / "images", root / "dataset")
     return root / "dataset"
 
 
@@ -95,7 +96,7 @@ def test_class_weights_raise_the_minority_recall(tmp_path):
     images = tmp_path / "images"
     write_digit_images(images, classes=(3,), per_class=120, formats=("png",))
     write_digit_images(images, classes=(8,), per_class=12, formats=("png",))
-    prepare(PrepareConfig(image_size=24), images, tmp_path / "d")
+    prepare(PrepareConfig(image_size=24, workers=1), images, tmp_path / "d")
     digits = load_digits()
     held = digits.images[np.flatnonzero(digits.target == 8)[100:160]]
     from PIL import Image
