@@ -2,14 +2,12 @@
 file per target: real OpenVINO, ONNX Runtime and tf2onnx, no stand-ins."""
 
 import json
-import subprocess
 
 import numpy as np
 import onnx
 import pytest
 
 from components.vision import targets
-from tests.conftest import VISIONPIPE
 
 
 @pytest.mark.slow
@@ -155,17 +153,18 @@ def test_parity_records_the_transposes_left_in_the_onnx_graph(exported):
 
 
 @pytest.mark.slow
-def test_predict_runs_the_openvino_ir(tmp_path, exported, digits_dir):
+def test_predict_runs_the_openvino_ir(tmp_path, exported, digits_dir, capsys):
+    """`visionpipe predict` in this process (the predict process itself, its exit codes
+    and its one-line errors are test_export.py's): the IR and the ONNX file agree."""
+    from pipelines.cli import main
+
     image = sorted((digits_dir / "7").iterdir())[0]
     outputs = {}
     for name in ("model.xml", "model.onnx"):
-        done = subprocess.run(
-            [VISIONPIPE, "predict", "--model", str(exported / name), str(image), "--json"],
-            capture_output=True,
-            text=True,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        outputs[name] = json.loads(done.stdout)
+        code = main(["predict", "--model", str(exported / name), str(image), "--json"])
+        done = capsys.readouterr()
+        assert code == 0, done.err[-2000:]
+        outputs[name] = json.loads(done.out)
     xml, onnx_out = outputs["model.xml"][0], outputs["model.onnx"][0]
     assert xml["top"][0]["label"] == onnx_out["top"][0]["label"]
     assert xml["top"][0]["probability"] == pytest.approx(
