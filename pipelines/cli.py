@@ -23,7 +23,12 @@ import json
 import sys
 from pathlib import Path
 
-from components.infra.cli import add_config_arguments, quiet_tensorflow, skip_final_collection
+from components.infra.cli import (
+    add_config_arguments,
+    limit_blas_threads,
+    quiet_tensorflow,
+    skip_final_collection,
+)
 from components.infra.config import load_config_file, parse_overrides, split_sections
 from components.infra.errors import UserError, exit_on_user_error
 from pipelines.stages import STAGES, cli_module, config_class
@@ -505,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_tensorflow()
     skip_final_collection()
+    limit_blas_threads()  # the stage tasks inherit it
     if args.command == "run":
         return command_run(args)
     if args.command in STAGE_CLIS:

@@ -19,10 +19,11 @@ USER_ERROR_FILE = "user_error.txt"
 def reporting_user_errors(output_path: str | None) -> Iterator[None]:
     """Write a UserError's message beside `output_path` (a task with no output artifact
     passes None: its message is in the task's log only), then re-raise it."""
-    from components.infra.cli import skip_final_collection
+    from components.infra.cli import limit_blas_threads, skip_final_collection
     from components.infra.errors import UserError
 
     skip_final_collection()  # every task enters this once; its process ends soon after
+    limit_blas_threads()
     try:
         yield
     except (UserError, FileNotFoundError) as error:

@@ -13,7 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from components.infra.cli import limit_blas_threads
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# as every visionpipe command and task does (components/infra/cli.py): stages run
+# in-process here too, and their subprocesses inherit it
+limit_blas_threads()
 
 # the suite reports where its time went (whole pipelines, trainings, wall time vs budget)
 pytest_plugins = ["tests.suite_cost"]

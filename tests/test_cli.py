@@ -100,3 +100,26 @@ def test_skipping_the_final_collection_keeps_output_handlers_and_status(ending, 
     assert done.returncode == status, done.stderr
     assert done.stdout == "unflushed frozen earlier handler ran\n"  # frozen once, last in
     assert ("ZeroDivisionError" in done.stderr) == (status == 1)
+
+
+@pytest.mark.parametrize("preset", [None, "2"])
+def test_blas_runs_on_one_thread_unless_the_user_said_otherwise(preset):
+    """limit_blas_threads() (every command and task): numpy's and SciPy's OpenBLAS on one
+    thread, loaded before or after; a user's OPENBLAS_NUM_THREADS is left alone."""
+    program = "\n".join(
+        [
+            "import numpy, os",
+            "from threadpoolctl import threadpool_info",
+            "from components.infra.cli import limit_blas_threads",
+            "limit_blas_threads()",
+            "import scipy.linalg",  # SciPy's own OpenBLAS, loaded after
+            "print(os.environ['OPENBLAS_NUM_THREADS'])",
+            "print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}))",
+        ]
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ([preset, f"[{preset}]"] if preset else ["1", "[1]"])

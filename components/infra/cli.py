@@ -120,6 +120,21 @@ def skip_final_collection() -> None:
     atexit.register(gc.freeze)
 
 
+def limit_blas_threads() -> None:
+    """numpy's and SciPy's BLAS (OpenBLAS) on one thread in visionpipe's processes, unless
+    OPENBLAS_NUM_THREADS is set: the matrices here are small (thousands by hundreds),
+    where OpenBLAS's threads cost more than they compute (evaluate's logistic-regression
+    baseline on the digits: 1.5 CPU s with 2 threads, 0.1 s with 1, on this 2-core
+    machine). The variable reaches libraries loaded later and child processes;
+    threadpoolctl limits the ones already loaded. TensorFlow's thread pools are its own."""
+    if "OPENBLAS_NUM_THREADS" in os.environ:
+        return
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+
+
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's C++ start-up chatter out of the user's terminal (it is imported
     only where a command needs it; this applies whenever that is)."""
@@ -146,6 +161,7 @@ def stage_main(
         add_arguments(parser)
         quiet_tensorflow()
         skip_final_collection()
+        limit_blas_threads()
         return execute(parser.parse_args(argv))
 
     return main
