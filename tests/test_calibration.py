@@ -85,8 +85,14 @@ def test_evaluate_records_both_and_export_ships_the_calibrated_probabilities(
             runtimes.onnx_predictor if name.endswith(".onnx") else runtimes.tflite_predictor
         )(exported / name)
         np.testing.assert_allclose(predictor(images[:64].astype(np.float32)), expected, atol=2e-5)
+    # every format verified, except that a quantized variant may be dropped, as
+    # export.on_variant_failure: drop does (an int8 file can lose its point on some
+    # trainings); the contract's formats never are
+    from components.export.config import OPTIONAL
+
     parity = json.loads((exported / "parity.json").read_text())
-    assert all(r.get("passed", True) for r in parity.values())
+    for name, result in parity.items():
+        assert result.get("passed", True) or (result.get("dropped") and name in OPTIONAL), name
     assert (
         json.loads((exported / "config.json").read_text())["temperature"] == metrics["temperature"]
     )
