@@ -44,12 +44,18 @@ def test_evaluation_writes_the_confusion_matrix_and_error_gallery(evaluation):
 
 
 @pytest.mark.slow
-def test_profile_batches_writes_a_profile(tmp_path, digits_dataset):
+def test_profile_batches_writes_a_profile(tmp_path):
+    """One epoch of the tiny digits in batches of 8 (8 steps: steps 2 and 3 exist to be
+    profiled); the preflight check is test_preflight.py's."""
     from components.train.config import TrainConfig
     from components.train.core import run
+    from tests.tiny import tiny_digits
 
-    config = TrainConfig(epochs=1, width=4, profile_batches="2,3", tensorboard_histograms=False)
-    run(config, digits_dataset, tmp_path / "model")
+    config = TrainConfig(
+        epochs=1, width=4, batch_size=8, profile_batches="2,3", tensorboard_histograms=False,
+        preflight="off",
+    )  # fmt: skip
+    run(config, tiny_digits(tmp_path / "tiny"), tmp_path / "model")
     profiles = list((tmp_path / "model" / "tensorboard").rglob("*.xplane.pb"))
     assert profiles, sorted(p.name for p in (tmp_path / "model" / "tensorboard").rglob("*"))
     histograms = tensor_tags(events(tmp_path / "model" / "tensorboard")["train"], "histograms")
