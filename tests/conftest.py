@@ -120,7 +120,12 @@ def exported(tmp_path_factory, digits_dataset, trained_model, evaluation) -> Pat
     from components.export.core import run
 
     out = tmp_path_factory.mktemp("export") / "export"
-    run(ExportConfig(benchmark_runs=5), digits_dataset, trained_model, out, evaluation)
+    # the tests that read the int8 files (test_openvino, test_export) are about the files;
+    # this 8-epoch model's int8 IR lost 0.0111 on the 270 test images once (3 images), over
+    # the 1-point default, and export then dropped it: a 3-point bar keeps every file here,
+    # and the drop itself is tested on purpose in test_export_variants.py
+    config = ExportConfig(benchmark_runs=5, max_quantized_accuracy_drop=0.03)
+    run(config, digits_dataset, trained_model, out, evaluation)
     return out
 
 
