@@ -22,11 +22,16 @@ def test_the_check_stops_when_the_loss_has_dropped_and_not_before(learning_rate,
     y = np.eye(10, dtype="float32")[digits.target[:32]]
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
-        [keras.layers.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+        [
+            keras.layers.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.1),  # a random state the check must put back
+            keras.layers.Dense(10),
+        ]
     )
     model.layers[-1].activation = keras.activations.softmax
     config = TrainConfig(learning_rate=learning_rate, preflight_steps=100)
-    before = [w.copy() for w in model.get_weights()]
+    before = [v.numpy().copy() for v in model.variables]  # weights and random states
     record, norms = overfit_one_batch(SimpleNamespace(config=config, model=model), x, y)
     assert record["passed"] is learns and record["max_steps"] == 100
     if learns:
@@ -35,5 +40,6 @@ def test_the_check_stops_when_the_loss_has_dropped_and_not_before(learning_rate,
     else:
         assert record["steps"] == 100 and record["loss_drop"] < 0.2, record
     assert norms  # the first step's gradient norms, per layer
-    for kept, now in zip(before, model.get_weights(), strict=True):
-        np.testing.assert_array_equal(kept, now)  # weights restored
+    assert len(model.variables) > len(model.weights)  # the dropout's seed state is there
+    for kept, now in zip(before, model.variables, strict=True):
+        np.testing.assert_array_equal(kept, now.numpy())  # all put back: the fit is unmoved

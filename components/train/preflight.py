@@ -143,7 +143,7 @@ def overfit_one_batch(s, x, y) -> tuple[dict[str, Any], dict[str, float]]:
     `preflight_min_loss_drop` below the first step's (passed), or `preflight_steps` steps
     (failed when it never got there); the losses, and the per-layer gradient norms of the
     first step. A model that learns stops within tens of steps: every training pays
-    for the check only what it takes. Weights are restored."""
+    for the check only what it takes. Weights and random states are restored."""
     import keras
     import tensorflow as tf
 
@@ -155,7 +155,9 @@ def overfit_one_batch(s, x, y) -> tuple[dict[str, Any], dict[str, float]]:
     optimizer = make_optimizer(plain, config.learning_rate)  # peak rate, no schedule
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     y = tf.constant(y, tf.float32)
-    saved = model.get_weights()
+    # every variable, the dropout and augmentation layers' random states included (not in
+    # get_weights): the fit then draws the same masks however many steps the check took
+    saved = [variable.numpy() for variable in model.variables]
 
     def loss_of(training: bool):
         return loss_fn(y, tf.cast(model(x, training=training), tf.float32))
@@ -190,7 +192,8 @@ def overfit_one_batch(s, x, y) -> tuple[dict[str, Any], dict[str, float]]:
             if len(losses) > 5 and dropped(losses) >= config.preflight_min_loss_drop:
                 break
     finally:
-        model.set_weights(saved)
+        for variable, value in zip(model.variables, saved, strict=True):
+            variable.assign(value)
     before = losses[0]
     after = float(np.mean(losses[-min(5, len(losses)) :]))
     drop = dropped(losses)
