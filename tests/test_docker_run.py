@@ -20,6 +20,7 @@ import pytest
 
 import components
 from tests.conftest import VISIONPIPE
+from tests.docker_images import REQUIRED  # .ci/run (and CI) set it: never skip there
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = f"visionpipe/visionpipe-cpu:{components.__version__}"
@@ -35,11 +36,6 @@ def docker_problem() -> str | None:
     if info.returncode != 0:
         return "the Docker engine does not answer (`docker info` failed; start dockerd)"
     return None
-
-
-# CI on GitHub sets it: there the engine exists, and an image that stops building must
-# fail the run, never skip it
-REQUIRED = os.environ.get("VISIONPIPE_REQUIRE_DOCKER") == "1"
 
 
 def skip(reason: str):

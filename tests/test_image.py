@@ -1,35 +1,17 @@
 """The CPU stage image runs the stages (needs a Docker engine and `make image`; skipped otherwise)."""
 
 import json
-import os
-import shutil
 import subprocess
 
 import pytest
 
 import components
+from tests.docker_images import needs_image
 
 IMAGE = f"visionpipe/visionpipe-cpu:{components.__version__}"
 
 
-def image_available() -> str | None:
-    if shutil.which("docker") is None:
-        return "no docker command"
-    info = subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True)
-    if info.returncode != 0:
-        return f"no {IMAGE} image (run `make image`) or no running Docker engine"
-    return None
-
-
-# .ci/run builds the image first and sets it: there a missing image fails, never skips
-REQUIRED = os.environ.get("VISIONPIPE_REQUIRE_DOCKER") == "1"
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not REQUIRED and image_available() is not None, reason=str(image_available())
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_image(IMAGE, "image")]
 
 
 def test_image_labels_user_and_prepare_stage(tmp_path):

@@ -9,7 +9,6 @@ probe (GET /healthz) is tested over HTTP in tests/test_serve_collect.py.
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,9 +17,9 @@ import yaml
 
 from pipelines import k8s_check
 from tests.test_k8s import OVERLAYS, needs_kubectl, restricted_container
+from tests.test_serve import SERVE_PYTHON, run_in_serve_venv
 
 ROOT = Path(__file__).parent.parent
-SERVE_PYTHON = ROOT / ".venv-serve" / "bin" / "python"
 pytestmark = needs_kubectl
 
 
@@ -177,11 +176,7 @@ def test_the_probe_path_is_a_route_of_collect_s_app(tmp_path):
         "print(' '.join(r.path for r in app(Collector(log)).routes if 'GET' in r.methods))\n"
         "log.close()\n"
     )
-    done = subprocess.run(
-        [str(SERVE_PYTHON), "-c", script, str(tmp_path / "log")],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    done = run_in_serve_venv(script, str(tmp_path / "log"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert container["livenessProbe"]["httpGet"]["path"] in done.stdout.split()
 

@@ -32,6 +32,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def run_in_serve_venv(script: str, *args: str) -> subprocess.CompletedProcess:
+    """`script` in the serving venv, on this checkout's code and nothing of the test's
+    environment (serve's dependencies are not the training venv's)."""
+    return subprocess.run(
+        [str(SERVE_PYTHON), "-c", script, *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,7 +15,15 @@ import urllib.request
 import numpy as np
 import pytest
 
-from tests.test_serve import SERVE_PYTHON, b64, call, png, served_dir, start_server  # noqa: F401
+from tests.test_serve import (  # noqa: F401
+    SERVE_PYTHON,
+    b64,
+    call,
+    png,
+    run_in_serve_venv,
+    served_dir,
+    start_server,
+)
 
 pytestmark = pytest.mark.skipif(
     not SERVE_PYTHON.is_file(), reason="the serving venv is missing: run `make serve-venv`"
@@ -135,9 +143,6 @@ def test_healthz_answers_while_the_receiver_can_log(collector):
 def test_healthz_fails_once_the_log_writer_has_stopped(tmp_path):
     """The same app in the serving venv, driven by Starlette's TestClient (no port, no
     model: the probe looks at the writer thread only); the writer is stopped for real."""
-    import subprocess
-
-    from tests.test_serve import ROOT
 
     script = (
         "import json, sys\n"
@@ -151,11 +156,7 @@ def test_healthz_fails_once_the_log_writer_has_stopped(tmp_path):
         "after = client.get('/healthz')\n"
         "print(json.dumps([before.status_code, before.json(), after.status_code, after.json()]))\n"
     )
-    done = subprocess.run(
-        [str(SERVE_PYTHON), "-c", script, str(tmp_path / "log")],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    done = run_in_serve_venv(script, str(tmp_path / "log"))
     assert done.returncode == 0, done.stderr[-2000:]
     before, body_before, after, body_after = json.loads(done.stdout.splitlines()[-1])
     assert (before, body_before) == (200, {"live": True})

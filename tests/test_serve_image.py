@@ -7,35 +7,19 @@ test is skipped, with the reason, when the image or a Docker engine is missing."
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 
 import pytest
 
 import components
+from tests.docker_images import needs_image
 from tests.test_serve import call, free_port, infer_body, png, served_dir  # noqa: F401
 
 IMAGE = f"visionpipe/visionpipe-serve:{components.__version__}"
 
 
-def image_problem() -> str | None:
-    if shutil.which("docker") is None:
-        return "no docker command"
-    found = subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True)
-    if found.returncode != 0:
-        return f"no {IMAGE} image (run `make serve-image`) or no running Docker engine"
-    return None
-
-
-# .ci/run builds the image first and sets it: there a missing image fails, never skips
-REQUIRED = os.environ.get("VISIONPIPE_REQUIRE_DOCKER") == "1"
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not REQUIRED and image_problem() is not None, reason=str(image_problem())),
-]
+pytestmark = [pytest.mark.slow, needs_image(IMAGE, "serve-image")]
 
 
 def test_the_image_serves_a_folder_as_the_inference_service_runs_it(served_dir):  # noqa: F811
